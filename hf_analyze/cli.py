@@ -1,0 +1,121 @@
+"""``hf-analyze``: judge whether LoRA adapters of different families can be fused, and write the plan.
+
+Exit codes: 0 compatible (at least one active group), 1 analysed but nothing can be
+fused, 2 bad input or usage, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from hf_common.cli_support import check_json_target, errors_to_exit_codes, write_json
+from hf_common.console import EXIT_NOTHING_TO_FUSE, EXIT_OK, Console, setup_logging
+from hf_common.plan import Plan, check_output_path
+
+from . import __version__
+
+
+def _block_size(value: str) -> int | str:
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise click.BadParameter("must be a positive integer or 'auto'") from None
+
+
+@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--target", type=click.Path(path_type=Path), metavar="DIR",
+              help="PEFT LoRA adapter folder of the target model (the one that receives knowledge).")
+@click.option("--source", "sources", multiple=True, type=click.Path(path_type=Path), metavar="DIR",
+              help="PEFT LoRA adapter folder of a source expert; repeat for several sources.")
+@click.option("-o", "--output", type=click.Path(path_type=Path), metavar="PLAN.h5",
+              help="Where to write the fusion plan (HDF5). Not needed with --check.")
+@click.option("--block-size", default="4096", show_default=True, metavar="N|auto",
+              help="Rows per block token; 'auto' picks the largest size that tiles the target's dimensions.")
+@click.option("--transfer-ratio", type=float, default=1.0, show_default=True,
+              help="Keep only the last max(1, floor(ratio * n)) aligned layer pairs of each source, in (0, 1].")
+@click.option("--layer-map", default="tail", show_default=True, metavar="tail|proportional|FILE.json",
+              help="How target layers map to source layers: tail alignment, relative depth, or your own pairs.")
+@click.option("--json", "json_path", metavar="PATH|-", help="Also write the machine-readable report ('-': stdout).")
+@click.option("--check", is_flag=True, help="Judge and validate every tensor, but write no plan.")
+@click.option("--force", is_flag=True, help="Overwrite an existing plan or JSON report.")
+@click.option("-q", "--quiet", is_flag=True, help="Print only errors.")
+@click.option("--debug", is_flag=True, help="Show tracebacks and debug logging.")
+@click.version_option(__version__, prog_name="hf-analyze")
+@click.pass_context
+def main(ctx: click.Context, target, sources, output, block_size, transfer_ratio, layer_map, json_path, check,
+         force, quiet, debug) -> None:
+    """Analyse a target LoRA adapter and source adapters from any supported family.
+
+    \b
+    hf-analyze --target llama-expert --source qwen-expert -o plan.h5
+    hf-analyze show plan.h5 --json -
+    hf-analyze families
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+    if ctx.invoked_subcommand:
+        return
+    if target is None or not sources:
+        raise click.UsageError("--target and at least one --source are required")
+    if output is None and not check:
+        raise click.UsageError("give -o/--output PLAN.h5, or --check to write no plan")
+    console = Console(quiet=quiet, debug=debug, report_to_stderr=json_path == "-")
+    setup_logging(debug)
+    from .execute import execute
+    from .planner import AnalyzeSettings, analyze
+    from .report import build_report, render
+
+    with errors_to_exit_codes(console):
+        if output is not None and not check:
+            check_output_path(output, force, "plan")
+        check_json_target(json_path, force)
+        settings = AnalyzeSettings(block_size=_block_size(block_size), transfer_ratio=transfer_ratio,
+                                   layer_map=layer_map)
+        analysis = analyze(target, list(sources), settings)
+        report = build_report(analysis)
+        if analysis.compatible:
+            with console.err.status("tokenising and writing the plan" if not check else "validating tensors"):
+                execute(analysis, report, None if check else output, force=force)
+        render(report, console)
+        write_json(json_path, report, force=force)
+        if analysis.compatible and not check:
+            console.success(f"plan written to {output}")
+    ctx.exit(EXIT_OK if analysis.compatible else EXIT_NOTHING_TO_FUSE)
+
+
+@main.command()
+@click.argument("plan", type=click.Path(path_type=Path))
+@click.option("--json", "json_path", metavar="PATH|-", help="Write the plan's report as JSON ('-': stdout).")
+@click.option("--no-verify", is_flag=True, help="Skip recomputing the checksums of every dataset.")
+@click.option("--force", is_flag=True, help="Overwrite an existing JSON report.")
+@click.pass_context
+def show(ctx: click.Context, plan: Path, json_path, no_verify, force) -> None:
+    """Print the report of an existing plan (same JSON object as the analysis)."""
+    from .report import render
+
+    console = Console(debug=ctx.obj.get("debug", False), report_to_stderr=json_path == "-")
+    with errors_to_exit_codes(console):
+        check_json_target(json_path, force)
+        with Plan(plan, verify=not no_verify) as opened:
+            report = opened.report
+            console.info(f"{plan}: format version {opened.version}, checksum {opened.checksum[:16]}…")
+        render(report, console)
+        write_json(json_path, report, force=force)
+    ctx.exit(EXIT_OK if report["compatible"] else EXIT_NOTHING_TO_FUSE)
+
+
+@main.command()
+def families() -> None:
+    """List the model families the registry knows and their module roles."""
+    from hf_common.registry import families as known
+
+    console = Console()
+    console.table("Model families", ["family", "layers", "modules → roles", "description"], [
+        [f.name, ", ".join(f.layer_containers),
+         "; ".join(f"{s.suffix}→{'+'.join(s.roles)}" for s in f.modules.values()), f.description]
+        for f in known().values()
+    ])

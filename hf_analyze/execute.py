@@ -1,0 +1,80 @@
+"""Run an analysis: materialise every group and write the plan (or only check, with ``--check``)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from hf_common.adapter import CONFIG_NAME, Adapter
+from hf_common.errors import AdapterFormatError
+from hf_common.plan import PlanWriter
+from hf_common.safetensors_io import FLOAT_DTYPES, to_float32
+
+from . import __version__
+from .planner import Analysis, materialize
+
+logger = logging.getLogger(__name__)
+
+
+def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _provenance(analysis: Analysis, hashes: dict[Path, str]) -> dict:
+    def entry(role: str, adapter: Adapter) -> dict:
+        return {
+            "role": role,
+            "path": str(adapter.folder.resolve()),
+            "base_model": adapter.base_model,
+            "family": adapter.family.name,
+            "files": [{"name": p.name, "bytes": p.stat().st_size, "sha256": hashes[p]} for p in adapter.files],
+        }
+
+    return {
+        "tool": f"hf-analyze {__version__}",
+        "inputs": [entry("target", analysis.target)] + [entry("source", s) for s in analysis.sources],
+    }
+
+
+def _checked_raw(adapter: Adapter, key: str) -> tuple[np.ndarray, str]:
+    raw, dtype = adapter.raw(key)
+    if dtype in FLOAT_DTYPES and not np.isfinite(to_float32(raw, dtype)).all():
+        raise AdapterFormatError(f"tensor {key!r} has non-finite values (NaN or inf)", adapter.weights_path)
+    return raw, dtype
+
+
+def execute(analysis: Analysis, report: dict, output: Path | None, *, force: bool = False) -> None:
+    """Write the plan to ``output`` atomically; with ``output=None`` only validate all tensor data."""
+    adapters = [analysis.target, *analysis.sources]
+    files = [path for adapter in adapters for path in adapter.files]
+    with ThreadPoolExecutor(max_workers=1) as pool:  # hashing releases the GIL: it overlaps the numpy work
+        futures = {path: pool.submit(sha256_file, path) for path in files}
+        if output is None:
+            for key in analysis.target.tensors.keys():
+                _checked_raw(analysis.target, key)
+            for group in analysis.groups:
+                materialize(analysis, group)
+            return
+        with PlanWriter(output, force=force, created_by=f"hf-analyze {__version__}") as writer:
+            settings = dict(report["settings"])
+            writer.write_text("settings", json.dumps(settings))
+            writer.write_text("report", json.dumps(report))
+            writer.write_text("target_config", (analysis.target.folder / CONFIG_NAME).read_text())
+            for index, key in enumerate(analysis.target.tensors.keys()):
+                writer.add_target_tensor(index, key, *_checked_raw(analysis.target, key))
+            for index, pairs in enumerate(analysis.layer_maps):
+                writer.add_layer_map(index, pairs)
+            for group in analysis.groups:
+                logger.info("materialising group %s", group.name)
+                writer.add_group(group.name, group.role, group.rank, materialize(analysis, group).arrays)
+            hashes = {path: future.result() for path, future in futures.items()}
+            writer.write_text("provenance", json.dumps(_provenance(analysis, hashes)))

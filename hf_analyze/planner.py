@@ -1,0 +1,272 @@
+"""Plan a fusion: which target modules get which source context (no tensor data read).
+
+``analyze`` opens the adapters (headers only), computes layer maps, splits modules
+into functional-role units, links every target unit to the source units at its
+mapped layers and groups the target units by (role, rank).  The tensor work
+(normalisation, tokens, descriptors) happens in ``materialize`` while the plan is
+written, one group at a time, so memory stays at one group's data.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from hf_common.adapter import Adapter, LoraModule, load_adapter
+from hf_common.errors import ConfigError
+from hf_common.registry import ROLES, SplitError
+
+from . import layer_map, tokens
+from .normalize import normalize_factors
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AnalyzeSettings:
+    """Settings of one analysis; validation messages name the command-line flag."""
+
+    block_size: int | str = 4096
+    transfer_ratio: float = 1.0
+    layer_map: str = "tail"
+
+    def __post_init__(self) -> None:
+        if self.block_size != "auto" and (not isinstance(self.block_size, int) or not 1 <= self.block_size <= 1 << 20):
+            raise ConfigError(f"--block-size must be a positive integer or 'auto', got {self.block_size!r}")
+        if not 0.0 < self.transfer_ratio <= 1.0:
+            raise ConfigError(f"--transfer-ratio must be in (0, 1], got {self.transfer_ratio}")
+        if self.layer_map not in layer_map.METHODS and not self.layer_map.endswith(".json"):
+            raise ConfigError(f"--layer-map must be tail, proportional or a .json file, got {self.layer_map!r}")
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One functional role of one LoRA module (a fused module gives several units)."""
+
+    module: LoraModule
+    layer: int
+    role: str
+    b_rows: np.ndarray  # rows of the module's B that carry this role
+
+    @property
+    def d_out(self) -> int:
+        return len(self.b_rows)
+
+    @property
+    def label(self) -> str:
+        return self.module.path if self.d_out == self.module.d_out else f"{self.module.path} [{self.role}]"
+
+
+@dataclass(frozen=True)
+class SourceUnit:
+    source: int  # index into Analysis.sources
+    unit: Unit
+    target_scale: float
+    target_rank: int
+
+
+@dataclass
+class Group:
+    role: str
+    rank: int
+    target_units: list[Unit] = field(default_factory=list)
+    source_units: list[SourceUnit] = field(default_factory=list)
+    contexts: list[list[int]] = field(default_factory=list)  # per target unit: indices into source_units
+
+    @property
+    def name(self) -> str:
+        return f"{self.role}.r{self.rank}"
+
+
+@dataclass
+class Analysis:
+    settings: AnalyzeSettings
+    block_size: int
+    target: Adapter
+    sources: list[Adapter]
+    layer_maps: list[layer_map.Pairs]
+    groups: list[Group]
+    unmatched: list[dict]
+    warnings: list[str]
+
+    @property
+    def compatible(self) -> bool:
+        return bool(self.groups)
+
+
+def _units(adapter: Adapter, unmatched: list[dict] | None) -> list[Unit]:
+    """Split an adapter's modules into role units; record modules that give none."""
+    units = []
+    for module in adapter.modules.values():
+        located = adapter.family.locate(module.path)
+        spec = adapter.family.spec_for(located[1]) if located else None
+        reason = None
+        if located is None:
+            reason = "not inside a numbered transformer layer"
+        elif spec is None:
+            reason = f"no functional role is known for '{located[1]}' in family {adapter.family.name}"
+        else:
+            try:
+                for role, rows in spec.role_rows(module.d_in, module.d_out, adapter.dims):
+                    units.append(Unit(module, located[0], role, np.arange(module.d_out) if rows is None else rows))
+            except SplitError as exc:
+                reason = str(exc)
+        if reason and unmatched is not None:
+            unmatched.append({"module": module.path, "role": None, "reason": reason})
+    return units
+
+
+def _extra_reasons(adapter: Adapter) -> list[dict]:
+    from hf_common import peft_keys
+
+    seen = {}
+    for key in adapter.extra_keys:
+        parsed = peft_keys.parse_key(key)
+        if parsed.part in (peft_keys.EMBEDDING_A, peft_keys.EMBEDDING_B):
+            seen[parsed.module] = "embedding LoRA is carried over unchanged, not fused"
+        else:
+            seen.setdefault(parsed.module, "not a LoRA A/B pair (modules_to_save or bias); carried over unchanged")
+    return [{"module": module, "role": None, "reason": reason} for module, reason in seen.items()]
+
+
+def resolve_block_size(settings: AnalyzeSettings, units: list[Unit]) -> int:
+    if settings.block_size != "auto":
+        return int(settings.block_size)
+    return tokens.auto_block_size([d for u in units for d in (u.module.d_in, u.d_out)])
+
+
+def analyze(target_dir: str | Path, source_dirs: list[str | Path], settings: AnalyzeSettings) -> Analysis:
+    """Open every adapter and decide where fusion can happen."""
+    target = load_adapter(target_dir)
+    sources = [load_adapter(path) for path in source_dirs]
+    warnings = [w for adapter in (target, *sources) for w in adapter.warnings]
+    unmatched: list[dict] = []
+    target_units = _units(target, unmatched)
+    unmatched.extend(_extra_reasons(target))
+    for index, source in enumerate(sources):
+        ignored = len(source.extra_keys)
+        skipped: list[dict] = []
+        _units(source, skipped)
+        if ignored or skipped:
+            warnings.append(f"source {index} ({source.folder}): {len(skipped)} modules without a role and "
+                            f"{ignored} non-LoRA-pair tensors are ignored")
+
+    maps = layer_map.build_layer_maps(
+        settings.layer_map, settings.transfer_ratio, target.n_layers,
+        [s.n_layers for s in sources], [s.folder.name for s in sources],
+    )
+    by_layer_role: dict[tuple[int, int, str], list[Unit]] = defaultdict(list)
+    source_roles: set[str] = set()
+    for index, source in enumerate(sources):
+        for unit in _units(source, None):
+            by_layer_role[(index, unit.layer, unit.role)].append(unit)
+            source_roles.add(unit.role)
+    mapped = [defaultdict(list) for _ in sources]
+    for index, pairs in enumerate(maps):
+        for t_layer, s_layer in pairs:
+            mapped[index][t_layer].append(s_layer)
+
+    groups: dict[tuple[str, int], Group] = {}
+    source_index: dict[tuple, int] = {}
+    for unit in target_units:
+        links = [
+            (index, s_unit)
+            for index in range(len(sources))
+            for s_layer in mapped[index].get(unit.layer, [])
+            for s_unit in by_layer_role.get((index, s_layer, unit.role), [])
+        ]
+        if not links:
+            unmatched.append({"module": unit.label, "role": unit.role, "reason": _why_unmatched(unit, source_roles, mapped)})
+            continue
+        group = groups.setdefault((unit.role, unit.module.rank), Group(unit.role, unit.module.rank))
+        context = []
+        for index, s_unit in links:
+            key = (group.name, index, s_unit.module.path, s_unit.role, unit.module.scale)
+            if key not in source_index:
+                source_index[key] = len(group.source_units)
+                group.source_units.append(SourceUnit(index, s_unit, unit.module.scale, unit.module.rank))
+            context.append(source_index[key])
+        group.target_units.append(unit)
+        group.contexts.append(context)
+
+    ordered = sorted(groups.values(), key=lambda g: (ROLES.index(g.role) if g.role in ROLES else len(ROLES), g.rank))
+    block_size = resolve_block_size(settings, target_units)
+    for source_index_, (source, pairs) in enumerate(zip(sources, maps)):
+        if not pairs:
+            warnings.append(f"source {source_index_} ({source.folder}): its layer map is empty, it contributes nothing")
+    return Analysis(settings, block_size, target, sources, maps, ordered, unmatched, warnings)
+
+
+def _why_unmatched(unit: Unit, source_roles: set[str], mapped: list[dict]) -> str:
+    if unit.role not in source_roles:
+        return f"no source adapter has a {unit.role} module"
+    if not any(unit.layer in m for m in mapped):
+        return f"layer {unit.layer} is outside every source's layer map"
+    return f"no source has {unit.role} at the layer(s) mapped to layer {unit.layer}"
+
+
+@dataclass
+class GroupData:
+    """The arrays of one group, as stored in the plan (see schemas/plan-format.md)."""
+
+    arrays: dict[str, np.ndarray]
+
+
+def _side_arrays(rows_list: list[np.ndarray], units: list[Unit], block_size: int) -> dict[str, np.ndarray]:
+    ranges_all, token_unit, offsets = [], [], [0]
+    for i, (rows, unit) in enumerate(zip(rows_list, units)):
+        for start, length, is_b in tokens.token_ranges(unit.module.d_in, unit.d_out, block_size):
+            ranges_all.append((offsets[-1] + start, length, is_b))
+            token_unit.append(i)
+        offsets.append(offsets[-1] + rows.shape[0])
+    rows = np.concatenate(rows_list, axis=0)
+    return {
+        "rows": rows,
+        "unit_row_offset": np.asarray(offsets, np.int64),
+        "unit_d_in": np.asarray([u.module.d_in for u in units], np.int64),
+        "unit_d_out": np.asarray([u.d_out for u in units], np.int64),
+        "unit_layer": np.asarray([u.layer for u in units], np.int64),
+        "unit_module": np.asarray([u.module.path for u in units], dtype=object),
+        "token_unit": np.asarray(token_unit, np.int64),
+        "token_row_start": np.asarray([r[0] for r in ranges_all], np.int64),
+        "token_n_rows": np.asarray([r[1] for r in ranges_all], np.int64),
+        "token_is_b": np.asarray([r[2] for r in ranges_all], np.bool_),
+        "descriptors": tokens.descriptors(rows, ranges_all),
+    }
+
+
+def materialize(analysis: Analysis, group: Group) -> GroupData:
+    """Read, normalise and tokenise one group's factors."""
+    bs = analysis.block_size
+    target_rows = []
+    for unit in group.target_units:
+        a, b = analysis.target.factors(unit.module)
+        target_rows.append(tokens.unit_rows(a, b[unit.b_rows]))
+    arrays = {f"target/{k}": v for k, v in _side_arrays(target_rows, group.target_units, bs).items()}
+    arrays["target/unit_key_a"] = np.asarray([u.module.a_key for u in group.target_units], dtype=object)
+    arrays["target/unit_key_b"] = np.asarray([u.module.b_key for u in group.target_units], dtype=object)
+    arrays["target/unit_scale"] = np.asarray([u.module.scale for u in group.target_units], np.float64)
+    arrays["target/unit_b_rows"] = np.concatenate([u.b_rows for u in group.target_units]).astype(np.int64)
+
+    source_rows, methods = [], []
+    for s_unit in group.source_units:
+        a, b = analysis.sources[s_unit.source].factors(s_unit.unit.module)
+        a_n, b_n, method = normalize_factors(
+            a, b[s_unit.unit.b_rows], s_unit.unit.module.scale, s_unit.target_scale, s_unit.target_rank
+        )
+        source_rows.append(tokens.unit_rows(a_n, b_n))
+        methods.append(method)
+    source_units = [s.unit for s in group.source_units]
+    arrays.update({f"source/{k}": v for k, v in _side_arrays(source_rows, source_units, bs).items()})
+    arrays["source/unit_source"] = np.asarray([s.source for s in group.source_units], np.int64)
+    arrays["source/unit_original_rank"] = np.asarray([s.unit.module.rank for s in group.source_units], np.int64)
+    arrays["source/unit_scale_ratio"] = np.asarray(
+        [s.unit.module.scale / s.target_scale for s in group.source_units], np.float64)
+    arrays["source/unit_rank_method"] = np.asarray(methods, dtype=object)
+    arrays["context_offset"] = np.cumsum([0] + [len(c) for c in group.contexts]).astype(np.int64)
+    arrays["context_source_unit"] = np.asarray([i for c in group.contexts for i in c], np.int64)
+    return GroupData(arrays)

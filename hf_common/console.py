@@ -1,0 +1,92 @@
+"""The one console object a CLI command uses for everything it shows.
+
+Modelled on hatch: commands call ``error``/``warning``/``success``/``table``
+and ``abort(message, code)``; nothing else writes to the terminal.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from typing import NoReturn
+
+from rich.console import Console as RichConsole
+from rich.logging import RichHandler
+from rich.table import Table
+
+# Exit codes, documented in README.md.  They are used only by CLI layers.
+EXIT_OK = 0
+EXIT_NOTHING_TO_FUSE = 1
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+
+class Console:
+    """Rich output on stdout (reports) and stderr (messages)."""
+
+    def __init__(self, *, quiet: bool = False, debug: bool = False, report_to_stderr: bool = False):
+        self.debug = debug
+        self.quiet = quiet
+        self.err = RichConsole(stderr=True, highlight=False, soft_wrap=True)
+        self.out = self.err if report_to_stderr else RichConsole(highlight=False)
+
+    # -- messages --------------------------------------------------------
+    def error(self, message: str) -> None:
+        self.err.print(f"[bold red]error:[/] {_escape(message)}")
+
+    def warning(self, message: str) -> None:
+        if not self.quiet:
+            self.err.print(f"[yellow]warning:[/] {_escape(message)}")
+
+    def info(self, message: str) -> None:
+        if not self.quiet:
+            self.err.print(_escape(message))
+
+    def success(self, message: str) -> None:
+        if not self.quiet:
+            self.err.print(f"[bold green]✓[/] {_escape(message)}")
+
+    def abort(self, message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
+        self.error(message)
+        raise SystemExit(code)
+
+    # -- reports ---------------------------------------------------------
+    def rule(self, title: str) -> None:
+        if not self.quiet:
+            self.out.rule(f"[bold]{_escape(title)}")
+
+    def table(self, title: str, columns: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
+        if self.quiet:
+            return
+        table = Table(title=title, title_justify="left", show_lines=False)
+        for column in columns:
+            table.add_column(column)
+        for row in rows:
+            table.add_row(*(_escape(str(cell)) for cell in row))
+        self.out.print(table)
+
+    def print(self, renderable: object) -> None:
+        if not self.quiet:
+            self.out.print(renderable)
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+def setup_logging(debug: bool, log_file: str | None = None) -> None:
+    """Route ``logging`` to a rich handler on stderr (and optionally a file)."""
+    handlers: list[logging.Handler] = [
+        RichHandler(console=RichConsole(stderr=True), show_path=False, rich_tracebacks=debug)
+    ]
+    if log_file:
+        file_handler = logging.FileHandler(log_file)
+        file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handlers.append(file_handler)
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, handlers=handlers, force=True)
+    if debug:
+        from rich.traceback import install
+
+        install(show_locals=False)

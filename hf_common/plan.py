@@ -1,0 +1,240 @@
+"""The fusion plan: one self-contained, versioned, checksummed HDF5 file.
+
+Layout (documented for users in ``schemas/plan-format.md``)::
+
+    /                 attrs: format, format_version, created_by, created_at, block_size, checksum
+    /meta             text datasets: settings, provenance, report (JSON), target_config (adapter_config.json)
+    /target_adapter   one dataset per target tensor, stored as in the adapter; attrs key, dtype
+    /layer_maps       source_<k>: int64 (n, 2) pairs [target_layer, source_layer]
+    /groups/<name>    attrs role, rank; target/*, source/*, context_offset, context_source_unit
+
+Every dataset carries a ``sha256`` attribute of its contents; the root ``checksum``
+is the sha256 of all of them (sorted by path), so any change to any byte is found.
+Plans are written to a temporary name and renamed only once complete.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import FileAccessError, OutputExistsError, PlanFormatError, PlanVersionError
+
+FORMAT_NAME = "heterofusion-plan"
+FORMAT_VERSION = 1
+META_TEXTS = ("settings", "provenance", "report", "target_config")
+GROUP_ARRAYS = (
+    "target/rows", "target/unit_row_offset", "target/unit_d_in", "target/unit_d_out", "target/unit_layer",
+    "target/unit_module", "target/unit_key_a", "target/unit_key_b", "target/unit_scale", "target/unit_b_rows",
+    "target/token_unit", "target/token_row_start", "target/token_n_rows", "target/token_is_b", "target/descriptors",
+    "source/rows", "source/unit_row_offset", "source/unit_d_in", "source/unit_d_out", "source/unit_layer",
+    "source/unit_module", "source/unit_source", "source/unit_original_rank", "source/unit_scale_ratio",
+    "source/unit_rank_method", "source/token_unit", "source/token_row_start", "source/token_n_rows",
+    "source/token_is_b", "source/descriptors", "context_offset", "context_source_unit",
+)
+
+
+def _h5py():
+    import h5py
+
+    return h5py
+
+
+def _digest(array: np.ndarray) -> str:
+    digest = hashlib.sha256(f"{array.dtype.str}|{array.shape}|".encode())
+    if array.dtype.kind == "O":
+        for item in array.reshape(-1):
+            value = item.decode() if isinstance(item, bytes) else str(item)
+            digest.update(value.encode() + b"\0")
+    else:
+        digest.update(memoryview(np.ascontiguousarray(array)).cast("B"))
+    return digest.hexdigest()
+
+
+def _combine(hashes: dict[str, str], attrs: dict[str, object]) -> str:
+    digest = hashlib.sha256(json.dumps(attrs, sort_keys=True, default=str).encode())
+    for path in sorted(hashes):
+        digest.update(f"{path}={hashes[path]}\n".encode())
+    return digest.hexdigest()
+
+
+def check_output_path(path: Path, force: bool, what: str = "output") -> None:
+    if path.exists() and not force:
+        raise OutputExistsError(f"{what} exists; pass --force to overwrite it", path)
+    if not path.parent.exists():
+        raise FileAccessError("the folder for the output does not exist", path.parent)
+
+
+class PlanWriter:
+    """Write a plan atomically: ``with PlanWriter(path) as w: ...``; renamed into place on success."""
+
+    def __init__(self, path: str | os.PathLike, *, force: bool = False, created_by: str = "heterofusion"):
+        self.path = Path(path)
+        check_output_path(self.path, force, "plan")
+        self.tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        self.created_by = created_by
+        self._hashes: dict[str, str] = {}
+        self._file = None
+
+    def __enter__(self) -> "PlanWriter":
+        self._file = _h5py().File(self.tmp, "w")
+        return self
+
+    def _dataset(self, path: str, array: np.ndarray, **attrs: object) -> None:
+        h5py = _h5py()
+        if array.dtype.kind == "O":
+            dset = self._file.create_dataset(path, data=array.astype(object), dtype=h5py.string_dtype())
+        else:
+            dset = self._file.create_dataset(path, data=array)
+        digest = _digest(array)
+        dset.attrs["sha256"] = digest
+        for name, value in attrs.items():
+            dset.attrs[name] = value
+        self._hashes[path] = digest
+
+    def write_text(self, name: str, text: str) -> None:
+        self._dataset(f"meta/{name}", np.asarray([text], dtype=object))
+
+    def add_target_tensor(self, index: int, key: str, raw: np.ndarray, dtype: str) -> None:
+        self._dataset(f"target_adapter/t{index:05d}", np.ascontiguousarray(raw), key=key, dtype=dtype)
+
+    def add_layer_map(self, source: int, pairs: list[tuple[int, int]]) -> None:
+        self._dataset(f"layer_maps/source_{source}", np.asarray(pairs, np.int64).reshape(-1, 2))
+
+    def add_group(self, name: str, role: str, rank: int, arrays: dict[str, np.ndarray]) -> None:
+        group = self._file.require_group(f"groups/{name}")
+        group.attrs["role"], group.attrs["rank"] = role, rank
+        for key in GROUP_ARRAYS:
+            self._dataset(f"groups/{name}/{key}", arrays[key])
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None:
+                attrs = {
+                    "format": FORMAT_NAME,
+                    "format_version": FORMAT_VERSION,
+                    "created_by": self.created_by,
+                    "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                }
+                self._file.attrs.update(attrs)
+                self._file.attrs["checksum"] = _combine(self._hashes, attrs)
+            self._file.close()
+            if exc_type is None:
+                os.replace(self.tmp, self.path)
+        finally:
+            if self.tmp.exists():
+                self.tmp.unlink()
+
+
+@dataclass
+class PlanGroup:
+    name: str
+    role: str
+    rank: int
+    _node: object
+
+    def array(self, key: str) -> np.ndarray:
+        data = self._node[key]
+        if _h5py().check_string_dtype(data.dtype):
+            return np.asarray(data.asstr()[()], dtype=object)
+        return data[()]
+
+
+class Plan:
+    """A validated plan opened read-only.  Use as a context manager or call ``close``."""
+
+    def __init__(self, path: str | os.PathLike, *, verify: bool = True):
+        self.path = Path(path)
+        h5py = _h5py()
+        if not self.path.is_file():
+            raise FileAccessError("plan file not found", self.path)
+        try:
+            self._file = h5py.File(self.path, "r")
+        except OSError as exc:
+            raise PlanFormatError(f"not a readable HDF5 plan ({exc})", self.path) from None
+        try:
+            self._validate(verify)
+        except PlanFormatError:
+            self._file.close()
+            raise
+        except (KeyError, ValueError, TypeError, OSError) as exc:
+            self._file.close()
+            raise PlanFormatError(f"damaged or incomplete plan ({exc})", self.path) from None
+
+    def _validate(self, verify: bool) -> None:
+        attrs = self._file.attrs
+        if attrs.get("format") != FORMAT_NAME:
+            raise PlanFormatError(f"not a fusion plan (format attribute is {attrs.get('format')!r})", self.path)
+        version = int(attrs.get("format_version", -1))
+        if version > FORMAT_VERSION or version < 1:
+            raise PlanVersionError(
+                f"plan format version {version} is not supported (this heterofusion reads version {FORMAT_VERSION}); "
+                "upgrade heterofusion or re-run hf-analyze", self.path)
+        for name in META_TEXTS:
+            if f"meta/{name}" not in self._file:
+                raise PlanFormatError(f"missing /meta/{name}", self.path)
+        self.version = version
+        self.checksum = str(attrs["checksum"])
+        self.settings = json.loads(self.text("settings"))
+        self.provenance = json.loads(self.text("provenance"))
+        self.report = json.loads(self.text("report"))
+        self.target_config = json.loads(self.text("target_config"))
+        self.block_size = int(self.settings["block_size"])
+        self.groups = []
+        for name, node in self._file.get("groups", {}).items():
+            missing = [key for key in GROUP_ARRAYS if key not in node]
+            if missing:
+                raise PlanFormatError(f"group {name} lacks {', '.join(missing)}", self.path)
+            group = PlanGroup(name, str(node.attrs["role"]), int(node.attrs["rank"]), node)
+            for side in ("target", "source"):
+                rows = node[f"{side}/rows"]
+                n_units = node[f"{side}/unit_d_in"].shape[0]
+                if rows.ndim != 2 or rows.shape[1] != group.rank or node[f"{side}/unit_row_offset"].shape != (n_units + 1,):
+                    raise PlanFormatError(f"group {name}: {side} arrays have inconsistent shapes", self.path)
+            self.groups.append(group)
+        if verify:
+            self.verify()
+
+    def verify(self) -> None:
+        """Recompute every dataset's sha256 and the root checksum."""
+        hashes = {}
+
+        def visit(path: str, node: object) -> None:
+            if isinstance(node, _h5py().Dataset):
+                group = PlanGroup("", "", 0, self._file)
+                digest = _digest(group.array(path))
+                if digest != node.attrs.get("sha256"):
+                    raise PlanFormatError(f"checksum mismatch in /{path}: the plan is damaged", self.path)
+                hashes[path] = digest
+
+        self._file.visititems(visit)
+        attrs = {k: self._file.attrs[k] for k in ("format", "format_version", "created_by", "created_at")}
+        attrs = {k: (int(v) if k == "format_version" else str(v)) for k, v in attrs.items()}
+        if _combine(hashes, attrs) != self.checksum:
+            raise PlanFormatError("plan checksum mismatch (datasets added, removed or renamed)", self.path)
+
+    def text(self, name: str) -> str:
+        return self._file[f"meta/{name}"].asstr()[0]
+
+    def layer_map(self, source: int) -> np.ndarray:
+        return self._file[f"layer_maps/source_{source}"][()]
+
+    def target_tensors(self) -> dict[str, tuple[np.ndarray, str]]:
+        """Every tensor of the target adapter, as stored: ``key -> (array, safetensors dtype)``."""
+        node = self._file["target_adapter"]
+        return {str(d.attrs["key"]): (d[()], str(d.attrs["dtype"])) for d in node.values()}
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> "Plan":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
