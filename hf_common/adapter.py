@@ -156,7 +156,9 @@ def _check_config(config: dict, path: Path) -> None:
     if peft_type != "LORA":
         raise UnsupportedAdapterError(f"only LoRA adapters can be fused, this is a {peft_type} adapter", path)
     if config.get("use_dora"):
-        raise UnsupportedAdapterError("DoRA adapters (use_dora=true) are not supported: their magnitude vector has no counterpart in plain LoRA fusion", path)
+        raise UnsupportedAdapterError(
+            "DoRA adapters (use_dora=true) are not supported: their magnitude vector has no counterpart in LoRA fusion", path
+        )
     for feature in ("layer_replication", "target_parameters"):
         if config.get(feature):
             raise UnsupportedAdapterError(f"LoRA with {feature} is not supported", path)
@@ -198,7 +200,9 @@ def load_adapter(folder: str | Path) -> Adapter:
         if parsed.part in (peft_keys.LORA_A, peft_keys.LORA_B) and parsed.param == "weight":
             slot = pairs.setdefault(parsed.module, {})
             if parsed.part in slot:
-                raise AdapterFormatError(f"module {parsed.module!r} has two {parsed.part} tensors (several adapter names?)", weights_path)
+                raise AdapterFormatError(
+                    f"module {parsed.module!r} has two {parsed.part} tensors (several adapter names?)", weights_path
+                )
             slot[parsed.part] = key
         elif parsed.part == peft_keys.MAGNITUDE:
             raise UnsupportedAdapterError("DoRA magnitude vectors found: DoRA adapters are not supported", weights_path)
@@ -223,7 +227,7 @@ def load_adapter(folder: str | Path) -> Adapter:
         (rank, d_in), (d_out, rank_b) = tensors.shape(a_key), tensors.shape(b_key)
         if rank != rank_b:
             raise AdapterFormatError(
-                f"module {module!r}: lora_A is {rank} x {d_in} but lora_B is {d_out} x {rank_b} (A must be r x d_in, B d_out x r)",
+                f"module {module!r}: lora_A is {rank} x {d_in} but lora_B is {d_out} x {rank_b} (want r x d_in, d_out x r)",
                 weights_path,
             )
         expected = int(_pattern_value(rank_pattern, module, config["r"]))
