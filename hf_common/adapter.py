@@ -10,6 +10,7 @@ import json
 import logging
 import math
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -181,6 +182,23 @@ def _find_model_config(folder: Path, config: dict) -> dict | None:
     return None
 
 
+def _check_layer_consistency(modules: dict[str, LoraModule], family: Family, where: Path) -> None:
+    """The same module in every layer of a transformer has the same shape; an outlier is a broken file."""
+    shapes: dict[str, Counter] = {}
+    for module in modules.values():
+        located = family.locate(module.path)
+        if located:
+            shapes.setdefault(located[1], Counter())[(module.d_in, module.d_out)] += 1
+    for module in modules.values():
+        located = family.locate(module.path)
+        if located and len(shapes[located[1]]) > 1:
+            (d_in, d_out), _ = shapes[located[1]].most_common(1)[0]
+            if (module.d_in, module.d_out) != (d_in, d_out):
+                raise AdapterFormatError(
+                    f"module {module.path!r}: lora_A is {module.rank} x {module.d_in} and lora_B {module.d_out} x "
+                    f"{module.rank}, but {located[1]} is {d_in} -> {d_out} in the other layers", where)
+
+
 def load_adapter(folder: str | Path) -> Adapter:
     """Open and validate a PEFT LoRA adapter folder."""
     folder = Path(folder)
@@ -241,6 +259,7 @@ def load_adapter(folder: str | Path) -> Adapter:
 
     model_config = _find_model_config(folder, config)
     family, note = detect_family(config, model_config, list(modules), str(folder))
+    _check_layer_consistency(modules, family, weights_path)
     dims = ModelDims.from_config(model_config)
     layers = [loc[0] for loc in (family.locate(m) for m in modules) if loc]
     if dims.n_layers:

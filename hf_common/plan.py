@@ -187,7 +187,12 @@ class Plan:
         self.target_config = json.loads(self.text("target_config"))
         self.block_size = int(self.settings["block_size"])
         self.groups = []
-        for name, node in self._file.get("groups", {}).items():
+        stored = self._file.get("groups", {})
+        names = [g["name"] for g in self.report["groups"]]  # the analysis order, not HDF5's alphabetical one
+        if sorted(names) != sorted(stored):
+            raise PlanFormatError("the groups stored differ from the groups in the report", self.path)
+        for name in names:
+            node = stored[name]
             missing = [key for key in GROUP_ARRAYS if key not in node]
             if missing:
                 raise PlanFormatError(f"group {name} lacks {', '.join(missing)}", self.path)

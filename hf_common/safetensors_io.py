@@ -101,7 +101,7 @@ class SafetensorsFile:
 def to_float32(raw: np.ndarray, dtype: str) -> np.ndarray:
     if dtype == "BF16":
         return (raw.astype(np.uint32) << 16).view(np.float32)
-    return np.asarray(raw, dtype=np.float32)
+    return np.array(raw, dtype=np.float32)  # a copy: the mapped file stays read-only
 
 
 def float32_to_bf16_bits(values: np.ndarray) -> np.ndarray:

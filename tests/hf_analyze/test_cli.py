@@ -1,0 +1,170 @@
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import pytest
+from click.testing import CliRunner
+
+from hf_analyze.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+SCHEMA = json.loads((ROOT / "schemas/analysis-report.schema.json").read_text())
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_compatible_run_writes_plan_and_valid_json(adapters, tmp_path):
+    result = run("--target", adapters["llama"], "--source", adapters["qwen2"], "--source", adapters["gemma3"],
+                 "-o", tmp_path / "plan.h5", "--json", tmp_path / "report.json", "--block-size", "auto")
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "report.json").read_text())
+    jsonschema.validate(report, SCHEMA)
+    assert report["compatible"] and len(report["groups"]) == 7
+    assert report["layer_maps"][0] == [[2, 0], [3, 1], [4, 2], [5, 3]]
+    assert "Layer maps" in result.stdout and "Groups" in result.stdout
+    shown = run("show", tmp_path / "plan.h5", "--json", "-")
+    assert shown.exit_code == 0
+    assert json.loads(shown.stdout) == report  # show gives the same object
+    assert "Groups" in shown.stderr  # with --json -, the rich report goes to stderr
+
+
+def test_json_to_stdout_is_pure_json(adapters):
+    result = run("--target", adapters["llama"], "--source", adapters["gpt2"], "--check", "--json", "-")
+    assert result.exit_code == 0
+    jsonschema.validate(json.loads(result.stdout), SCHEMA)
+
+
+def test_check_writes_no_plan(adapters, tmp_path):
+    result = run("--target", adapters["llama"], "--source", adapters["qwen2"], "--check")
+    assert result.exit_code == 0 and list(tmp_path.iterdir()) == []
+
+
+def test_nothing_to_fuse_exits_1(adapters, tmp_path):
+    map_file = tmp_path / "map.json"
+    map_file.write_text("[]")  # an empty user map: no layer pairs at all
+    result = run("--target", adapters["llama"], "--source", adapters["qwen2"], "-o", tmp_path / "plan.h5",
+                 "--layer-map", map_file, "--json", tmp_path / "r.json")
+    assert result.exit_code == 1
+    report = json.loads((tmp_path / "r.json").read_text())
+    jsonschema.validate(report, SCHEMA)
+    assert not report["compatible"] and report["groups"] == [] and len(report["unmatched"]) == 42
+    assert not (tmp_path / "plan.h5").exists()
+
+
+def test_existing_output_needs_force(adapters, tmp_path):
+    plan = tmp_path / "plan.h5"
+    plan.write_text("precious")
+    result = run("--target", adapters["llama"], "--source", adapters["qwen2"], "-o", plan)
+    assert result.exit_code == 2 and "--force" in result.stderr
+    assert plan.read_text() == "precious"
+    assert run("--target", adapters["llama"], "--source", adapters["qwen2"], "-o", plan, "--force").exit_code == 0
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--source", "X", "-o", "p.h5"], "--target and at least one --source are required"),
+    (["--target", "X", "--source", "Y"], "-o/--output"),
+    (["--target", "T", "--source", "S", "--check", "--transfer-ratio", "1.5"], "--transfer-ratio must be in (0, 1]"),
+    (["--target", "T", "--source", "S", "--check", "--block-size", "big"], "must be a positive integer or 'auto'"),
+])
+def test_usage_errors_exit_2(adapters, args, message):
+    args = [str(adapters["llama"]) if a == "T" else str(adapters["qwen2"]) if a == "S" else a for a in args]
+    result = run(*args)
+    assert result.exit_code == 2 and message in result.output
+
+
+def _broken(adapters, tmp_path, how):
+    folder = Path(shutil.copytree(adapters["qwen2"], tmp_path / "broken"))
+    weights = folder / "adapter_model.safetensors"
+    if how == "missing":
+        shutil.rmtree(folder)
+    elif how == "truncated":
+        weights.write_bytes(weights.read_bytes()[: len(weights.read_bytes()) // 2])
+    elif how == "json":
+        (folder / "adapter_config.json").write_text("{")
+    elif how == "nan":
+        from safetensors.numpy import load_file, save_file
+
+        state = load_file(weights)
+        key = next(k for k in state if k.endswith("layers.3.mlp.down_proj.lora_A.weight"))
+        state[key][1, 1] = float("nan")
+        save_file(state, weights)
+    elif how == "shape":
+        from safetensors.numpy import load_file, save_file
+
+        state = load_file(weights)
+        key = next(k for k in state if k.endswith("layers.0.mlp.up_proj.lora_A.weight"))
+        state[key] = state[key][:, :5]
+        save_file(state, weights)
+    return folder
+
+
+@pytest.mark.parametrize("how, message", [
+    ("missing", "no such adapter folder"), ("truncated", "truncated"), ("json", "malformed JSON"),
+    ("nan", "non-finite values"), ("shape", "lora_A is 8 x 5"),
+])
+def test_bad_input_is_one_line_exit_2_and_no_output(adapters, tmp_path, how, message):
+    source = _broken(adapters, tmp_path, how)
+    out = tmp_path / "out"
+    out.mkdir()
+    result = run("--target", adapters["llama"], "--source", source, "-o", out / "plan.h5", "--json", out / "r.json")
+    assert result.exit_code == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and message in lines[0] and str(source) in " ".join(result.stderr.split())
+    assert "Traceback" not in result.output
+    assert list(out.iterdir()) == []  # no plan, no JSON, no temporary file
+
+
+def test_show_bad_plan(tmp_path):
+    (tmp_path / "p.h5").write_text("nope")
+    result = run("show", tmp_path / "p.h5")
+    assert result.exit_code == 2 and "p.h5" in result.stderr and "not a readable HDF5 plan" in result.stderr
+
+
+BLOCK_TORCH = """
+import sys
+class _NoTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('torch', 'transformers', 'peft', 'accelerate'):
+            raise ImportError(f'{name} is blocked in this test')
+sys.meta_path.insert(0, _NoTorch())
+from hf_analyze.cli import main
+main(sys.argv[1:], prog_name='hf-analyze')
+"""
+
+
+def _run_without_torch(*args):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, "-c", BLOCK_TORCH, *map(str, args)], capture_output=True, text=True, env=env,
+                          cwd=ROOT)
+
+
+def test_analyzer_runs_without_torch(tmp_path):
+    from hf_analyze.example import write_example
+
+    paths = write_example(tmp_path / "ex")
+    help_run = _run_without_torch("--help")
+    assert help_run.returncode == 0 and "--block-size" in help_run.stdout
+    result = _run_without_torch("--target", paths["target"], "--source", paths["gemma3"], "--source", paths["qwen"],
+                                "-o", tmp_path / "plan.h5", "--json", "-", "--block-size", "auto")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["compatible"] and report["sources"][1]["dtype"] == "BF16"
+    assert _run_without_torch("show", tmp_path / "plan.h5").returncode == 0
+
+
+def test_legacy_bin_without_torch_is_a_clear_error(tmp_path):
+    from factories import make_peft_adapter
+
+    from hf_analyze.example import write_example
+
+    paths = write_example(tmp_path / "ex")
+    legacy = make_peft_adapter(tmp_path / "bin", "qwen2", n_layers=2, safe=False)
+    result = _run_without_torch("--target", paths["target"], "--source", legacy, "--check")
+    assert result.returncode == 2
+    assert "needs PyTorch" in result.stderr and "adapter_model.bin" in result.stderr
