@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
@@ -12,8 +13,8 @@ import numpy as np
 
 from hf_common.adapter import CONFIG_NAME, Adapter
 from hf_common.errors import AdapterFormatError
-from hf_common.plan import PlanWriter
-from hf_common.safetensors_io import FLOAT_DTYPES, to_float32
+from hf_common.plan import MemorySink, PlanWriter
+from hf_common.safetensors_io import FLOAT_DTYPES, SafetensorsFile, all_finite, to_float32, write_safetensors
 
 from . import __version__
 from .planner import Analysis, materialize
@@ -45,11 +46,18 @@ def _provenance(analysis: Analysis, hashes: dict[Path, str]) -> dict:
     }
 
 
-def _checked_raw(adapter: Adapter, key: str) -> tuple[np.ndarray, str]:
-    raw, dtype = adapter.raw(key)
-    if dtype in FLOAT_DTYPES and not np.isfinite(to_float32(raw, dtype)).all():
-        raise AdapterFormatError(f"tensor {key!r} has non-finite values (NaN or inf)", adapter.weights_path)
-    return raw, dtype
+def _target_blob(target: Adapter) -> np.ndarray:
+    """Check every target tensor is finite; return the target's tensors as safetensors bytes."""
+    for key in target.tensors.keys():
+        raw, dtype = target.raw(key)
+        if dtype in FLOAT_DTYPES and not all_finite(to_float32(raw, dtype) if dtype == "BF16" else raw):
+            raise AdapterFormatError(f"tensor {key!r} has non-finite values (NaN or inf)", target.weights_path)
+    if isinstance(target.tensors, SafetensorsFile):
+        return target.tensors.blob
+    buffer = io.BytesIO()  # a legacy .bin target: convert, so the plan always holds safetensors
+    write_safetensors(buffer, {k: target.raw(k)[0] for k in target.tensors.keys()},
+                      dtypes={k: target.raw(k)[1] for k in target.tensors.keys()})
+    return np.frombuffer(buffer.getvalue(), np.uint8)
 
 
 def execute(analysis: Analysis, report: dict, output: Path | None, *, force: bool = False) -> None:
@@ -59,22 +67,22 @@ def execute(analysis: Analysis, report: dict, output: Path | None, *, force: boo
     with ThreadPoolExecutor(max_workers=1) as pool:  # hashing releases the GIL: it overlaps the numpy work
         futures = {path: pool.submit(sha256_file, path) for path in files}
         if output is None:
-            for key in analysis.target.tensors.keys():
-                _checked_raw(analysis.target, key)
+            _target_blob(analysis.target)
             for group in analysis.groups:
-                materialize(analysis, group)
+                materialize(analysis, group, MemorySink())
             return
         with PlanWriter(output, force=force, created_by=f"hf-analyze {__version__}") as writer:
             settings = dict(report["settings"])
             writer.write_text("settings", json.dumps(settings))
             writer.write_text("report", json.dumps(report))
             writer.write_text("target_config", (analysis.target.folder / CONFIG_NAME).read_text())
-            for index, key in enumerate(analysis.target.tensors.keys()):
-                writer.add_target_tensor(index, key, *_checked_raw(analysis.target, key))
+            writer.add_target_adapter(_target_blob(analysis.target))
             for index, pairs in enumerate(analysis.layer_maps):
                 writer.add_layer_map(index, pairs)
             for group in analysis.groups:
                 logger.info("materialising group %s", group.name)
-                writer.add_group(group.name, group.role, group.rank, materialize(analysis, group).arrays)
+                sink = writer.group(group.name, group.role, group.rank)
+                materialize(analysis, group, sink)
+                sink.close()
             hashes = {path: future.result() for path, future in futures.items()}
             writer.write_text("provenance", json.dumps(_provenance(analysis, hashes)))

@@ -22,6 +22,8 @@ def normalize_factors(
     """``(A', B', method)`` with ``A'`` of shape ``(rank_target, d_in)`` and ``B'`` ``(d_out, rank_target)``."""
     c = scale_source / scale_target
     rank = a.shape[0]
+    if rank == rank_target and c == 1.0:
+        return a, b, SAME  # the common case (same r and alpha): no copy
     if rank <= rank_target:
         root = np.float32(np.sqrt(c))
         a_new = np.zeros((rank_target, a.shape[1]), np.float32)

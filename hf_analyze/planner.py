@@ -18,6 +18,7 @@ import numpy as np
 
 from hf_common.adapter import Adapter, LoraModule, load_adapter
 from hf_common.errors import ConfigError
+from hf_common.plan import GroupSink, MemorySink
 from hf_common.registry import ROLES, SplitError
 
 from . import layer_map, tokens
@@ -209,64 +210,77 @@ def _why_unmatched(unit: Unit, source_roles: set[str], mapped: list[dict]) -> st
     return f"no source has {unit.role} at the layer(s) mapped to layer {unit.layer}"
 
 
-@dataclass
-class GroupData:
-    """The arrays of one group, as stored in the plan (see schemas/plan-format.md)."""
+def _take_rows(matrix: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``matrix[rows]``, as a view when the rows are one contiguous run (the common, unfused case)."""
+    if len(rows) and rows[-1] - rows[0] == len(rows) - 1 and (len(rows) == 1 or (np.diff(rows) == 1).all()):
+        return matrix[rows[0]:rows[-1] + 1]
+    return matrix[rows]
 
-    arrays: dict[str, np.ndarray]
 
-
-def _side_arrays(rows_list: list[np.ndarray], units: list[Unit], block_size: int) -> dict[str, np.ndarray]:
-    ranges_all, token_unit, offsets = [], [], [0]
-    for i, (rows, unit) in enumerate(zip(rows_list, units)):
-        for start, length, is_b in tokens.token_ranges(unit.module.d_in, unit.d_out, block_size):
-            ranges_all.append((offsets[-1] + start, length, is_b))
-            token_unit.append(i)
+def _stream_side(sink: GroupSink, side: str, units: list[Unit], factors, rank: int, block_size: int) -> None:
+    """Write one side's rows unit by unit, then its token tables and descriptors."""
+    sink.start_rows(side, sum(u.module.d_in + u.d_out for u in units), rank)
+    offsets, token_unit, starts, lengths, is_b, descs = [0], [], [], [], [], []
+    for index, unit in enumerate(units):
+        rows = factors(index)
+        ranges = tokens.token_ranges(unit.module.d_in, unit.d_out, block_size)
+        descs.append(tokens.descriptors(rows, ranges))
+        for start, length, b_part in ranges:
+            token_unit.append(index)
+            starts.append(offsets[-1] + start)
+            lengths.append(length)
+            is_b.append(b_part)
         offsets.append(offsets[-1] + rows.shape[0])
-    rows = np.concatenate(rows_list, axis=0)
-    return {
-        "rows": rows,
-        "unit_row_offset": np.asarray(offsets, np.int64),
-        "unit_d_in": np.asarray([u.module.d_in for u in units], np.int64),
-        "unit_d_out": np.asarray([u.d_out for u in units], np.int64),
-        "unit_layer": np.asarray([u.layer for u in units], np.int64),
-        "unit_module": np.asarray([u.module.path for u in units], dtype=object),
-        "token_unit": np.asarray(token_unit, np.int64),
-        "token_row_start": np.asarray([r[0] for r in ranges_all], np.int64),
-        "token_n_rows": np.asarray([r[1] for r in ranges_all], np.int64),
-        "token_is_b": np.asarray([r[2] for r in ranges_all], np.bool_),
-        "descriptors": tokens.descriptors(rows, ranges_all),
-    }
+        sink.add_rows(side, rows)
+    sink.put(f"{side}/unit_row_offset", np.asarray(offsets, np.int64))
+    sink.put(f"{side}/unit_d_in", np.asarray([u.module.d_in for u in units], np.int64))
+    sink.put(f"{side}/unit_d_out", np.asarray([u.d_out for u in units], np.int64))
+    sink.put(f"{side}/unit_layer", np.asarray([u.layer for u in units], np.int64))
+    sink.put(f"{side}/unit_module", np.asarray([u.module.path for u in units], dtype=object))
+    sink.put(f"{side}/token_unit", np.asarray(token_unit, np.int64))
+    sink.put(f"{side}/token_row_start", np.asarray(starts, np.int64))
+    sink.put(f"{side}/token_n_rows", np.asarray(lengths, np.int64))
+    sink.put(f"{side}/token_is_b", np.asarray(is_b, np.bool_))
+    sink.put(f"{side}/descriptors", np.concatenate(descs) if descs else np.zeros((0, rank), np.float32))
 
 
-def materialize(analysis: Analysis, group: Group) -> GroupData:
-    """Read, normalise and tokenise one group's factors."""
+def materialize(analysis: Analysis, group: Group, sink: GroupSink) -> None:
+    """Read, normalise and tokenise one group's factors into ``sink``."""
     bs = analysis.block_size
-    target_rows = []
-    for unit in group.target_units:
-        a, b = analysis.target.factors(unit.module)
-        target_rows.append(tokens.unit_rows(a, b[unit.b_rows]))
-    arrays = {f"target/{k}": v for k, v in _side_arrays(target_rows, group.target_units, bs).items()}
-    arrays["target/unit_key_a"] = np.asarray([u.module.a_key for u in group.target_units], dtype=object)
-    arrays["target/unit_key_b"] = np.asarray([u.module.b_key for u in group.target_units], dtype=object)
-    arrays["target/unit_scale"] = np.asarray([u.module.scale for u in group.target_units], np.float64)
-    arrays["target/unit_b_rows"] = np.concatenate([u.b_rows for u in group.target_units]).astype(np.int64)
 
-    source_rows, methods = [], []
-    for s_unit in group.source_units:
+    def target_rows(index: int) -> np.ndarray:
+        unit = group.target_units[index]
+        a, b = analysis.target.factors(unit.module)
+        return tokens.unit_rows(a, _take_rows(b, unit.b_rows))
+
+    methods = []
+
+    def source_rows(index: int) -> np.ndarray:
+        s_unit = group.source_units[index]
         a, b = analysis.sources[s_unit.source].factors(s_unit.unit.module)
         a_n, b_n, method = normalize_factors(
-            a, b[s_unit.unit.b_rows], s_unit.unit.module.scale, s_unit.target_scale, s_unit.target_rank
+            a, _take_rows(b, s_unit.unit.b_rows), s_unit.unit.module.scale, s_unit.target_scale, s_unit.target_rank
         )
-        source_rows.append(tokens.unit_rows(a_n, b_n))
         methods.append(method)
-    source_units = [s.unit for s in group.source_units]
-    arrays.update({f"source/{k}": v for k, v in _side_arrays(source_rows, source_units, bs).items()})
-    arrays["source/unit_source"] = np.asarray([s.source for s in group.source_units], np.int64)
-    arrays["source/unit_original_rank"] = np.asarray([s.unit.module.rank for s in group.source_units], np.int64)
-    arrays["source/unit_scale_ratio"] = np.asarray(
-        [s.unit.module.scale / s.target_scale for s in group.source_units], np.float64)
-    arrays["source/unit_rank_method"] = np.asarray(methods, dtype=object)
-    arrays["context_offset"] = np.cumsum([0] + [len(c) for c in group.contexts]).astype(np.int64)
-    arrays["context_source_unit"] = np.asarray([i for c in group.contexts for i in c], np.int64)
-    return GroupData(arrays)
+        return tokens.unit_rows(a_n, b_n)
+
+    _stream_side(sink, "target", group.target_units, target_rows, group.rank, bs)
+    sink.put("target/unit_key_a", np.asarray([u.module.a_key for u in group.target_units], dtype=object))
+    sink.put("target/unit_key_b", np.asarray([u.module.b_key for u in group.target_units], dtype=object))
+    sink.put("target/unit_scale", np.asarray([u.module.scale for u in group.target_units], np.float64))
+    sink.put("target/unit_b_rows", np.concatenate([u.b_rows for u in group.target_units]).astype(np.int64))
+    _stream_side(sink, "source", [s.unit for s in group.source_units], source_rows, group.rank, bs)
+    sink.put("source/unit_source", np.asarray([s.source for s in group.source_units], np.int64))
+    sink.put("source/unit_original_rank", np.asarray([s.unit.module.rank for s in group.source_units], np.int64))
+    sink.put("source/unit_scale_ratio",
+             np.asarray([s.unit.module.scale / s.target_scale for s in group.source_units], np.float64))
+    sink.put("source/unit_rank_method", np.asarray(methods, dtype=object))
+    sink.put("context_offset", np.cumsum([0] + [len(c) for c in group.contexts]).astype(np.int64))
+    sink.put("context_source_unit", np.asarray([i for c in group.contexts for i in c], np.int64))
+
+
+def materialize_arrays(analysis: Analysis, group: Group) -> dict[str, np.ndarray]:
+    """One group's plan arrays in memory."""
+    sink = MemorySink()
+    materialize(analysis, group, sink)
+    return sink.arrays

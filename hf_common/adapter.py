@@ -19,7 +19,7 @@ import numpy as np
 from . import peft_keys
 from .errors import AdapterFormatError, FileAccessError, UnsupportedAdapterError
 from .registry import Family, ModelDims, detect_family
-from .safetensors_io import FLOAT_DTYPES, SafetensorsFile, to_float32
+from .safetensors_io import FLOAT_DTYPES, SafetensorsFile, all_finite, to_float32
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ class Adapter:
 
     def float32(self, key: str) -> np.ndarray:
         array = self.tensors.float32(key)
-        if not np.isfinite(array).all():
+        if not all_finite(array):
             bad = int(array.size - np.isfinite(array).sum())
             raise AdapterFormatError(f"tensor {key!r} has {bad} non-finite values (NaN or inf)", self.weights_path)
         return array

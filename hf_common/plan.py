@@ -4,7 +4,7 @@ Layout (documented for users in ``schemas/plan-format.md``)::
 
     /                 attrs: format, format_version, created_by, created_at, block_size, checksum
     /meta             text datasets: settings, provenance, report (JSON), target_config (adapter_config.json)
-    /target_adapter   one dataset per target tensor, stored as in the adapter; attrs key, dtype
+    /target_adapter   adapter_model.safetensors: the target's tensors as one safetensors file (uint8)
     /layer_maps       source_<k>: int64 (n, 2) pairs [target_layer, source_layer]
     /groups/<name>    attrs role, rank; target/*, source/*, context_offset, context_source_unit
 
@@ -24,10 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import FileAccessError, OutputExistsError, PlanFormatError, PlanVersionError
+from .errors import AdapterFormatError, FileAccessError, OutputExistsError, PlanFormatError, PlanVersionError
+from .safetensors_io import SafetensorsFile
 
 FORMAT_NAME = "heterofusion-plan"
 FORMAT_VERSION = 1
+TARGET_BLOB = "target_adapter/adapter_model.safetensors"
 META_TEXTS = ("settings", "provenance", "report", "target_config")
 GROUP_ARRAYS = (
     "target/rows", "target/unit_row_offset", "target/unit_d_in", "target/unit_d_out", "target/unit_layer",
@@ -38,6 +40,39 @@ GROUP_ARRAYS = (
     "source/unit_rank_method", "source/token_unit", "source/token_row_start", "source/token_n_rows",
     "source/token_is_b", "source/descriptors", "context_offset", "context_source_unit",
 )
+
+
+class GroupSink:
+    """Receives one group's arrays.  ``rows`` datasets arrive unit by unit (streamed, never concatenated)."""
+
+    def start_rows(self, side: str, n_rows: int, rank: int) -> None:
+        raise NotImplementedError
+
+    def add_rows(self, side: str, rows: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def put(self, name: str, array: np.ndarray) -> None:
+        raise NotImplementedError
+
+
+class MemorySink(GroupSink):
+    """Collects a group's arrays in memory (``--check``, tests)."""
+
+    def __init__(self) -> None:
+        self.arrays: dict[str, np.ndarray] = {}
+        self._fill: dict[str, int] = {}
+
+    def start_rows(self, side: str, n_rows: int, rank: int) -> None:
+        self.arrays[f"{side}/rows"] = np.empty((n_rows, rank), np.float32)
+        self._fill[side] = 0
+
+    def add_rows(self, side: str, rows: np.ndarray) -> None:
+        start = self._fill[side]
+        self.arrays[f"{side}/rows"][start:start + len(rows)] = rows
+        self._fill[side] = start + len(rows)
+
+    def put(self, name: str, array: np.ndarray) -> None:
+        self.arrays[name] = array
 
 
 def _h5py():
@@ -101,17 +136,23 @@ class PlanWriter:
     def write_text(self, name: str, text: str) -> None:
         self._dataset(f"meta/{name}", np.asarray([text], dtype=object))
 
-    def add_target_tensor(self, index: int, key: str, raw: np.ndarray, dtype: str) -> None:
-        self._dataset(f"target_adapter/t{index:05d}", np.ascontiguousarray(raw), key=key, dtype=dtype)
+    def add_target_adapter(self, safetensors_blob: np.ndarray) -> None:
+        """The target adapter's tensors, as one safetensors file (exported tensors keep their dtype)."""
+        self._dataset(TARGET_BLOB, np.asarray(safetensors_blob, np.uint8))
 
     def add_layer_map(self, source: int, pairs: list[tuple[int, int]]) -> None:
         self._dataset(f"layer_maps/source_{source}", np.asarray(pairs, np.int64).reshape(-1, 2))
 
+    def group(self, name: str, role: str, rank: int) -> "_H5GroupSink":
+        node = self._file.require_group(f"groups/{name}")
+        node.attrs["role"], node.attrs["rank"] = role, rank
+        return _H5GroupSink(self, f"groups/{name}")
+
     def add_group(self, name: str, role: str, rank: int, arrays: dict[str, np.ndarray]) -> None:
-        group = self._file.require_group(f"groups/{name}")
-        group.attrs["role"], group.attrs["rank"] = role, rank
+        sink = self.group(name, role, rank)
         for key in GROUP_ARRAYS:
             self._dataset(f"groups/{name}/{key}", arrays[key])
+        sink.close()
 
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
@@ -130,6 +171,52 @@ class PlanWriter:
         finally:
             if self.tmp.exists():
                 self.tmp.unlink()
+
+
+class _H5GroupSink(GroupSink):
+    """Streams rows into preallocated HDF5 datasets through a reused buffer, hashing as it goes."""
+
+    BUFFER_ROWS = 1 << 20
+
+    def __init__(self, writer: PlanWriter, prefix: str):
+        self.writer, self.prefix = writer, prefix
+        self._open: dict[str, list] = {}  # side -> [dataset, hash, buffer, n_buffered, n_written]
+
+    def start_rows(self, side: str, n_rows: int, rank: int) -> None:
+        dset = self.writer._file.create_dataset(f"{self.prefix}/{side}/rows", shape=(n_rows, rank), dtype=np.float32)
+        digest = hashlib.sha256(f"{np.dtype(np.float32).str}|{(n_rows, rank)}|".encode())
+        self._open[side] = [dset, digest, np.empty((min(n_rows, self.BUFFER_ROWS), rank), np.float32), 0, 0]
+
+    def add_rows(self, side: str, rows: np.ndarray) -> None:
+        state = self._open[side]
+        while len(rows):
+            take = min(len(rows), len(state[2]) - state[3])
+            state[2][state[3]:state[3] + take] = rows[:take]
+            state[3] += take
+            rows = rows[take:]
+            if state[3] == len(state[2]):
+                self._flush(state)
+
+    @staticmethod
+    def _flush(state: list) -> None:
+        dset, digest, buffer, n, written = state
+        if n:
+            dset[written:written + n] = buffer[:n]
+            digest.update(memoryview(buffer[:n]).cast("B"))
+            state[3], state[4] = 0, written + n
+
+    def put(self, name: str, array: np.ndarray) -> None:
+        self.writer._dataset(f"{self.prefix}/{name}", array)
+
+    def close(self) -> None:
+        for side, state in self._open.items():
+            self._flush(state)
+            if state[4] != state[0].shape[0]:
+                raise RuntimeError(f"{self.prefix}/{side}/rows: {state[4]} of {state[0].shape[0]} rows written")
+            digest = state[1].hexdigest()
+            state[0].attrs["sha256"] = digest
+            self.writer._hashes[f"{self.prefix}/{side}/rows"] = digest
+        self._open.clear()
 
 
 @dataclass
@@ -163,7 +250,7 @@ class Plan:
         except PlanFormatError:
             self._file.close()
             raise
-        except (KeyError, ValueError, TypeError, OSError) as exc:
+        except (KeyError, ValueError, TypeError, OSError, AdapterFormatError) as exc:
             self._file.close()
             raise PlanFormatError(f"damaged or incomplete plan ({exc})", self.path) from None
 
@@ -176,9 +263,9 @@ class Plan:
             raise PlanVersionError(
                 f"plan format version {version} is not supported (this heterofusion reads version {FORMAT_VERSION}); "
                 "upgrade heterofusion or re-run hf-analyze", self.path)
-        for name in META_TEXTS:
-            if f"meta/{name}" not in self._file:
-                raise PlanFormatError(f"missing /meta/{name}", self.path)
+        for name in [f"meta/{n}" for n in META_TEXTS] + [TARGET_BLOB]:
+            if name not in self._file:
+                raise PlanFormatError(f"missing /{name}", self.path)
         self.version = version
         self.checksum = str(attrs["checksum"])
         self.settings = json.loads(self.text("settings"))
@@ -230,10 +317,14 @@ class Plan:
     def layer_map(self, source: int) -> np.ndarray:
         return self._file[f"layer_maps/source_{source}"][()]
 
+    def target_safetensors(self) -> SafetensorsFile:
+        """The target adapter's tensors (a safetensors file held in the plan)."""
+        return SafetensorsFile(f"{self.path}:/{TARGET_BLOB}", data=self._file[TARGET_BLOB][()])
+
     def target_tensors(self) -> dict[str, tuple[np.ndarray, str]]:
         """Every tensor of the target adapter, as stored: ``key -> (array, safetensors dtype)``."""
-        node = self._file["target_adapter"]
-        return {str(d.attrs["key"]): (d[()], str(d.attrs["dtype"])) for d in node.values()}
+        tensors = self.target_safetensors()
+        return {key: (tensors.raw(key), tensors.dtype(key)) for key in tensors.keys()}
 
     def close(self) -> None:
         self._file.close()

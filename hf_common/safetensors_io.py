@@ -10,11 +10,13 @@ before anything is read.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import struct
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -30,24 +32,24 @@ _MAX_HEADER = 100 * 1024 * 1024
 
 
 class SafetensorsFile:
-    """A validated, memory-mapped safetensors file; tensors are read by key."""
+    """A validated safetensors file (memory-mapped) or in-memory blob; tensors are read by key."""
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, data: np.ndarray | None = None):
         self.path = Path(path)
-        size = self.path.stat().st_size
-        with open(self.path, "rb") as handle:
-            head = handle.read(8)
-            if len(head) < 8:
-                raise AdapterFormatError("not a safetensors file (shorter than 8 bytes)", self.path)
-            (header_len,) = struct.unpack("<Q", head)
-            if header_len > min(size - 8, _MAX_HEADER):
-                raise AdapterFormatError(
-                    f"truncated or not a safetensors file (header says {header_len} bytes, file has {size})",
-                    self.path,
-                )
-            raw_header = handle.read(header_len)
+        if data is None:
+            size = self.path.stat().st_size
+            data = np.memmap(self.path, dtype=np.uint8, mode="r") if size else np.zeros(0, np.uint8)
+        self._buffer = data
+        size = data.size
+        if size < 8:
+            raise AdapterFormatError("not a safetensors file (shorter than 8 bytes)", self.path)
+        (header_len,) = struct.unpack("<Q", data[:8].tobytes())
+        if header_len > min(size - 8, _MAX_HEADER):
+            raise AdapterFormatError(
+                f"truncated or not a safetensors file (header says {header_len} bytes, file has {size})", self.path
+            )
         try:
-            header = json.loads(raw_header.decode("utf-8"))
+            header = json.loads(data[8:8 + header_len].tobytes().decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise AdapterFormatError(f"malformed safetensors header ({exc})", self.path) from None
         if not isinstance(header, dict):
@@ -74,7 +76,11 @@ class SafetensorsFile:
                     f"truncated file: tensor {key!r} needs {end} data bytes, the file holds {data_len}", self.path
                 )
             self._entries[key] = (dtype, shape, start, end)
-        self._map: np.memmap | None = None
+
+    @property
+    def blob(self) -> np.ndarray:
+        """The whole file as a uint8 array."""
+        return self._buffer
 
     def keys(self) -> list[str]:
         return list(self._entries)
@@ -88,14 +94,19 @@ class SafetensorsFile:
     def raw(self, key: str) -> np.ndarray:
         """The tensor as stored (BF16 as uint16), a read-only view of the mapped file."""
         dtype, shape, start, end = self._entries[key]
-        if self._map is None:
-            self._map = np.memmap(self.path, dtype=np.uint8, mode="r")
-        buf = self._map[self._data_start + start: self._data_start + end]
+        buf = self._buffer[self._data_start + start: self._data_start + end]
         return buf.view(_DTYPES[dtype]).reshape(shape)
 
     def float32(self, key: str) -> np.ndarray:
         """The tensor as a new float32 array (BF16 widened exactly)."""
         return to_float32(self.raw(key), self.dtype(key))
+
+
+def all_finite(array: np.ndarray) -> bool:
+    """True when no value is NaN or inf; a sum first, so the common case allocates nothing."""
+    if np.isfinite(array.sum(dtype=np.float64)):
+        return True
+    return bool(np.isfinite(array).all())  # a huge-but-finite sum can overflow: check every value
 
 
 def to_float32(raw: np.ndarray, dtype: str) -> np.ndarray:
@@ -118,7 +129,7 @@ def numpy_dtype_name(array: np.ndarray) -> str:
 
 
 def write_safetensors(
-    path: str | os.PathLike,
+    path: str | os.PathLike | BinaryIO,
     tensors: dict[str, np.ndarray],
     *,
     dtypes: dict[str, str] | None = None,
@@ -139,7 +150,7 @@ def write_safetensors(
         arrays.append(array)
     blob = json.dumps(header, separators=(",", ":")).encode("utf-8")
     blob += b" " * (-len(blob) % 8)
-    with open(path, "wb") as handle:
+    with (open(path, "wb") if isinstance(path, (str, os.PathLike)) else contextlib.nullcontext(path)) as handle:
         handle.write(struct.pack("<Q", len(blob)))
         handle.write(blob)
         for array in arrays:

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from hf_analyze.execute import execute
-from hf_analyze.planner import AnalyzeSettings, analyze, materialize
+from hf_analyze.planner import AnalyzeSettings, analyze, materialize_arrays
 from hf_analyze.report import build_report
 from hf_common.adapter import load_adapter
 from hf_common.errors import ConfigError
@@ -39,7 +39,7 @@ def test_fused_target_modules_split_into_roles(adapters):
     assert unit.module.path.endswith("self_attn.qkv_proj") and unit.label.endswith("[k_proj]")
     # Phi-3 tiny: 4 heads of 8, 2 KV heads -> q 32 rows, k 16, v 16
     np.testing.assert_array_equal(unit.b_rows, np.arange(32, 48))
-    data = materialize(analysis, k_group).arrays
+    data = materialize_arrays(analysis, k_group)
     a, b = load_adapter(adapters["phi3"]).factors(unit.module)
     rows = data["target/rows"][: data["target/unit_row_offset"][1]]
     np.testing.assert_array_equal(rows[:32], a.T)
@@ -62,7 +62,7 @@ def test_nothing_to_fuse_when_roles_never_meet(adapters):
 def test_source_tokens_are_scale_and_rank_normalised(adapters):
     analysis = analyze(adapters["llama"], [adapters["qwen2"]], AnalyzeSettings(block_size=16))
     group = analysis.groups[6]  # down_proj: qwen r8 alpha16 -> llama r4 alpha8
-    data = materialize(analysis, group).arrays
+    data = materialize_arrays(analysis, group)
     s_unit = group.source_units[0]
     start, stop = data["source/unit_row_offset"][:2]
     rows = data["source/rows"][start:stop]
@@ -91,7 +91,7 @@ def test_plan_round_trip(adapters, tmp_path):
         assert plan.target_config["r"] == 4
         assert [g.name for g in plan.groups] == [g.name for g in analysis.groups]
         for group, planned in zip(plan.groups, analysis.groups):
-            expected = materialize(analysis, planned).arrays
+            expected = materialize_arrays(analysis, planned)
             for key, value in expected.items():
                 np.testing.assert_array_equal(group.array(key), value)
         tensors = plan.target_tensors()

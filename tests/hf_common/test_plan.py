@@ -27,7 +27,7 @@ def test_checksum_finds_a_changed_value(plan_path):
 
 def test_checksum_finds_a_removed_dataset(plan_path):
     with h5py.File(plan_path, "r+") as handle:
-        del handle["target_adapter/t00000"]
+        del handle["layer_maps/source_0"]
     with pytest.raises(PlanFormatError, match="plan checksum mismatch"):
         Plan(plan_path)
 
