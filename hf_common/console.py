@@ -59,8 +59,8 @@ class Console:
         if self.quiet:
             return
         table = Table(title=title, title_justify="left", show_lines=False)
-        for column in columns:
-            table.add_column(column)
+        for index, column in enumerate(columns):
+            table.add_column(column, no_wrap=index == 0)
         for row in rows:
             table.add_row(*(_escape(str(cell)) for cell in row))
         self.out.print(table)
@@ -77,15 +77,17 @@ def _escape(text: str) -> str:
 
 
 def setup_logging(debug: bool, log_file: str | None = None) -> None:
-    """Route ``logging`` to a rich handler on stderr (and optionally a file)."""
-    handlers: list[logging.Handler] = [
-        RichHandler(console=RichConsole(stderr=True), show_path=False, rich_tracebacks=debug)
-    ]
+    """Route ``logging`` to a rich handler on stderr (warnings, or everything with --debug) and optionally
+    to a file (info and up; created only when the first record arrives, so a failed run leaves none)."""
+    console_handler = RichHandler(console=RichConsole(stderr=True), show_path=False, rich_tracebacks=debug)
+    console_handler.setLevel(logging.DEBUG if debug else logging.WARNING)
+    handlers: list[logging.Handler] = [console_handler]
     if log_file:
-        file_handler = logging.FileHandler(log_file)
+        file_handler = logging.FileHandler(log_file, delay=True)
+        file_handler.setLevel(logging.INFO)
         file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         handlers.append(file_handler)
-    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, handlers=handlers, force=True)
+    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, handlers=handlers, force=True)
     if debug:
         from rich.traceback import install
 

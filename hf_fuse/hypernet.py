@@ -144,3 +144,29 @@ class HyperNet(nn.Module):
 def count_parameters(module: nn.Module) -> int:
     """Number of trainable scalars in ``module``."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+class HyperNets(nn.Module):
+    """One HyperNet per group, addressed by group name (``q_proj.r8``; dots are not allowed in module names)."""
+
+    def __init__(self, nets: dict[str, HyperNet] | None = None):
+        super().__init__()
+        self.nets = nn.ModuleDict()
+        for name, net in (nets or {}).items():
+            self[name] = net
+
+    @staticmethod
+    def _key(name: str) -> str:
+        return name.replace(".", "__")
+
+    def __getitem__(self, name: str) -> HyperNet:
+        return self.nets[self._key(name)]
+
+    def __setitem__(self, name: str, net: HyperNet) -> None:
+        self.nets[self._key(name)] = net
+
+    def __contains__(self, name: str) -> bool:
+        return self._key(name) in self.nets
+
+    def names(self) -> list[str]:
+        return [key.replace("__", ".") for key in self.nets]

@@ -1,0 +1,115 @@
+"""``hf-fuse``: train the transfer network on replay data and export one fused PEFT adapter.
+
+Exit codes: 0 fused, 2 bad input or usage (nothing written), 3 training diverged
+(non-finite loss; the last good checkpoint is kept), 130 interrupted (checkpoint saved).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import click
+
+from hf_common.cli_support import check_json_target, errors_to_exit_codes, write_json
+from hf_common.console import EXIT_OK, Console, setup_logging
+
+EXIT_DIVERGED = 3
+
+
+def _int_or_auto(value: str) -> int | str:
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise click.BadParameter("must be a positive integer or 'auto'") from None
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("plans", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="PLAN.h5...")
+@click.option("--base-model", required=True, type=click.Path(path_type=Path), metavar="PATH",
+              help="Target base model: a Hugging Face model folder, a .gguf file, or a folder with one .gguf.")
+@click.option("--replay", "replay", multiple=True, required=True, type=click.Path(path_type=Path), metavar="DATA",
+              help="Replay data (Alpaca JSON/JSONL or chat 'messages'); repeat to mix several files.")
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), metavar="OUT_DIR",
+              help="Folder for the fused PEFT adapter (must be new unless --force).")
+@click.option("--epochs", type=float, default=3.0, show_default=True, help="Passes over the replay mix.")
+@click.option("--max-steps", type=int, default=None, help="Optimiser steps (overrides --epochs); 0 exports without training.")
+@click.option("--batch-size", type=int, default=1, show_default=True, help="Examples per micro-batch.")
+@click.option("--grad-accum", type=int, default=8, show_default=True, help="Micro-batches per optimiser step.")
+@click.option("--lr", type=float, default=5e-5, show_default=True, help="AdamW learning rate (cosine schedule).")
+@click.option("--warmup-ratio", type=float, default=0.05, show_default=True, help="Warm-up share of the optimiser steps.")
+@click.option("--alpha-init", type=float, default=0.3, show_default=True, help="Initial α of every group.")
+@click.option("--mu-gate", type=float, default=0.10, show_default=True, help="Shift μ_gate of the SVD-guided gate.")
+@click.option("--lambda-reg", type=float, default=0.005, show_default=True, help="Weight λ_reg of the RDM regulariser.")
+@click.option("--mu-target", type=float, default=0.0, show_default=True, help="Mean of the RDM reference Gaussian.")
+@click.option("--sigma", type=float, default=1.0, show_default=True, help="Std of the RDM reference Gaussian.")
+@click.option("--n-proj", type=int, default=2048, show_default=True, help="Random projections of the RDM term.")
+@click.option("--embed-dim", default="1024", show_default=True, metavar="N|auto",
+              help="HyperNet width; 'auto' scales it to the token width (a quarter of block_size·r, at most 1024).")
+@click.option("--n-heads", type=int, default=8, show_default=True, help="Cross-attention heads.")
+@click.option("--max-positions", type=int, default=4096, show_default=True, help="Learned positions per sequence.")
+@click.option("--cutoff-len", type=int, default=1024, show_default=True, help="Token cut-off of a replay example.")
+@click.option("--max-examples-per-file", type=int, default=None, help="Cap on examples taken from each replay file.")
+@click.option("--drop-history", is_flag=True, help="Drop earlier turns ('history'): zero-shot prompts.")
+@click.option("--ablate", type=click.Choice(["denoise", "rdm"]), multiple=True,
+              help="denoise: gate forced open and no RDM; rdm: no RDM term.")
+@click.option("--no-gradient-checkpointing", is_flag=True, help="Keep activations instead of recomputing them.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of initialisation, data order and RDM draws.")
+@click.option("--device", default=None, help="cuda, cuda:1, cpu... (default: CUDA if available).")
+@click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default=None,
+              help="Base model dtype (default: bfloat16 on GPU, float32 on CPU).")
+@click.option("--checkpoint-every", type=int, default=50, show_default=True, help="Optimiser steps between checkpoints.")
+@click.option("--checkpoint-dir", type=click.Path(path_type=Path), default=None,
+              help="Where checkpoints go (default: OUT_DIR.ckpt beside the output).")
+@click.option("--resume", is_flag=True, help="Continue from the last checkpoint.")
+@click.option("--json", "json_path", metavar="PATH|-", help="Also write the fusion report as JSON ('-': stdout).")
+@click.option("--log-file", type=click.Path(path_type=Path), default=None,
+              help="Training log (default: OUT_DIR.log beside the output).")
+@click.option("--force", is_flag=True, help="Replace an existing output folder / JSON file.")
+@click.option("-q", "--quiet", is_flag=True, help="Print only errors.")
+@click.option("--debug", is_flag=True, help="Show tracebacks and debug logging.")
+def main(plans, base_model, replay, output, epochs, max_steps, batch_size, grad_accum, lr, warmup_ratio, alpha_init, mu_gate,
+         lambda_reg, mu_target, sigma, n_proj, embed_dim, n_heads, max_positions, cutoff_len, max_examples_per_file,
+         drop_history, ablate, no_gradient_checkpointing, seed, device, dtype, checkpoint_every, checkpoint_dir, resume,
+         json_path, log_file, force, quiet, debug) -> None:
+    """Fuse the sources of PLAN.h5 into its target adapter; several plans run as a sequential pipeline."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is ever downloaded at run time
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    warnings.filterwarnings("ignore", category=FutureWarning)  # transformers' own deprecation notices
+    console = Console(quiet=quiet, debug=debug, report_to_stderr=json_path == "-")
+    with errors_to_exit_codes(console):
+        from transformers.utils import logging as transformers_logging
+
+        from .data import ReplayConfig
+        from .report import Progress, render
+        from .run import FuseJob, NetSettings, run
+        from .train import TrainingDiverged, TrainSettings
+
+        transformers_logging.disable_progress_bar()
+        check_json_target(json_path, force)
+        job = FuseJob(
+            plans=list(plans), base_model=base_model, replay=list(replay), output=output,
+            net=NetSettings(embed_dim=_int_or_auto(embed_dim), n_heads=n_heads, max_positions=max_positions,
+                            alpha_init=alpha_init, mu_gate=mu_gate),
+            train=TrainSettings(epochs=epochs, max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum, lr=lr,
+                                warmup_ratio=warmup_ratio, lambda_reg=lambda_reg, mu_target=mu_target, sigma=sigma,
+                                n_proj=n_proj, ablate=tuple(ablate), seed=seed,
+                                gradient_checkpointing=not no_gradient_checkpointing, checkpoint_every=checkpoint_every),
+            replay_config=ReplayConfig(cutoff_len=cutoff_len, max_examples_per_file=max_examples_per_file, seed=seed,
+                                       drop_history=drop_history),
+            device=device, dtype=dtype, checkpoint_dir=checkpoint_dir, resume=resume, force=force,
+        )
+        setup_logging(debug, str(log_file or output.with_name(output.name + ".log")))
+        try:
+            with Progress(console) as progress:
+                report = run(job, progress.event)
+        except TrainingDiverged as exc:
+            console.abort(str(exc), EXIT_DIVERGED)
+        render(report, console)
+        write_json(json_path, report, force=force)
+        console.success(f"fused adapter written to {output}")
+    raise SystemExit(EXIT_OK)

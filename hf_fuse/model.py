@@ -1,0 +1,139 @@
+"""The target base model: find it, check it fits the plan (in seconds, on the meta device), load it,
+and attach the plan's target adapter with PEFT, frozen."""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from hf_common import peft_keys
+from hf_common.errors import FileAccessError, InputError
+from hf_common.plan import Plan
+from hf_common.safetensors_io import SafetensorsFile
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BaseModelRef:
+    folder: Path
+    gguf_file: str | None
+
+    @property
+    def label(self) -> str:
+        return str(self.folder / self.gguf_file) if self.gguf_file else str(self.folder)
+
+
+def resolve_base_model(path: str | Path) -> BaseModelRef:
+    """A Hugging Face model folder, a ``.gguf`` file, or a folder holding exactly one ``.gguf``."""
+    path = Path(path)
+    if path.is_file() and path.suffix == ".gguf":
+        return BaseModelRef(path.parent, path.name)
+    if path.is_dir():
+        if (path / "config.json").is_file():
+            return BaseModelRef(path, None)
+        ggufs = sorted(path.glob("*.gguf"))
+        if len(ggufs) == 1:
+            return BaseModelRef(path, ggufs[0].name)
+        raise FileAccessError("no config.json, and not exactly one .gguf file, in the model folder", path)
+    raise FileAccessError("base model not found" if not path.exists() else "not a model folder or .gguf file", path)
+
+
+def load_config(ref: BaseModelRef):
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(ref.folder, gguf_file=ref.gguf_file, local_files_only=True)
+    except Exception as exc:  # transformers raises OSError/ValueError/KeyError for a bad config
+        raise InputError(f"cannot read the model configuration ({type(exc).__name__}: {exc})", ref.label) from None
+
+
+def _features(module: nn.Module) -> tuple[int, int] | None:
+    if isinstance(module, nn.Linear):
+        return module.in_features, module.out_features
+    if type(module).__name__ == "Conv1D":  # GPT-2 style: weight is (in, out)
+        return int(module.weight.shape[0]), int(module.weight.shape[1])
+    return None
+
+
+def check_fit(config, plan: Plan, ref: BaseModelRef, tensors: SafetensorsFile | None = None) -> None:
+    """Every LoRA module of the plan's target adapter exists in the model with matching shapes."""
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        skeleton = AutoModelForCausalLM.from_config(config)
+    tensors = tensors or plan.target_safetensors()
+    shapes: dict[str, dict[str, tuple[int, ...]]] = {}
+    for key in tensors.keys():
+        parsed = peft_keys.parse_key(key)
+        if parsed.part in (peft_keys.LORA_A, peft_keys.LORA_B) and parsed.param == "weight":
+            shapes.setdefault(parsed.module, {})[parsed.part] = tensors.shape(key)
+    for module, parts in sorted(shapes.items()):
+        try:
+            layer = skeleton.get_submodule(module)
+        except AttributeError:
+            raise InputError(f"the plan's target adapter has module {module!r}, which this base model lacks "
+                             f"({config.model_type}, {getattr(config, 'num_hidden_layers', '?')} layers)", ref.label) from None
+        features = _features(layer)
+        expected = (parts[peft_keys.LORA_A][1], parts[peft_keys.LORA_B][0])
+        if features is not None and features != expected:
+            raise InputError(f"module {module!r} is {features[0]} -> {features[1]} in this base model, but the plan's "
+                             f"target adapter was trained for {expected[0]} -> {expected[1]}", ref.label)
+
+
+def pick_device(requested: str | None) -> torch.device:
+    if requested:
+        return torch.device(requested)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def pick_dtype(requested: str | None, device: torch.device) -> torch.dtype:
+    if requested:
+        return {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+                "float16": torch.float16, "fp16": torch.float16}[requested]
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+def load_model_and_tokenizer(ref: BaseModelRef, device: torch.device, dtype: torch.dtype):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(ref.folder, gguf_file=ref.gguf_file, local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(ref.folder, gguf_file=ref.gguf_file, dtype=dtype, local_files_only=True)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model.to(device), tokenizer
+
+
+def write_adapter_folder(folder: Path, config: dict, tensors: dict[str, torch.Tensor]) -> None:
+    """Write a PEFT adapter folder (config + safetensors)."""
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, folder / "adapter_model.safetensors",
+              metadata={"format": "pt"})
+
+
+def attach_target(model: nn.Module, config: dict, tensors: dict[str, torch.Tensor]):
+    """Wrap ``model`` in a frozen ``PeftModel`` carrying the target adapter."""
+    from peft import PeftModel
+
+    with tempfile.TemporaryDirectory(prefix="hf-fuse-target-") as tmp:
+        write_adapter_folder(Path(tmp), config, tensors)
+        peft_model = PeftModel.from_pretrained(model, tmp, is_trainable=False)
+    for param in peft_model.parameters():
+        param.requires_grad_(False)
+    return peft_model
+
+
+def tensors_from_plan(plan: Plan) -> dict[str, torch.Tensor]:
+    """The plan's target adapter as torch tensors in their stored dtypes."""
+    from safetensors.torch import load
+
+    return load(plan.target_safetensors().blob.tobytes())

@@ -1,0 +1,171 @@
+"""One ``hf-fuse`` job: fast pre-flight checks, then for each plan (task) train and fuse; export at the end.
+
+Several plans form a sequential pipeline (DESIGN.md 2.6): each task's fused adapter is
+the next task's target, and HyperNets of the same (role, rank) carry over.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import resource
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from hf_common.errors import ConfigError, InputError
+from hf_common.plan import Plan, check_output_path
+
+from . import data as replay_data
+from .export import fused_tensors, write_adapter
+from .hypernet import HyperNet, HyperNetConfig, HyperNets, count_parameters
+from .model import (
+    BaseModelRef,
+    attach_target,
+    check_fit,
+    load_config,
+    load_model_and_tokenizer,
+    pick_device,
+    pick_dtype,
+    resolve_base_model,
+    tensors_from_plan,
+)
+from .plan_tensors import build_group
+from .train import Checkpointer, TrainSettings, train
+
+logger = logging.getLogger(__name__)
+REPORT_FORMAT = "heterofusion-fusion-report"
+
+
+@dataclass(frozen=True)
+class NetSettings:
+    embed_dim: int | str = 1024
+    n_heads: int = 8
+    max_positions: int = 4096
+    alpha_init: float = 0.3
+    mu_gate: float = 0.10
+
+    def __post_init__(self) -> None:
+        if self.embed_dim != "auto" and not (isinstance(self.embed_dim, int) and self.embed_dim > 0):
+            raise ConfigError(f"--embed-dim must be a positive integer or 'auto', got {self.embed_dim!r}")
+
+    def config(self, block_size: int, rank: int, ablate_denoise: bool) -> HyperNetConfig:
+        embed = auto_embed_dim(block_size * rank, self.n_heads) if self.embed_dim == "auto" else int(self.embed_dim)
+        return HyperNetConfig(block_size=block_size, rank=rank, embed_dim=embed, n_heads=self.n_heads,
+                              max_positions=self.max_positions, mu_gate=self.mu_gate, alpha_init=self.alpha_init,
+                              ablate_denoise=ablate_denoise)
+
+
+def auto_embed_dim(token_dim: int, n_heads: int) -> int:
+    """A quarter of the token width, between one head-compatible step and the paper's 1024."""
+    step = math.lcm(4, n_heads)
+    width = min(1024, max(step, token_dim // 4))
+    return max(step, width - width % step)
+
+
+@dataclass(frozen=True)
+class FuseJob:
+    plans: list[Path]
+    base_model: Path
+    replay: list[Path]
+    output: Path
+    net: NetSettings = field(default_factory=NetSettings)
+    train: TrainSettings = field(default_factory=TrainSettings)
+    replay_config: replay_data.ReplayConfig = field(default_factory=replay_data.ReplayConfig)
+    device: str | None = None
+    dtype: str | None = None
+    checkpoint_dir: Path | None = None
+    resume: bool = False
+    force: bool = False
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.checkpoint_dir or self.output.with_name(self.output.name + ".ckpt")
+
+
+def preflight(job: FuseJob) -> tuple[list[Plan], BaseModelRef]:
+    """Everything that can fail in seconds: plans, output folder, replay files, base model config and shapes."""
+    check_output_path(job.output, job.force, "output folder")
+    plans = [Plan(path) for path in job.plans]
+    try:
+        for plan in plans:
+            if not plan.groups:
+                raise InputError("the plan has no active group: nothing to fuse", plan.path)
+        replay_data.check_replay_files(job.replay)
+        ref = resolve_base_model(job.base_model)
+        config = load_config(ref)
+        first = plans[0].target_safetensors()
+        for plan in plans:
+            check_fit(config, plan, ref)
+            if plan is not plans[0] and sorted(plan.target_safetensors().keys()) != sorted(first.keys()):
+                raise InputError("a later task's target adapter must be the same adapter as the first task's "
+                                 "(its fused output becomes the next target)", plan.path)
+    except BaseException:
+        for plan in plans:
+            plan.close()
+        raise
+    return plans, ref
+
+
+def _fingerprint(job: FuseJob, plans: list[Plan]) -> dict:
+    return {"plans": [p.checksum for p in plans], "train": asdict(job.train), "net": asdict(job.net),
+            "replay": asdict(job.replay_config), "replay_files": [str(p) for p in job.replay]}
+
+
+def run(job: FuseJob, on_event: Callable[[str, object], None] = lambda kind, payload: None) -> dict:
+    started = time.perf_counter()
+    plans, ref = preflight(job)
+    device = pick_device(job.device)
+    dtype = pick_dtype(job.dtype, device)
+    on_event("stage", f"loading {ref.label} on {device} ({str(dtype).removeprefix('torch.')})")
+    model, tokenizer = load_model_and_tokenizer(ref, device, dtype)
+    replay = replay_data.load_replay(job.replay, tokenizer, job.replay_config)
+    on_event("stage", f"replay: {len(replay.examples)} examples, {replay.n_tokens} tokens "
+                      f"({replay.n_answer_tokens} answer tokens), {replay.skipped} skipped")
+    checkpointer = Checkpointer(job.checkpoints, _fingerprint(job, plans))
+    hypernets = HyperNets()
+    target = tensors_from_plan(plans[0])
+    tasks = []
+    torch.manual_seed(job.train.seed)
+    for index, plan in enumerate(plans):
+        peft_model = attach_target(model, plan.target_config, target)
+        groups = [build_group(plan, g, device, target if index else None) for g in plan.groups]
+        carried = []
+        for group in groups:
+            config = job.net.config(group.block_size, group.rank, "denoise" in job.train.ablate)
+            if group.name in hypernets and hypernets[group.name].config == config:
+                carried.append(group.name)
+            else:
+                hypernets[group.name] = HyperNet(config).to(device)
+        active = HyperNets({g.name: hypernets[g.name] for g in groups})
+        on_event("stage", f"task {index + 1}/{len(plans)}: {len(groups)} groups, "
+                          f"{count_parameters(active) / 1e6:.1f} M HyperNet parameters")
+        state = train(peft_model, replay.examples, tokenizer.pad_token_id, groups, active, job.train, device,
+                      checkpointer, task=index, resume=job.resume, on_step=lambda record, total, task=index: on_event(
+                          "step", (task, record, total)))
+        target, metrics = fused_tensors(active, groups, target)
+        model = peft_model.unload()  # the bare base model again, for the next task
+        tasks.append({"plan": str(plan.path), "plan_checksum": plan.checksum, "groups": metrics,
+                      "hypernet_parameters": count_parameters(active), "carried_over": carried, "steps": state.step,
+                      "history": state.history})
+    report = {
+        "format": REPORT_FORMAT, "version": 1, "output": str(job.output), "base_model": ref.label,
+        "device": str(device), "dtype": str(dtype).removeprefix("torch."), "seed": job.train.seed,
+        "settings": {"train": asdict(job.train), "net": asdict(job.net), "replay": asdict(job.replay_config),
+                     "replay_files": [str(p) for p in job.replay]},
+        "replay": {"per_file": replay.per_file, "n_examples": len(replay.examples), "skipped": replay.skipped,
+                   "n_tokens": replay.n_tokens, "n_answer_tokens": replay.n_answer_tokens},
+        "tasks": tasks,
+        "time_s": round(time.perf_counter() - started, 2),
+        "peak_memory_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
+    if device.type == "cuda":
+        report["peak_gpu_memory_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    write_adapter(job.output, plans[-1].target_config, target, force=job.force,
+                  extra_files={"fusion_report.json": report})
+    for plan in plans:
+        plan.close()
+    return report

@@ -1,0 +1,67 @@
+import json
+import shutil
+
+import h5py
+import pytest
+from click.testing import CliRunner
+
+from hf_fuse.cli import main
+
+
+def _run(fusion, tmp_path, **overrides):
+    args = {"plan": fusion["plan"], "--base-model": fusion["base"], "--replay": fusion["replay"], "-o": tmp_path / "out"}
+    args.update(overrides)
+    argv = [str(args.pop("plan"))]
+    for key, value in args.items():
+        argv += [key] if value is True else [key, str(value)]
+    argv += ["--max-steps", "1", "--grad-accum", "1", "--embed-dim", "auto", "--n-heads", "2", "--n-proj", "16"]
+    return CliRunner().invoke(main, argv, catch_exceptions=False)
+
+
+def test_cli_fuses_and_writes_report(fusion, tmp_path):
+    result = _run(fusion, tmp_path, **{"--json": tmp_path / "report.json"})
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["format"] == "heterofusion-fusion-report" and len(report["tasks"][0]["history"]) == 1
+    assert (tmp_path / "out/adapter_model.safetensors").exists() and (tmp_path / "out.log").exists()
+    assert "q_proj.r4" in result.output
+
+
+def _bad(fusion, tmp_path, how):
+    if how == "missing_plan":
+        return {"plan": tmp_path / "nope.h5"}, "plan file not found"
+    if how == "corrupt_plan":
+        plan = shutil.copy(fusion["plan"], tmp_path / "bad.h5")
+        with h5py.File(plan, "r+") as handle:
+            handle["groups/q_proj.r4/target/rows"][0, 0] += 1
+        return {"plan": plan}, "checksum mismatch"
+    if how == "missing_base":
+        return {"--base-model": tmp_path / "nomodel"}, "base model not found"
+    if how == "wrong_base":
+        folder = shutil.copytree(fusion["base"], tmp_path / "wide")
+        config = json.loads((folder / "config.json").read_text())
+        config["hidden_size"] = 48
+        (folder / "config.json").write_text(json.dumps(config))
+        return {"--base-model": folder}, "in this base model, but the plan's target adapter was trained for"
+    if how == "bad_replay":
+        (tmp_path / "r.jsonl").write_text('{"instruction": "x", "output": "y"}\n{oops\n')
+        return {"--replay": tmp_path / "r.jsonl"}, "line 2"
+    if how == "exists":
+        (tmp_path / "out").mkdir()
+        (tmp_path / "out/keep.txt").write_text("mine")
+        return {}, "--force"
+    raise ValueError(how)
+
+
+@pytest.mark.parametrize("how", ["missing_plan", "corrupt_plan", "missing_base", "wrong_base", "bad_replay", "exists"])
+def test_bad_input_exit_2_and_nothing_written(fusion, tmp_path, how):
+    overrides, message = _bad(fusion, tmp_path, how)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    result = _run(fusion, tmp_path, **overrides)
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and message in " ".join(result.stderr.split()), result.stderr
+    assert "Traceback" not in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no output, no checkpoint, no log
+    if how == "exists":
+        assert (tmp_path / "out/keep.txt").read_text() == "mine"

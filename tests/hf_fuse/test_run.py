@@ -1,0 +1,100 @@
+import json
+import logging
+import warnings
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from hf_fuse.data import ReplayConfig, collate, load_replay
+from hf_fuse.model import load_model_and_tokenizer, resolve_base_model
+from hf_fuse.run import FuseJob, NetSettings, run
+from hf_fuse.train import TrainSettings
+
+SMALL = dict(grad_accum=2, n_proj=64, checkpoint_every=2)
+
+
+def _job(fusion, out, plans=None, **train):
+    return FuseJob(plans=plans or [fusion["plan"]], base_model=fusion["base"], replay=[fusion["replay"]], output=out,
+                   net=NetSettings(embed_dim="auto", n_heads=2), train=TrainSettings(**{**SMALL, **train}))
+
+
+def _tensors(folder):
+    return load_file(folder / "adapter_model.safetensors")
+
+
+def _replay_loss(fusion, adapter) -> float:
+    from peft import PeftModel
+
+    model, tokenizer = load_model_and_tokenizer(resolve_base_model(fusion["base"]), torch.device("cpu"), torch.float32)
+    peft_model = PeftModel.from_pretrained(model, adapter).eval()
+    replay = load_replay([fusion["replay"]], tokenizer, ReplayConfig())
+    with torch.no_grad():
+        losses = [peft_model(**collate([ex], tokenizer.pad_token_id)).loss for ex in replay.examples]
+    return float(torch.stack(losses).mean())
+
+
+def test_step_zero_export_equals_the_target(fusion, tmp_path):
+    report = run(_job(fusion, tmp_path / "out", max_steps=0))
+    fused, target = _tensors(tmp_path / "out"), _tensors(fusion["target"])
+    assert fused.keys() == target.keys()
+    assert all(torch.equal(fused[k], target[k]) and fused[k].dtype == target[k].dtype for k in target)
+    assert json.loads((tmp_path / "out/adapter_config.json").read_text()) == json.loads(
+        (fusion["target"] / "adapter_config.json").read_text())
+    assert all(g["delta_b_over_b"] == 0 for g in report["tasks"][0]["groups"].values())
+
+
+def test_training_lowers_replay_loss_and_export_loads_cleanly(fusion, tmp_path, caplog):
+    report = run(_job(fusion, tmp_path / "out", max_steps=12, lr=3e-3))
+    history = report["tasks"][0]["history"]
+    assert len(history) == 12 and history[-1]["lm"] < history[0]["lm"]
+    assert all(h["rdm"] > 0 for h in history)
+    target_loss = _replay_loss(fusion, fusion["target"])
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.WARNING):
+        warnings.simplefilter("always")
+        fused_loss = _replay_loss(fusion, tmp_path / "out")
+    assert fused_loss < target_loss
+    messages = [str(w.message) for w in caught] + [r.getMessage() for r in caplog.records]
+    assert not [m for m in messages if "missing" in m.lower() or "unexpected" in m.lower()]
+    fused, target = _tensors(tmp_path / "out"), _tensors(fusion["target"])
+    changed = [k for k in target if not torch.equal(fused[k], target[k])]
+    assert changed and all(".lora_B." in k for k in changed)  # A is never changed
+    # layer 0 lies outside every source's layer map: untouched
+    assert not [k for k in changed if ".layers.0." in k]
+    groups = report["tasks"][0]["groups"]
+    assert set(groups["q_proj.r4"]["attention_per_source"]) == {"0", "1"}
+    assert all(g["eq11_actual_max"] <= g["eq11_bound_max"] * (1 + 1e-5) for g in groups.values())
+    assert (tmp_path / "out/fusion_report.json").exists()
+
+
+def test_resume_equals_an_uninterrupted_run(fusion, tmp_path):
+    run(_job(fusion, tmp_path / "straight", max_steps=5, lr=3e-3))
+
+    def interrupt(kind, payload):
+        if kind == "step" and payload[1]["step"] == 3:
+            raise KeyboardInterrupt
+
+    job = _job(fusion, tmp_path / "resumed", max_steps=5, lr=3e-3)
+    with pytest.raises(KeyboardInterrupt):
+        run(job, interrupt)
+    assert not (tmp_path / "resumed").exists()
+    assert torch.load(tmp_path / "resumed.ckpt/task0.pt", weights_only=False)["state"]["step"] == 3
+    report = run(FuseJob(**{**job.__dict__, "resume": True}))
+    assert [h["step"] for h in report["tasks"][0]["history"]] == [1, 2, 3, 4, 5]
+    straight, resumed = _tensors(tmp_path / "straight"), _tensors(tmp_path / "resumed")
+    for key in straight:
+        torch.testing.assert_close(resumed[key], straight[key], rtol=0, atol=1e-7)
+
+
+def test_ablations(fusion, tmp_path):
+    report = run(_job(fusion, tmp_path / "rdm", max_steps=2, ablate=("rdm",)))
+    assert all(h["rdm"] == 0 for h in report["tasks"][0]["history"])
+    report = run(_job(fusion, tmp_path / "denoise", max_steps=2, ablate=("denoise",)))
+    assert all(h["rdm"] == 0 for h in report["tasks"][0]["history"])
+
+
+def test_sequential_tasks_carry_hypernets(fusion, tmp_path):
+    report = run(_job(fusion, tmp_path / "seq", plans=[fusion["plan_qwen"], fusion["plan"]], max_steps=2))
+    first, second = report["tasks"]
+    assert first["carried_over"] == [] and set(second["carried_over"]) == set(first["groups"])
+    assert (tmp_path / "seq/adapter_model.safetensors").exists()
