@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -190,6 +191,7 @@ def train(peft_model: nn.Module, examples: list[Example], pad_id: int, groups: l
     originals = original_b(peft_model, {u.module for g in groups for u in g.units})
     try:
         while state.step < total_steps:
+            step_started = time.perf_counter()
             outputs = run_hypernets(hypernets, groups)
             new_b = new_b_tensors(hypernets, groups, outputs, originals)
             batches = micro_batches(state.step, examples, settings, micro_per_epoch)
@@ -213,6 +215,7 @@ def train(peft_model: nn.Module, examples: list[Example], pad_id: int, groups: l
             rng_after_last_step = generator.get_state()
             record = {"step": state.step, "loss": lm_total + settings.lambda_reg * reg_value, "lm": lm_total,
                       "rdm": reg_value, "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm),
+                      "time_s": time.perf_counter() - step_started,
                       "alpha": {g.name: float(hypernets[g.name].alpha.detach()) for g in groups}}
             state.history.append(record)
             logger.info("task %d step %d/%d loss %.4f lm %.4f rdm %.4f lr %.2e", task, state.step, total_steps,

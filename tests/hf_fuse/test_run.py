@@ -98,3 +98,23 @@ def test_sequential_tasks_carry_hypernets(fusion, tmp_path):
     first, second = report["tasks"]
     assert first["carried_over"] == [] and set(second["carried_over"]) == set(first["groups"])
     assert (tmp_path / "seq/adapter_model.safetensors").exists()
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(fusion, tmp_path, monkeypatch):
+    from hf_fuse import train as train_module
+
+    real = train_module.lm_loss
+    calls = {"n": 0}
+
+    def poisoned(*args):
+        calls["n"] += 1
+        loss = real(*args)
+        return loss * float("nan") if calls["n"] > 4 else loss  # steps 1-2 fine (2 micro-batches each)
+
+    monkeypatch.setattr(train_module, "lm_loss", poisoned)
+    with pytest.raises(train_module.TrainingDiverged, match="non-finite loss at step 3"):
+        run(_job(fusion, tmp_path / "out", max_steps=5, checkpoint_every=1))
+    assert not (tmp_path / "out").exists()
+    saved = torch.load(tmp_path / "out.ckpt/task0.pt", weights_only=False)
+    assert saved["state"]["step"] == 2
+    assert all(torch.isfinite(v).all() for v in saved["hypernets"].values())
