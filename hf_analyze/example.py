@@ -95,10 +95,36 @@ def write_synthetic_adapter(
     return folder
 
 
+ENTITIES = {
+    "person": ["ada lovelace", "alan turing", "grace hopper", "marie curie", "nikola tesla"],
+    "city": ["paris", "lisbon", "nairobi", "kyoto", "lima"],
+    "vehicle": ["tram", "ferry", "bicycle", "cargo van", "glider"],
+}
+TEMPLATES = ["{person} took the {vehicle} to {city}.", "In {city}, {person} repaired a {vehicle}.",
+             "{person} never saw a {vehicle} in {city}."]
+
+
+def replay_records(n: int, seed: int = 0) -> list[dict]:
+    """A small synthetic extraction task in the paper's Alpaca form (``type: span; type: span``)."""
+    rng = np.random.default_rng(seed)
+    records = []
+    for _ in range(n):
+        picks = {kind: values[rng.integers(len(values))] for kind, values in ENTITIES.items()}
+        text = TEMPLATES[rng.integers(len(TEMPLATES))].format(**picks)
+        instruction = ("Please list all entity words in the text that fit the category. Output format is "
+                       f"\"type1: word1; type2: word2\". \nOption: person, city, vehicle \nText: {text} \nAnswer:")
+        answer = "; ".join(f"{kind}: {picks[kind]}" for kind in ENTITIES if picks[kind] in text)
+        records.append({"instruction": instruction, "input": text, "output": " " + answer})
+    return records
+
+
 def write_example(out_dir: str | Path) -> dict[str, Path]:
-    """The built-in example: a SmolLM2-shaped target with Gemma-3- and Qwen-shaped sources."""
+    """The built-in example: a SmolLM2-shaped target with Gemma-3- and Qwen-shaped sources, and replay data."""
     out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "replay.json").write_text(json.dumps(replay_records(48), indent=1) + "\n")
     return {
+        "replay": out / "replay.json",
         "target": write_synthetic_adapter(out / "smollm2-target", SHAPES["smollm2-135m"], seed=1),
         "gemma3": write_synthetic_adapter(out / "gemma3-source", SHAPES["gemma3-270m"], rank=16, alpha=32, seed=2),
         "qwen": write_synthetic_adapter(out / "qwen-source", SHAPES["qwen2.5-7b"], rank=4, alpha=8, dtype="BF16",

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import AdapterFormatError, FileAccessError, OutputExistsError, PlanFormatError, PlanVersionError
+from .errors import FileAccessError, OutputExistsError, PlanFormatError, PlanVersionError
 from .safetensors_io import SafetensorsFile
 
 FORMAT_NAME = "heterofusion-plan"
@@ -250,7 +250,7 @@ class Plan:
         except PlanFormatError:
             self._file.close()
             raise
-        except (KeyError, ValueError, TypeError, OSError, AdapterFormatError) as exc:
+        except (KeyError, ValueError, TypeError, OSError) as exc:  # includes a damaged target blob
             self._file.close()
             raise PlanFormatError(f"damaged or incomplete plan ({exc})", self.path) from None
 

@@ -131,14 +131,18 @@ class HyperNet(nn.Module):
         if source_tokens.shape[0] != target_tokens.shape[0]:
             raise ValueError(f"{target_tokens.shape[0]} target sequences but {source_tokens.shape[0]} source sequences")
         target_mask, source_mask = target_mask.bool(), source_mask.bool()
-        z_t, _ = self.encoder(target_tokens, target_desc)
-        z_s, _ = self.encoder(source_tokens, source_desc)
+        # One encoder call on the real tokens of both sides: half the weight-gradient work of two calls, none on padding.
+        t_real, s_real = target_tokens[target_mask], source_tokens[source_mask]
+        z_real, _ = self.encoder(torch.cat([t_real, s_real]), torch.cat([target_desc[target_mask], source_desc[source_mask]]))
+        z_t_real, z_s_real = z_real.split([len(t_real), len(s_real)])
+        z_t = z_real.new_zeros(*target_mask.shape, z_real.shape[-1]).index_put((target_mask,), z_t_real)
+        z_s = z_real.new_zeros(*source_mask.shape, z_real.shape[-1]).index_put((source_mask,), z_s_real)
         query = z_t + self._position_embeddings(z_t.shape[1], z_t.device)
         keys = z_s + self._position_embeddings(z_s.shape[1], z_s.device)
         attended, weights = self.attention(query, keys, keys, key_padding_mask=~source_mask,
                                            need_weights=True, average_attn_weights=True)
         delta = self.decoder(attended) * target_mask.unsqueeze(-1).to(attended.dtype)
-        return HyperNetOutput(delta_tokens=delta, z_target=z_t[target_mask], z_source=z_s[source_mask], attention=weights)
+        return HyperNetOutput(delta_tokens=delta, z_target=z_t_real, z_source=z_s_real, attention=weights)
 
 
 def count_parameters(module: nn.Module) -> int:

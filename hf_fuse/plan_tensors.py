@@ -47,8 +47,8 @@ class GroupTensors:
         return list(torch.split(flat, self.unit_d_out))
 
 
-def _padded(rows: np.ndarray, starts: np.ndarray, lengths: np.ndarray, token_unit: np.ndarray, n_units: int,
-            sequences: list[list[int]], block_size: int, rank: int) -> tuple[np.ndarray, np.ndarray]:
+def _padded(rows: np.ndarray, starts: np.ndarray, lengths: np.ndarray, sequences: list[list[int]], block_size: int,
+            rank: int) -> tuple[np.ndarray, np.ndarray]:
     """Tokens ``(n_seq, max_len, bs*r)`` zero-padded in both senses, and the validity mask."""
     max_len = max((len(s) for s in sequences), default=0)
     out = np.zeros((len(sequences), max_len, block_size, rank), np.float32)
@@ -86,7 +86,7 @@ def build_group(plan: Plan, group: PlanGroup, device: torch.device,
     t_unit = a("target/token_unit")
     t_seqs = [list(np.flatnonzero(t_unit == u)) for u in range(n_t)]
     t_rows = a("target/rows") if target_tensors is None else target_rows_from_tensors(group, target_tensors)
-    t_tokens, t_mask = _padded(t_rows, a("target/token_row_start"), a("target/token_n_rows"), t_unit, n_t, t_seqs, bs, r)
+    t_tokens, t_mask = _padded(t_rows, a("target/token_row_start"), a("target/token_n_rows"), t_seqs, bs, r)
     if target_tensors is None:
         t_desc = np.zeros(t_tokens.shape[:2] + (r,), np.float32)
         descriptors = a("target/descriptors")
@@ -100,8 +100,7 @@ def build_group(plan: Plan, group: PlanGroup, device: torch.device,
     s_tokens_of = [list(np.flatnonzero(s_unit == u)) for u in range(n_s)]
     offsets, links = a("context_offset"), a("context_source_unit")
     contexts = [[tok for su in links[offsets[u]:offsets[u + 1]] for tok in s_tokens_of[su]] for u in range(n_t)]
-    s_tokens, s_mask = _padded(a("source/rows"), a("source/token_row_start"), a("source/token_n_rows"), s_unit, n_s,
-                               contexts, bs, r)
+    s_tokens, s_mask = _padded(a("source/rows"), a("source/token_row_start"), a("source/token_n_rows"), contexts, bs, r)
     s_desc = np.zeros(s_tokens.shape[:2] + (r,), np.float32)
     source_ids = np.full(s_tokens.shape[:2], -1, np.int64)
     s_descriptors, unit_source = a("source/descriptors"), a("source/unit_source")

