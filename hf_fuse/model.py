@@ -31,7 +31,12 @@ class BaseModelRef:
 
 
 def resolve_base_model(path: str | Path) -> BaseModelRef:
-    """A Hugging Face model folder, a ``.gguf`` file, or a folder holding exactly one ``.gguf``."""
+    """A Hugging Face model folder, a ``.gguf`` file, a folder holding exactly one ``.gguf``, or the name of a
+    registry-installed model (``smollm2``, ``gemma3``; see ``hf_fuse.local_models``)."""
+    from .local_models import MODELS, locate
+
+    if str(path) in MODELS and not Path(path).exists():
+        path = locate(str(path))
     path = Path(path)
     if path.is_file() and path.suffix == ".gguf":
         return BaseModelRef(path.parent, path.name)

@@ -197,12 +197,14 @@ def train(peft_model: nn.Module, examples: list[Example], pad_id: int, groups: l
             outputs = run_hypernets(hypernets, groups)
             new_b = new_b_tensors(hypernets, groups, outputs, originals)
             batches = micro_batches(state.step, examples, settings, micro_per_epoch)
+            lm_started = time.perf_counter()
             lm_total = 0.0
             with patched(peft_model, new_b) as leaves:
                 for batch in batches:
                     loss = lm_loss(peft_model, batch, pad_id, device) / len(batches)
                     loss.backward()
                     lm_total += loss.item()
+            update_started = time.perf_counter()
             reg = rdm_term(outputs, settings, generator)
             reg_value = float(reg.detach()) if reg is not None else 0.0
             if not (math.isfinite(lm_total) and math.isfinite(reg_value)):
@@ -212,12 +214,14 @@ def train(peft_model: nn.Module, examples: list[Example], pad_id: int, groups: l
             grad_norm = torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
             optimizer.step()
             scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            optimizer.zero_grad(set_to_none=False)  # keep the (large) gradient buffers: no re-allocation per step
             state.step += 1
             rng_after_last_step = generator.get_state()
             record = {"step": state.step, "loss": lm_total + settings.lambda_reg * reg_value, "lm": lm_total,
                       "rdm": reg_value, "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm),
                       "time_s": time.perf_counter() - step_started,
+                      "time_split_s": {"hypernets": lm_started - step_started, "lm": update_started - lm_started,
+                                       "update": time.perf_counter() - update_started},
                       "alpha": {g.name: float(hypernets[g.name].alpha.detach()) for g in groups}}
             state.history.append(record)
             logger.info("task %d step %d/%d loss %.4f lm %.4f rdm %.4f lr %.2e", task, state.step, total_steps,

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 from factories import make_peft_adapter
+from tiny_models import make_fusion_setting
 
 
 @pytest.fixture(scope="session")
@@ -18,3 +19,9 @@ def adapters(tmp_path_factory):
         "mistral16": make_peft_adapter(root / "mistral", "mistral", n_layers=8, rank=4, alpha=16, seed=6,
                                        dtype="float16", with_model_config=False),
     }
+
+
+@pytest.fixture(scope="session")
+def fusion(tmp_path_factory):
+    """Tiny Llama base model folder + target adapter + Qwen2/Gemma3 sources + replay file + plans."""
+    return make_fusion_setting(tmp_path_factory.mktemp("fusion"))

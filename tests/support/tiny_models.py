@@ -80,6 +80,11 @@ def make_fusion_setting(root: Path, n_layers: int = 4, n_examples: int = 24) -> 
                 param.copy_(torch.randn(param.shape, generator=generator) * 0.1)
     peft_model.peft_config["default"].base_model_name_or_path = str(root / "base")
     peft_model.save_pretrained(root / "target")
+    with torch.no_grad():  # a second expert of the same base model, for homogeneous merges
+        for name, param in peft_model.named_parameters():
+            if "lora_" in name:
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.1)
+    peft_model.save_pretrained(root / "sibling")
     qwen = make_peft_adapter(root / "qwen2", "qwen2", n_layers=3, hidden=48, rank=8, alpha=16, seed=2)
     gemma = make_peft_adapter(root / "gemma3", "gemma3", n_layers=2, hidden=40, rank=2, alpha=4, seed=3)
     (root / "replay.json").write_text(json.dumps(replay_records(n_examples)))
@@ -87,5 +92,5 @@ def make_fusion_setting(root: Path, n_layers: int = 4, n_examples: int = 24) -> 
     execute(analysis, build_report(analysis), root / "plan.h5")
     analysis = analyze(root / "target", [qwen], AnalyzeSettings(block_size="auto"))
     execute(analysis, build_report(analysis), root / "plan-qwen.h5")
-    return {"base": root / "base", "target": root / "target", "qwen": qwen, "gemma": gemma,
+    return {"base": root / "base", "target": root / "target", "sibling": root / "sibling", "qwen": qwen, "gemma": gemma,
             "replay": root / "replay.json", "plan": root / "plan.h5", "plan_qwen": root / "plan-qwen.h5"}

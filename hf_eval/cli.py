@@ -1,0 +1,239 @@
+"""``hf-eval``: evaluate adapters on held-out data, and build the baselines.
+
+    hf-eval evaluate --base-model M --adapter target=DIR --adapter fused=DIR --data heldout.json -o results/
+    hf-eval train-expert --base-model M --data train.json -o expert/
+    hf-eval replay-tune --base-model M --adapter DIR --replay a.json --replay b.json --max-steps 90 -o tuned/
+    hf-eval merge --base-model M --adapter A --adapter B --method ties -o merged/
+
+Exit codes: 0 done, 2 bad input or usage (nothing written), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import click
+
+from hf_common.cli_support import errors_to_exit_codes
+from hf_common.console import Console, setup_logging
+from hf_common.plan import check_output_path
+
+COMMON = [
+    click.option("--base-model", required=True, type=click.Path(path_type=Path), metavar="PATH",
+                 help="Hugging Face model folder, .gguf file, or 'smollm2' / 'gemma3' for the registry-installed models."),
+    click.option("--device", default=None, help="cuda, cpu... (default: CUDA if available)."),
+    click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default=None,
+                 help="Model dtype (default: bfloat16 on GPU, float32 on CPU)."),
+    click.option("--force", is_flag=True, help="Replace an existing output folder."),
+    click.option("--debug", is_flag=True, help="Show tracebacks and debug logging."),
+]
+TRAINING = [
+    click.option("--epochs", type=float, default=1.0, show_default=True, help="Passes over the data."),
+    click.option("--max-steps", type=int, default=None, help="Optimiser steps (overrides --epochs)."),
+    click.option("--batch-size", type=int, default=4, show_default=True, help="Examples per micro-batch."),
+    click.option("--grad-accum", type=int, default=1, show_default=True, help="Micro-batches per optimiser step."),
+    click.option("--lr", type=float, default=2e-4, show_default=True, help="AdamW learning rate (cosine schedule)."),
+    click.option("--cutoff-len", type=int, default=1024, show_default=True, help="Token cut-off of an example."),
+    click.option("--max-examples-per-file", type=int, default=None, help="Cap on examples per data file."),
+    click.option("--drop-history", is_flag=True, help="Zero-shot prompts: drop earlier turns."),
+    click.option("--seed", type=int, default=0, show_default=True, help="Seed of data order and initialisation."),
+    click.option("--gradient-checkpointing", is_flag=True, help="Recompute activations in backward."),
+]
+
+
+def _options(options):
+    def decorate(func):
+        for option in reversed(options):
+            func = option(func)
+        return func
+
+    return decorate
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
+
+
+def _load(base_model: Path, device: str | None, dtype: str | None):
+    from hf_fuse.model import load_model_and_tokenizer, pick_device, pick_dtype, resolve_base_model
+
+    ref = resolve_base_model(base_model)
+    torch_device = pick_device(device)
+    model, tokenizer = load_model_and_tokenizer(ref, torch_device, pick_dtype(dtype, torch_device))
+    return ref, model, tokenizer, torch_device
+
+
+def _train_settings(epochs, max_steps, batch_size, grad_accum, lr, seed, gradient_checkpointing):
+    from hf_fuse.train import TrainSettings
+
+    return TrainSettings(epochs=epochs, max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum, lr=lr,
+                         seed=seed, gradient_checkpointing=gradient_checkpointing)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Evaluate adapters and build baselines (experts, replay-tune, homogeneous merges)."""
+
+
+@main.command()
+@_options(COMMON)
+@click.option("--adapter", "adapters", multiple=True, metavar="NAME=DIR",
+              help="An adapter to evaluate (repeat); none evaluates the base model alone.")
+@click.option("--data", "data", multiple=True, required=True, type=click.Path(path_type=Path),
+              help="Held-out file (replay format); each file is one task.")
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Results folder.")
+@click.option("--max-new-tokens", type=int, default=64, show_default=True, help="Cap on generated tokens.")
+@click.option("--batch-size", type=int, default=8, show_default=True, help="Prompts per generation batch.")
+@click.option("--max-examples", type=int, default=None, help="Evaluate only the first N examples of each file.")
+@click.option("--drop-history", is_flag=True, help="Zero-shot prompts: drop earlier turns.")
+@click.option("--metric", type=click.Choice(["auto", "set", "relation", "exact"]), default="auto", show_default=True,
+              help="How answers are scored (auto: from the instruction and gold answers).")
+def evaluate(base_model, device, dtype, force, debug, adapters, data, output, max_new_tokens, batch_size, max_examples,
+             drop_history, metric) -> None:
+    """Generate answers (greedy) for held-out data and score them."""
+    from .evaluate import evaluate_adapters, render
+
+    console = Console(debug=debug)
+    with errors_to_exit_codes(console):
+        _quiet_libraries()
+        setup_logging(debug)
+        from .generate import EvalConfig
+
+        config = EvalConfig(max_new_tokens=max_new_tokens, batch_size=batch_size, max_examples=max_examples,
+                            drop_history=drop_history, metric=metric)
+        named = _parse_adapters(adapters)
+        check_output_path(output, force, "results folder")
+        for path in data:
+            from hf_fuse.data import check_replay_files
+
+            check_replay_files([path])
+        _, model, tokenizer, _ = _load(base_model, device, dtype)
+        results = evaluate_adapters(model, tokenizer, named, list(data), config, output, force=force, console=console)
+        render(results, console)
+        console.success(f"results in {output}")
+
+
+def _parse_adapters(values: tuple[str, ...]) -> dict[str, Path]:
+    from hf_common.errors import ConfigError
+
+    named: dict[str, Path] = {}
+    for value in values:
+        name, sep, path = value.partition("=")
+        if not sep:
+            name, path = Path(value).name, value
+        if name in named:
+            raise ConfigError(f"--adapter name {name!r} is used twice")
+        if not Path(path).is_dir():
+            from hf_common.errors import FileAccessError
+
+            raise FileAccessError("no such adapter folder", path)
+        named[name] = Path(path)
+    return named or {"base": None}
+
+
+@main.command("train-expert")
+@_options(COMMON + TRAINING)
+@click.option("--data", "data", multiple=True, required=True, type=click.Path(path_type=Path), help="Training data.")
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Adapter folder to write.")
+@click.option("--rank", type=int, default=8, show_default=True, help="LoRA rank.")
+@click.option("--alpha", type=float, default=16, show_default=True, help="LoRA alpha.")
+def train_expert(base_model, device, dtype, force, debug, epochs, max_steps, batch_size, grad_accum, lr, cutoff_len,
+                 max_examples_per_file, drop_history, seed, gradient_checkpointing, data, output, rank, alpha) -> None:
+    """Train a LoRA expert (all seven projections) with PEFT."""
+    console = Console(debug=debug)
+    with errors_to_exit_codes(console):
+        _quiet_libraries()
+        setup_logging(debug)
+        check_output_path(output, force, "output folder")
+        import torch
+
+        from hf_fuse.data import ReplayConfig, load_replay
+
+        from .baselines import new_lora, save_adapter
+
+        settings = _train_settings(epochs, max_steps, batch_size, grad_accum, lr, seed, gradient_checkpointing)
+        ref, model, tokenizer, torch_device = _load(base_model, device, dtype)
+        examples = load_replay(list(data), tokenizer, ReplayConfig(cutoff_len=cutoff_len, seed=seed, drop_history=drop_history,
+                                                                   max_examples_per_file=max_examples_per_file)).examples
+        torch.manual_seed(seed)
+        peft_model = new_lora(model, rank, alpha)
+        history = _train_with_progress(console, peft_model, examples, tokenizer, settings, torch_device)
+        save_adapter(peft_model, output, force=force, base_model_name=ref.label)
+        console.success(f"expert written to {output} (loss {history[0]['loss']:.4f} -> {history[-1]['loss']:.4f})")
+
+
+@main.command("replay-tune")
+@_options(COMMON + TRAINING)
+@click.option("--adapter", required=True, type=click.Path(path_type=Path), help="The target adapter to tune further.")
+@click.option("--replay", "replay", multiple=True, required=True, type=click.Path(path_type=Path), help="Replay data.")
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Adapter folder to write.")
+def replay_tune(base_model, device, dtype, force, debug, epochs, max_steps, batch_size, grad_accum, lr, cutoff_len,
+                max_examples_per_file, drop_history, seed, gradient_checkpointing, adapter, replay, output) -> None:
+    """Train the target adapter further on the replay mix (the paper's same-backbone baseline)."""
+    console = Console(debug=debug)
+    with errors_to_exit_codes(console):
+        _quiet_libraries()
+        setup_logging(debug)
+        check_output_path(output, force, "output folder")
+        load_target = _parse_adapters((str(adapter),))
+        from hf_fuse.data import ReplayConfig, load_replay
+
+        from .baselines import save_adapter, trainable_from
+
+        settings = _train_settings(epochs, max_steps, batch_size, grad_accum, lr, seed, gradient_checkpointing)
+        ref, model, tokenizer, torch_device = _load(base_model, device, dtype)
+        examples = load_replay(list(replay), tokenizer, ReplayConfig(cutoff_len=cutoff_len, seed=seed, drop_history=drop_history,
+                                                                     max_examples_per_file=max_examples_per_file)).examples
+        peft_model = trainable_from(model, next(iter(load_target.values())))
+        _train_with_progress(console, peft_model, examples, tokenizer, settings, torch_device)
+        save_adapter(peft_model, output, force=force)
+        console.success(f"replay-tuned adapter written to {output}")
+
+
+@main.command()
+@_options(COMMON)
+@click.option("--adapter", "adapters", multiple=True, required=True, type=click.Path(path_type=Path),
+              help="Adapters of ONE base model to merge (repeat).")
+@click.option("--weight", "weights", multiple=True, type=float, help="Weight per adapter (default: 1 each).")
+@click.option("--method", type=click.Choice(["linear", "ties", "dare_ties"]), default="linear", show_default=True,
+              help="PEFT add_weighted_adapter combination type.")
+@click.option("--density", type=float, default=0.5, show_default=True, help="Kept fraction for TIES / DARE.")
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Adapter folder to write.")
+def merge(base_model, device, dtype, force, debug, adapters, weights, method, density, output) -> None:
+    """Homogeneous merge through PEFT (refused when the adapters' base models differ)."""
+    console = Console(debug=debug)
+    with errors_to_exit_codes(console):
+        _quiet_libraries()
+        setup_logging(debug)
+        check_output_path(output, force, "output folder")
+        from .baselines import check_homogeneous, save_adapter
+        from .baselines import merge as merge_adapters
+
+        check_homogeneous(list(adapters))  # before loading any weights
+        _, model, _, _ = _load(base_model, device, dtype)
+        peft_model = merge_adapters(model, list(adapters), list(weights) or [1.0] * len(adapters), method, density)
+        save_adapter(peft_model, output, force=force, adapter_name="merged")
+        console.success(f"{method} merge of {len(adapters)} adapters written to {output}")
+
+
+def _train_with_progress(console, peft_model, examples, tokenizer, settings, device):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .baselines import train_lora
+
+    with Progress(TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[loss]}"),
+                  TimeElapsedColumn(), console=console.err) as progress:
+        task = progress.add_task("", total=None, loss="")
+
+        def on_step(record, total):
+            progress.update(task, total=total, completed=record["step"], loss=f"loss {record['loss']:.4f}")
+
+        return train_lora(peft_model, examples, tokenizer.pad_token_id, settings, device, on_step)
+

@@ -1,0 +1,48 @@
+"""A resumable experiment: named steps, each one command that writes one output; finished steps are skipped.
+
+Used by ``benchmarks/bench_cross_family.py`` and the demo.  Every step runs in its own process
+through ``hf_eval.measure``, so its wall time and peak memory are recorded; a step counts as done
+when its output exists (all outputs are written atomically) and its record says it succeeded.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from hf_common.console import Console
+
+
+class StepFailed(RuntimeError):
+    pass
+
+
+class Experiment:
+    def __init__(self, work: Path, console: Console):
+        self.work = work
+        self.console = console
+        work.mkdir(parents=True, exist_ok=True)
+        self.records_path = work / "steps.json"
+        self.records: dict[str, dict] = json.loads(self.records_path.read_text()) if self.records_path.exists() else {}
+
+    def tool(self, name: str) -> str:
+        return str(Path(sys.executable).with_name(name))
+
+    def run(self, name: str, cmd: list[str], output: Path) -> dict:
+        record = self.records.get(name)
+        if output.exists() and record and record["rc"] == 0:
+            self.console.info(f"· {name}: done earlier ({record['seconds']:.0f} s), skipped")
+            return record
+        self.console.rule(name)
+        measure = self.work / f".{name}.measure.json"
+        import subprocess
+
+        subprocess.run([sys.executable, "-m", "hf_eval.measure", str(measure), *map(str, cmd)])
+        record = {**json.loads(measure.read_text()), "cmd": [str(c) for c in cmd]}
+        measure.unlink()
+        self.records[name] = record
+        self.records_path.write_text(json.dumps(self.records, indent=2) + "\n")
+        if record["rc"] != 0 or not output.exists():
+            raise StepFailed(f"step {name} failed (exit {record['rc']}); rerun to resume from it")
+        return record

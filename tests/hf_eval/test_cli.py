@@ -1,0 +1,68 @@
+import json
+
+import torch
+from click.testing import CliRunner
+from safetensors.torch import load_file
+
+from hf_eval.cli import main
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_evaluate_writes_scores_and_every_prediction(fusion, tmp_path):
+    result = run("evaluate", "--base-model", fusion["base"], "--adapter", f"target={fusion['target']}",
+                 "--data", fusion["replay"], "-o", tmp_path / "results", "--max-new-tokens", "8", "--max-examples", "5",
+                 "--batch-size", "2")
+    assert result.exit_code == 0, result.output
+    results = json.loads((tmp_path / "results/results.json").read_text())
+    task = results["adapters"]["target"]["tasks"]["replay"]
+    assert task["metric"] == "set" and task["n_examples"] == 5 and 0.0 <= task["f1"] <= 1.0
+    rows = (tmp_path / "results/predictions/target/replay.jsonl").read_text().splitlines()
+    assert len(rows) == 5 and {"prompt", "gold", "prediction", "n_correct"} <= set(json.loads(rows[0]))
+    again = run("evaluate", "--base-model", fusion["base"], "--data", fusion["replay"], "-o", tmp_path / "results")
+    assert again.exit_code == 2 and "--force" in again.stderr
+
+
+def test_greedy_generation_is_batch_independent(fusion):
+    from hf_eval.generate import EvalConfig, generate
+    from hf_fuse.data import load_records, prompt_ids
+    from hf_fuse.model import load_model_and_tokenizer, resolve_base_model
+
+    model, tokenizer = load_model_and_tokenizer(resolve_base_model(fusion["base"]), torch.device("cpu"), torch.float32)
+    prompts = [prompt_ids(tokenizer, c, 256) for c in load_records(fusion["replay"])[:4]]
+    one = generate(model, tokenizer, prompts, EvalConfig(max_new_tokens=6, batch_size=1))
+    four = generate(model, tokenizer, prompts, EvalConfig(max_new_tokens=6, batch_size=4))
+    assert one == four and all(isinstance(a, str) for a in one)
+
+
+def test_train_expert_and_replay_tune(fusion, tmp_path):
+    result = run("train-expert", "--base-model", fusion["base"], "--data", fusion["replay"], "-o", tmp_path / "expert",
+                 "--max-steps", "3", "--batch-size", "4", "--lr", "1e-3")
+    assert result.exit_code == 0, result.output
+    expert = load_file(tmp_path / "expert/adapter_model.safetensors")
+    assert len(expert) == 4 * 7 * 2 and any(".lora_B." in k and v.abs().sum() > 0 for k, v in expert.items())
+    tuned = run("replay-tune", "--base-model", fusion["base"], "--adapter", fusion["target"], "--replay", fusion["replay"],
+                "-o", tmp_path / "tuned", "--max-steps", "2", "--batch-size", "2", "--lr", "1e-3")
+    assert tuned.exit_code == 0, tuned.output
+    before = load_file(fusion["target"] / "adapter_model.safetensors")
+    after = load_file(tmp_path / "tuned/adapter_model.safetensors")
+    assert before.keys() == after.keys() and any(not torch.equal(before[k], after[k]) for k in before)
+
+
+def test_homogeneous_merges_and_refusal_across_families(fusion, tmp_path):
+    from peft import PeftModel
+
+    from hf_fuse.model import load_model_and_tokenizer, resolve_base_model
+
+    for method in ("linear", "ties", "dare_ties"):
+        result = run("merge", "--base-model", fusion["base"], "--adapter", fusion["target"], "--adapter", fusion["sibling"],
+                     "--method", method, "-o", tmp_path / method)
+        assert result.exit_code == 0, result.output
+        model, _ = load_model_and_tokenizer(resolve_base_model(fusion["base"]), torch.device("cpu"), torch.float32)
+        PeftModel.from_pretrained(model, tmp_path / method)
+    refused = run("merge", "--base-model", fusion["base"], "--adapter", fusion["target"], "--adapter", fusion["qwen"],
+                  "-o", tmp_path / "cross")
+    assert refused.exit_code == 2 and "homogeneous merges need adapters of one base model" in refused.stderr
+    assert not (tmp_path / "cross").exists()
