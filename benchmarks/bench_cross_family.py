@@ -32,7 +32,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from hf_common.console import Console  # noqa: E402
-from hf_eval.experiment import Experiment  # noqa: E402
+from hf_eval.experiment import Experiment, StepFailed  # noqa: E402
 
 TASKS = {  # name -> (file, base model of its expert)
     "mit-movie": ("mit-movie_sample300.json", "smollm2"),
@@ -139,4 +139,7 @@ def write_results(work: Path, mode_name: str, mode: dict, results: dict, records
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except StepFailed as exc:
+        Console().abort(str(exc), 1)

@@ -10,20 +10,12 @@ from pathlib import Path
 
 import click
 
-from hf_common.cli_support import check_json_target, errors_to_exit_codes, write_json
+from hf_common.atomic import check_output_path
+from hf_common.cli_support import check_json_target, errors_to_exit_codes, int_or_auto, write_json
 from hf_common.console import EXIT_NOTHING_TO_FUSE, EXIT_OK, Console, setup_logging
-from hf_common.plan import Plan, check_output_path
+from hf_common.plan import Plan
 
 from . import __version__
-
-
-def _block_size(value: str) -> int | str:
-    if value == "auto":
-        return value
-    try:
-        return int(value)
-    except ValueError:
-        raise click.BadParameter("must be a positive integer or 'auto'") from None
 
 
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
@@ -73,7 +65,7 @@ def main(ctx: click.Context, target, sources, output, block_size, transfer_ratio
         if output is not None and not check:
             check_output_path(output, force, "plan")
         check_json_target(json_path, force)
-        settings = AnalyzeSettings(block_size=_block_size(block_size), transfer_ratio=transfer_ratio,
+        settings = AnalyzeSettings(block_size=int_or_auto(block_size), transfer_ratio=transfer_ratio,
                                    layer_map=layer_map)
         analysis = analyze(target, list(sources), settings)
         report = build_report(analysis)

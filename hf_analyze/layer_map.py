@@ -5,11 +5,11 @@ A map is a list of ``(target_layer, source_layer)`` pairs in target-layer order.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
-from hf_common.errors import ConfigError, FileAccessError, InputError
+from hf_common.errors import ConfigError, InputError
+from hf_common.jsonfile import read_json
 
 Pairs = list[tuple[int, int]]
 METHODS = ("tail", "proportional")
@@ -57,12 +57,7 @@ def _pairs_from_json(value: object, where: str, n_target: int, n_source: int) ->
 
 def read_map_file(path: Path, n_target: int, source_layers: list[int], source_names: list[str]) -> list[Pairs]:
     """A user map: a list of pairs for every source, or ``{"sources": {INDEX_OR_NAME: pairs}}``."""
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise FileAccessError("layer map file not found", path) from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"malformed JSON ({exc})", path) from None
+    data = read_json(path, what="layer map file")
     if isinstance(data, list):
         return [_pairs_from_json(data, str(path), n_target, n) for n in source_layers]
     if not isinstance(data, dict) or not isinstance(data.get("sources"), dict):

@@ -117,7 +117,8 @@ def _units(adapter: Adapter, unmatched: list[dict] | None) -> list[Unit]:
             except SplitError as exc:
                 reason = str(exc)
         if reason and unmatched is not None:
-            unmatched.append({"module": module.path, "role": None, "reason": reason})
+            unmatched.append({"module": module.path, "role": None, "layer": located[0] if located else None,
+                              "reason": reason})
     return units
 
 
@@ -131,7 +132,7 @@ def _extra_reasons(adapter: Adapter) -> list[dict]:
             seen[parsed.module] = "embedding LoRA is carried over unchanged, not fused"
         else:
             seen.setdefault(parsed.module, "not a LoRA A/B pair (modules_to_save or bias); carried over unchanged")
-    return [{"module": module, "role": None, "reason": reason} for module, reason in seen.items()]
+    return [{"module": module, "role": None, "layer": None, "reason": reason} for module, reason in seen.items()]
 
 
 def resolve_block_size(settings: AnalyzeSettings, units: list[Unit]) -> int:
@@ -181,7 +182,8 @@ def analyze(target_dir: str | Path, source_dirs: list[str | Path], settings: Ana
             for s_unit in by_layer_role.get((index, s_layer, unit.role), [])
         ]
         if not links:
-            unmatched.append({"module": unit.label, "role": unit.role, "reason": _why_unmatched(unit, source_roles, mapped)})
+            unmatched.append({"module": unit.label, "role": unit.role, "layer": unit.layer,
+                              "reason": _why_unmatched(unit, source_roles, mapped)})
             continue
         group = groups.setdefault((unit.role, unit.module.rank), Group(unit.role, unit.module.rank))
         context = []
@@ -206,8 +208,8 @@ def _why_unmatched(unit: Unit, source_roles: set[str], mapped: list[dict]) -> st
     if unit.role not in source_roles:
         return f"no source adapter has a {unit.role} module"
     if not any(unit.layer in m for m in mapped):
-        return f"layer {unit.layer} is outside every source's layer map"
-    return f"no source has {unit.role} at the layer(s) mapped to layer {unit.layer}"
+        return "the layer is outside every source's layer map"
+    return f"no source has {unit.role} at the source layer(s) mapped to this layer"
 
 
 def _take_rows(matrix: np.ndarray, rows: np.ndarray) -> np.ndarray:

@@ -92,6 +92,33 @@ def _compress(pairs: list[list[int]]) -> str:
     return ", ".join(runs)
 
 
+def _runs(numbers: list[int]) -> str:
+    """``0-11, 14``: consecutive numbers as ranges."""
+    numbers, parts, start = sorted(set(numbers)), [], 0
+    for i in range(1, len(numbers) + 1):
+        if i == len(numbers) or numbers[i] != numbers[i - 1] + 1:
+            a, b = numbers[start], numbers[i - 1]
+            parts.append(str(a) if a == b else f"{a}-{b}")
+            start = i
+    return ", ".join(parts)
+
+
+def _untouched_rows(unmatched: list[dict], spell_out: int = 4) -> list[list[str]]:
+    """One row per reason: few modules are named, many are summarised by layers and roles (the JSON lists all)."""
+    by_reason: dict[str, list[dict]] = {}
+    for entry in unmatched:
+        by_reason.setdefault(entry["reason"], []).append(entry)
+    rows = []
+    for reason, entries in by_reason.items():
+        layers = [e["layer"] for e in entries if e.get("layer") is not None]
+        if len(entries) <= spell_out or len(layers) < len(entries):
+            rows.extend([e["module"], reason] for e in entries)
+            continue
+        roles = sorted({e["role"] for e in entries if e.get("role")})
+        rows.append([f"{len(entries)} modules: layers {_runs(layers)}" + (f" ({', '.join(roles)})" if roles else ""), reason])
+    return rows
+
+
 def render(report: dict, console: Console) -> None:
     adapters = [("target", report["target"])] + [(f"source {i}", s) for i, s in enumerate(report["sources"])]
     console.table(
@@ -115,8 +142,7 @@ def render(report: dict, console: Console) -> None:
           " ".join(f"{short.get(k, k)}:{v}" for k, v in g["source_rank"].items())] for g in report["groups"]],
     )
     if report["unmatched"]:
-        console.table("Target modules left untouched", ["module", "reason"],
-                      [[u["module"], u["reason"]] for u in report["unmatched"]])
+        console.table("Target modules left untouched", ["modules", "reason"], _untouched_rows(report["unmatched"]))
     for warning in report["warnings"]:
         console.warning(warning)
     if report["compatible"]:

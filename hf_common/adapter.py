@@ -18,6 +18,7 @@ import numpy as np
 
 from . import peft_keys
 from .errors import AdapterFormatError, FileAccessError, UnsupportedAdapterError
+from .jsonfile import read_json
 from .registry import Family, ModelDims, detect_family
 from .safetensors_io import FLOAT_DTYPES, SafetensorsFile, all_finite, to_float32
 
@@ -133,12 +134,7 @@ class TorchBinFile:
 
 
 def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise FileAccessError("file not found", path) from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise AdapterFormatError(f"malformed JSON ({exc})", path) from None
+    data = read_json(path, error=AdapterFormatError)
     if not isinstance(data, dict):
         raise AdapterFormatError("expected a JSON object", path)
     return data

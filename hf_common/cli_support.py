@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import click
+
+from .atomic import check_output_path, write_text_atomic
 from .console import EXIT_BAD_INPUT, EXIT_INTERRUPTED, Console
 from .errors import HFError
-from .plan import check_output_path
 
 
 @contextlib.contextmanager
@@ -46,12 +47,14 @@ def write_json(json_path: str | None, payload: dict, *, force: bool) -> None:
         sys.stdout.write(text)
         sys.stdout.flush()
         return
-    path = Path(json_path)
-    check_output_path(path, force, "JSON report")
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    write_text_atomic(Path(json_path), text, force=force, what="JSON report")
+
+
+def int_or_auto(value: str) -> int | str:
+    """Parse an option that takes a whole number or the word ``auto`` (range checks belong to the settings)."""
+    if value == "auto":
+        return value
     try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+        return int(value)
+    except ValueError:
+        raise click.BadParameter("must be a positive integer or 'auto'") from None

@@ -24,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import FileAccessError, OutputExistsError, PlanFormatError, PlanVersionError
+from .atomic import check_output_path
+from .errors import FileAccessError, PlanFormatError, PlanVersionError
 from .safetensors_io import SafetensorsFile
 
 FORMAT_NAME = "heterofusion-plan"
@@ -97,13 +98,6 @@ def _combine(hashes: dict[str, str], attrs: dict[str, object]) -> str:
     for path in sorted(hashes):
         digest.update(f"{path}={hashes[path]}\n".encode())
     return digest.hexdigest()
-
-
-def check_output_path(path: Path, force: bool, what: str = "output") -> None:
-    if path.exists() and not force:
-        raise OutputExistsError(f"{what} exists; pass --force to overwrite it", path)
-    if not path.parent.exists():
-        raise FileAccessError("the folder for the output does not exist", path.parent)
 
 
 class PlanWriter:

@@ -13,16 +13,14 @@ from __future__ import annotations
 import logging
 import math
 import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from hf_common.adapter import load_adapter
+from hf_common.atomic import atomic_folder
 from hf_common.errors import InputError
-from hf_common.plan import check_output_path
 from hf_fuse.data import Example
 from hf_fuse.train import TrainSettings, lm_loss, micro_batches, schedule_length
 
@@ -81,19 +79,17 @@ def trainable_from(model, adapter_dir: Path):
 def save_adapter(peft_model, out_dir: Path, *, force: bool, base_model_name: str | None = None,
                  adapter_name: str = "default") -> None:
     """Save one adapter of ``peft_model`` to ``out_dir`` atomically (temporary folder, then rename)."""
-    check_output_path(out_dir, force, "output folder")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
-        if base_model_name:
-            peft_model.peft_config[adapter_name].base_model_name_or_path = base_model_name
-        peft_model.save_pretrained(tmp, selected_adapters=[adapter_name])
-        source = tmp / adapter_name if adapter_name != "default" else tmp  # PEFT nests non-default adapters
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(source, out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+    if base_model_name:
+        peft_model.peft_config[adapter_name].base_model_name_or_path = base_model_name
+    with atomic_folder(out_dir, force=force) as tmp:
+        # Our adapters never train embeddings (embedding LoRA is refused); saying so also stops PEFT from
+        # probing the Hub for the base model's config.json, which must never happen at run time.
+        peft_model.save_pretrained(tmp, selected_adapters=[adapter_name], save_embedding_layers=False)
+        if adapter_name != "default":  # PEFT nests non-default adapters in a subfolder: lift its files up
+            nested = tmp / adapter_name
+            for item in nested.iterdir():
+                os.replace(item, tmp / item.name)
+            nested.rmdir()
 
 
 def check_homogeneous(adapters: list[Path]) -> None:

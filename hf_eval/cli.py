@@ -16,9 +16,9 @@ from pathlib import Path
 
 import click
 
+from hf_common.atomic import check_output_path
 from hf_common.cli_support import errors_to_exit_codes
 from hf_common.console import Console, setup_logging
-from hf_common.plan import check_output_path
 
 COMMON = [
     click.option("--base-model", required=True, type=click.Path(path_type=Path), metavar="PATH",

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
+from hf_common.atomic import atomic_folder
 from hf_common.console import Console
-from hf_common.plan import check_output_path
 
 from .generate import EvalConfig, evaluate_file
 from .scoring import macro
@@ -22,11 +19,9 @@ def evaluate_adapters(model, tokenizer, adapters: dict[str, Path | None], data: 
     from peft import PeftModel
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    check_output_path(output, force, "results folder")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp-", dir=output.parent))
     results = {"format": "heterofusion-evaluation", "version": 1, "settings": config.__dict__, "adapters": {}}
     n_examples = sum(min(config.max_examples or 10**9, _count(path)) for path in data) * len(adapters)
-    try:
+    with atomic_folder(output, force=force, what="results folder") as tmp:
         with Progress(TextColumn("[bold]{task.fields[what]}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=(console or Console()).err, disable=console is None or console.quiet) as progress:
             bar = progress.add_task("", total=n_examples, what="generating")
@@ -52,12 +47,6 @@ def evaluate_adapters(model, tokenizer, adapters: dict[str, Path | None], data: 
                     "seconds": round(time.perf_counter() - started, 1),
                 }
         (tmp / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-        if output.exists():
-            shutil.rmtree(output)
-        os.replace(tmp, output)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return results
 
 

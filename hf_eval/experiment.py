@@ -8,6 +8,8 @@ when its output exists (all outputs are written atomically) and its record says 
 from __future__ import annotations
 
 import json
+import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -35,10 +37,11 @@ class Experiment:
             self.console.info(f"· {name}: done earlier ({record['seconds']:.0f} s), skipped")
             return record
         self.console.rule(name)
-        measure = self.work / f".{name}.measure.json"
-        import subprocess
-
+        slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-")  # step names are prose; file names are not
+        measure = self.work / f".{slug}.measure.json"
         subprocess.run([sys.executable, "-m", "hf_eval.measure", str(measure), *map(str, cmd)])
+        if not measure.exists():
+            raise StepFailed(f"step {name}: the measuring wrapper wrote no record; rerun to resume from it")
         record = {**json.loads(measure.read_text()), "cmd": [str(c) for c in cmd]}
         measure.unlink()
         self.records[name] = record

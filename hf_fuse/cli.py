@@ -12,19 +12,10 @@ from pathlib import Path
 
 import click
 
-from hf_common.cli_support import check_json_target, errors_to_exit_codes, write_json
+from hf_common.cli_support import check_json_target, errors_to_exit_codes, int_or_auto, write_json
 from hf_common.console import EXIT_OK, Console, setup_logging
 
 EXIT_DIVERGED = 3
-
-
-def _int_or_auto(value: str) -> int | str:
-    if value == "auto":
-        return value
-    try:
-        return int(value)
-    except ValueError:
-        raise click.BadParameter("must be a positive integer or 'auto'") from None
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -93,7 +84,7 @@ def main(plans, base_model, replay, output, epochs, max_steps, batch_size, grad_
         check_json_target(json_path, force)
         job = FuseJob(
             plans=list(plans), base_model=base_model, replay=list(replay), output=output,
-            net=NetSettings(embed_dim=_int_or_auto(embed_dim), n_heads=n_heads, max_positions=max_positions,
+            net=NetSettings(embed_dim=int_or_auto(embed_dim), n_heads=n_heads, max_positions=max_positions,
                             alpha_init=alpha_init, mu_gate=mu_gate),
             train=TrainSettings(epochs=epochs, max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum, lr=lr,
                                 warmup_ratio=warmup_ratio, lambda_reg=lambda_reg, mu_target=mu_target, sigma=sigma,

@@ -7,14 +7,12 @@ adapter config are the target's.  Dtypes follow the target adapter.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from hf_common.plan import check_output_path
+from hf_common.atomic import atomic_folder
 
 from .hypernet import HyperNets
 from .model import write_adapter_folder
@@ -75,17 +73,7 @@ def _group_metrics(group: GroupTensors, hypernet: nn.Module, output, target: dic
 def write_adapter(out_dir: Path, config: dict, tensors: dict[str, torch.Tensor], *, force: bool,
                   extra_files: dict[str, dict] | None = None) -> None:
     """Write the adapter folder to a temporary name, then rename it into place."""
-    check_output_path(out_dir, force, "output folder")
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
-    old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-    try:
+    with atomic_folder(out_dir, force=force) as tmp:
         write_adapter_folder(tmp, config, tensors)
         for name, payload in (extra_files or {}).items():
             (tmp / name).write_text(json.dumps(payload, indent=2) + "\n")
-        if out_dir.exists():
-            os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
-    finally:
-        for leftover in (tmp, old):
-            if leftover.exists():
-                shutil.rmtree(leftover)

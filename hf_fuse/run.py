@@ -16,8 +16,9 @@ from pathlib import Path
 
 import torch
 
+from hf_common.atomic import check_output_path
 from hf_common.errors import ConfigError, InputError
-from hf_common.plan import Plan, check_output_path
+from hf_common.plan import Plan
 
 from . import data as replay_data
 from .export import fused_tensors, write_adapter

@@ -20,7 +20,7 @@ def test_groups_maps_and_unmatched_for_three_families(adapters):
     assert [len(c) for c in q.contexts] == [1, 2, 2, 2]
     assert {q.source_units[i].source for i in q.contexts[1]} == {0, 1}
     reasons = {u["module"]: u["reason"] for u in analysis.unmatched}
-    assert reasons["model.layers.0.self_attn.q_proj"] == "layer 0 is outside every source's layer map"
+    assert reasons["model.layers.0.self_attn.q_proj"] == "the layer is outside every source's layer map"
     assert len(reasons) == 14
 
 

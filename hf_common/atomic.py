@@ -1,0 +1,66 @@
+"""Output discipline shared by every command: never overwrite without ``--force``, never leave half-written output.
+
+Files and folders are written under a temporary name beside their destination (same file system, so
+the final ``os.replace`` is atomic) and renamed into place only once complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from .errors import FileAccessError, OutputExistsError
+
+
+def check_output_path(path: Path, force: bool, what: str = "output") -> None:
+    """Refuse an existing destination (unless ``force``) and a missing parent folder, before any work."""
+    if path.exists() and not force:
+        raise OutputExistsError(f"{what} exists; pass --force to overwrite it", path)
+    if not path.parent.exists():
+        raise FileAccessError("the folder for the output does not exist", path.parent)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+@contextlib.contextmanager
+def atomic_folder(out_dir: Path, *, force: bool, what: str = "output folder") -> Iterator[Path]:
+    """Yield an empty temporary folder; on success it replaces ``out_dir``, on any error it is removed.
+
+    An existing ``out_dir`` (allowed only with ``force``) is moved aside first and deleted only after
+    the new folder is in place, so an interruption never loses both.
+    """
+    out_dir = Path(out_dir)
+    check_output_path(out_dir, force, what)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+    try:
+        yield tmp
+        if out_dir.exists():
+            os.replace(out_dir, old)
+        os.replace(tmp, out_dir)
+    finally:
+        for leftover in (tmp, old):
+            if leftover.exists():
+                _remove(leftover)
+
+
+def write_text_atomic(path: Path, text: str, *, force: bool, what: str = "output") -> None:
+    """Write a text file under a temporary name, then rename it into place."""
+    path = Path(path)
+    check_output_path(path, force, what)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()

@@ -1,0 +1,32 @@
+import json
+import sys
+
+import pytest
+
+from hf_common.console import Console
+from hf_eval.experiment import Experiment, StepFailed
+
+
+def _write(path, text="ok"):
+    return [sys.executable, "-c", f"import pathlib; pathlib.Path({str(path)!r}).write_text({text!r})"]
+
+
+def test_steps_with_any_name_are_measured_recorded_and_skipped_once_done(tmp_path):
+    exp = Experiment(tmp_path / "work", Console(quiet=True))
+    out = tmp_path / "out.txt"
+    record = exp.run("eval (before / after)", _write(out), out)
+    assert record["rc"] == 0 and record["seconds"] >= 0 and record["peak_mib"] > 0
+    assert json.loads((tmp_path / "work" / "steps.json").read_text())["eval (before / after)"]["rc"] == 0
+    out.write_text("kept")
+    again = Experiment(tmp_path / "work", Console(quiet=True)).run("eval (before / after)", _write(out, "redone"), out)
+    assert again == record and out.read_text() == "kept"  # a finished step is never redone
+    assert not list((tmp_path / "work").glob(".*measure.json"))
+
+
+def test_a_failing_step_raises_and_is_redone_on_the_next_run(tmp_path):
+    exp = Experiment(tmp_path, Console(quiet=True))
+    out = tmp_path / "out.txt"
+    with pytest.raises(StepFailed, match="exit 3"):
+        exp.run("broken", [sys.executable, "-c", "raise SystemExit(3)"], out)
+    exp.run("broken", _write(out), out)
+    assert out.read_text() == "ok"
