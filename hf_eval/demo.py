@@ -65,7 +65,8 @@ def main(work: Path) -> None:
                            "--force"], plan)
     fused = work / "fused"
     exp.run("hf-fuse", [hf_fuse, plan, "--base-model", "smollm2", "--replay", data["ner"]["train"], "--replay",
-                        data["relations"]["train"], "--embed-dim", "auto", "--epochs", 1, "--grad-accum", 4, "--lr", 1e-4,
+                        data["relations"]["train"], "--max-examples-per-file", 24, "--embed-dim", "auto", "--epochs", 1,
+                        "--grad-accum", 4, "--lr", 1e-4,
                         "-o", fused, "--force"], fused)
     results = work / "scores"
     cached = results.exists()
