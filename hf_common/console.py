@@ -59,10 +59,13 @@ class Console:
         if self.quiet:
             return
         table = Table(title=title, title_justify="left", show_lines=False)
+        cells = [[_escape(str(cell)) for cell in row] for row in rows]
+        # The first column (a name) is kept on one line unless it is long enough to squeeze the others out.
+        short_names = all(len(row[0]) <= 48 for row in cells if row)
         for index, column in enumerate(columns):
-            table.add_column(column, no_wrap=index == 0)
-        for row in rows:
-            table.add_row(*(_escape(str(cell)) for cell in row))
+            table.add_column(column, no_wrap=index == 0 and short_names)
+        for row in cells:
+            table.add_row(*row)
         self.out.print(table)
 
     def print(self, renderable: object) -> None:
