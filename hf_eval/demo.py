@@ -72,7 +72,8 @@ def main(work: Path) -> None:
     cached = results.exists()
     exp.run("hf-eval (before / after)", [hf_eval, "evaluate", "--base-model", "smollm2", "--adapter", f"before={target}",
                                          "--adapter", f"after={fused}", "--data", data["ner"]["heldout"], "--data",
-                                         data["relations"]["heldout"], "--max-new-tokens", 32, "-o", results, "--force"],
+                                         data["relations"]["heldout"], "--max-new-tokens", 32, "--batch-size", 12, "-o", results,
+                                         "--force"],
             results)
     if cached:  # the evaluation step printed its table when it ran; a cached rerun shows it again
         from .evaluate import render
