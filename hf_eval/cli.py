@@ -193,7 +193,7 @@ def replay_tune(base_model, device, dtype, force, debug, epochs, max_steps, batc
                                                                      max_examples_per_file=max_examples_per_file)).examples
         peft_model = trainable_from(model, next(iter(load_target.values())))
         _train_with_progress(console, peft_model, examples, tokenizer, settings, torch_device)
-        save_adapter(peft_model, output, force=force)
+        save_adapter(peft_model, output, force=force, base_model_name=ref.label)
         console.success(f"replay-tuned adapter written to {output}")
 
 
@@ -217,9 +217,9 @@ def merge(base_model, device, dtype, force, debug, adapters, weights, method, de
         from .baselines import merge as merge_adapters
 
         check_homogeneous(list(adapters))  # before loading any weights
-        _, model, _, _ = _load(base_model, device, dtype)
+        ref, model, _, _ = _load(base_model, device, dtype)
         peft_model = merge_adapters(model, list(adapters), list(weights) or [1.0] * len(adapters), method, density)
-        save_adapter(peft_model, output, force=force, adapter_name="merged")
+        save_adapter(peft_model, output, force=force, base_model_name=ref.label, adapter_name="merged")
         console.success(f"{method} merge of {len(adapters)} adapters written to {output}")
 
 

@@ -17,6 +17,8 @@ from hf_common.errors import FileAccessError, InputError
 from hf_common.plan import Plan
 from hf_common.safetensors_io import SafetensorsFile
 
+from . import gguf_cache
+
 logger = logging.getLogger(__name__)
 
 
@@ -53,8 +55,9 @@ def resolve_base_model(path: str | Path) -> BaseModelRef:
 def load_config(ref: BaseModelRef):
     from transformers import AutoConfig
 
+    folder, gguf_file = _source(ref)
     try:
-        return AutoConfig.from_pretrained(ref.folder, gguf_file=ref.gguf_file, local_files_only=True)
+        return AutoConfig.from_pretrained(folder, gguf_file=gguf_file, local_files_only=True)
     except Exception as exc:  # transformers raises OSError/ValueError/KeyError for a bad config
         raise InputError(f"cannot read the model configuration ({type(exc).__name__}: {exc})", ref.label) from None
 
@@ -105,11 +108,30 @@ def pick_dtype(requested: str | None, device: torch.device) -> torch.dtype:
     return torch.bfloat16 if device.type == "cuda" else torch.float32
 
 
+def _source(ref: BaseModelRef) -> tuple[Path, str | None]:
+    """Where to read the model from: a GGUF file's converted copy in the cache when there is one."""
+    if ref.gguf_file:
+        folder = gguf_cache.cached(ref.folder / ref.gguf_file)
+        if folder is not None:
+            return folder, None
+    return ref.folder, ref.gguf_file
+
+
 def load_model_and_tokenizer(ref: BaseModelRef, device: torch.device, dtype: torch.dtype):
+    """Load the model and tokenizer; a GGUF file is converted once and then read from the cache
+    (``hf_fuse.gguf_cache``)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(ref.folder, gguf_file=ref.gguf_file, local_files_only=True)
-    model = AutoModelForCausalLM.from_pretrained(ref.folder, gguf_file=ref.gguf_file, dtype=dtype, local_files_only=True)
+    folder, gguf_file = _source(ref)
+    if gguf_file:  # first use of this GGUF file: convert in fp32, keep a copy, then cast
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file, dtype=torch.float32,
+                                                     local_files_only=True)
+        gguf_cache.store(folder / gguf_file, model, tokenizer)
+        model = model.to(dtype)
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, local_files_only=True)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model.to(device), tokenizer

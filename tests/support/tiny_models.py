@@ -94,3 +94,53 @@ def make_fusion_setting(root: Path, n_layers: int = 4, n_examples: int = 24) -> 
     execute(analysis, build_report(analysis), root / "plan-qwen.h5")
     return {"base": root / "base", "target": root / "target", "sibling": root / "sibling", "qwen": qwen, "gemma": gemma,
             "replay": root / "replay.json", "plan": root / "plan.h5", "plan_qwen": root / "plan-qwen.h5"}
+
+
+def make_tiny_gguf(path: Path, n_layers: int = 2, hidden: int = 32, seed: int = 0) -> Path:
+    """A real GGUF file (llama architecture, fp32 tensors, the tiny BPE tokenizer and its chat template),
+    written with the ``gguf`` package that transformers itself uses to read such files."""
+    import gguf
+    import numpy as np
+
+    tok = tiny_tokenizer()
+    tokens = [t for t, _ in sorted(tok.get_vocab().items(), key=lambda kv: kv[1])]
+    merges = [" ".join(m) if isinstance(m, list) else m for m in json.loads(tok.backend_tokenizer.to_str())["model"]["merges"]]
+    special = set(tok.convert_tokens_to_ids(SPECIALS))
+    heads, kv_heads, ffn = 4, 2, 2 * hidden
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_name("tiny-llama")
+    writer.add_block_count(n_layers)
+    writer.add_context_length(256)
+    writer.add_embedding_length(hidden)
+    writer.add_feed_forward_length(ffn)
+    writer.add_head_count(heads)
+    writer.add_head_count_kv(kv_heads)
+    writer.add_layer_norm_rms_eps(1e-5)
+    writer.add_rope_freq_base(10000.0)
+    writer.add_vocab_size(len(tokens))
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre("default")
+    writer.add_token_list(tokens)
+    writer.add_token_types([3 if i in special else 1 for i in range(len(tokens))])  # 3: control token
+    writer.add_token_merges(merges)
+    writer.add_bos_token_id(tok.bos_token_id)
+    writer.add_eos_token_id(tok.eos_token_id)
+    writer.add_pad_token_id(tok.pad_token_id)
+    writer.add_chat_template(tok.chat_template)
+    rng = np.random.default_rng(seed)
+    shapes = {"token_embd.weight": (len(tokens), hidden)}
+    for i in range(n_layers):
+        kv = kv_heads * hidden // heads
+        shapes.update({f"blk.{i}.attn_q.weight": (hidden, hidden), f"blk.{i}.attn_k.weight": (kv, hidden),
+                       f"blk.{i}.attn_v.weight": (kv, hidden), f"blk.{i}.attn_output.weight": (hidden, hidden),
+                       f"blk.{i}.ffn_gate.weight": (ffn, hidden), f"blk.{i}.ffn_up.weight": (ffn, hidden),
+                       f"blk.{i}.ffn_down.weight": (hidden, ffn)})
+    for name, shape in shapes.items():
+        writer.add_tensor(name, (rng.standard_normal(shape) * 0.05).astype(np.float32))
+    for name in ["output_norm.weight", *(f"blk.{i}.{n}_norm.weight" for i in range(n_layers) for n in ("attn", "ffn"))]:
+        writer.add_tensor(name, np.ones(hidden, np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
