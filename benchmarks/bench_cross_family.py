@@ -14,7 +14,7 @@ Runs, all evaluated on the held-out examples of every task:
   hf-all            HeteroFusion with all three sources
   hf-all-nodenoise  the same with --ablate denoise
 
-    python benchmarks/bench_cross_family.py --mode quick   # well under 30 minutes on 2 cores
+    python benchmarks/bench_cross_family.py --mode quick   # about 12 minutes on 2 cores (GGUF cache warm)
     python benchmarks/bench_cross_family.py --mode full    # about 3 hours; run in the background, resumable
 
 Every step is skipped when its output exists, so an interrupted run continues where it stopped.
