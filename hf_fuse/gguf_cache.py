@@ -53,7 +53,10 @@ def cached(gguf: Path) -> Path | None:
 
 def store(gguf: Path, model, tokenizer) -> Path | None:
     """Save a model and tokenizer loaded from ``gguf`` into the cache; return the folder, or None if caching is
-    off or failed.  Written under a temporary name and renamed, so concurrent runs never see half a folder."""
+    off or failed.  Written under a temporary name and renamed, so concurrent runs never see half a folder.
+
+    Not ``hf_common.atomic.atomic_folder``: that replaces an existing destination, whereas here a copy
+    another process finished first is kept (it may be being read) and ours is dropped."""
     folder = cache_folder(gguf)
     if folder is None:
         return None

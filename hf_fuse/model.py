@@ -123,11 +123,15 @@ def load_model_and_tokenizer(ref: BaseModelRef, device: torch.device, dtype: tor
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     folder, gguf_file = _source(ref)
-    if gguf_file:  # first use of this GGUF file: convert in fp32, keep a copy, then cast
+    if gguf_file:  # first use of this GGUF file (or the cache is off)
+        # With the cache on, convert in fp32 so the stored copy is exact, then cast; with it off, load at
+        # the requested dtype directly rather than holding an fp32 copy that nothing keeps.
+        caching = gguf_cache.cache_root() is not None
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file, local_files_only=True)
-        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file, dtype=torch.float32,
-                                                     local_files_only=True)
-        gguf_cache.store(folder / gguf_file, model, tokenizer)
+        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file,
+                                                     dtype=torch.float32 if caching else dtype, local_files_only=True)
+        if caching:
+            gguf_cache.store(folder / gguf_file, model, tokenizer)
         model = model.to(dtype)
     else:
         tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)

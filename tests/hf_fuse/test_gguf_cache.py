@@ -57,6 +57,8 @@ def test_cache_off_writes_nothing(gguf_file, tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     model, _ = load_model_and_tokenizer(resolve_base_model(gguf_file), CPU, torch.float32)
     assert model.config.num_hidden_layers == 2
+    half, _ = load_model_and_tokenizer(resolve_base_model(gguf_file), CPU, torch.bfloat16)  # loaded at bf16 directly
+    assert half.dtype == torch.bfloat16
     assert gguf_cache.cache_folder(gguf_file) is None and not (tmp_path / "xdg").exists()
 
 
