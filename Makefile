@@ -38,7 +38,7 @@ demo: $(STAMP) $(VENV)/.models
 bench: $(STAMP) $(VENV)/.models
 	$(PY) benchmarks/bench_analyze.py
 	$(PY) benchmarks/bench_fuse.py
-	$(PY) benchmarks/bench_cross_family.py --mode quick
+	$(PY) benchmarks/bench_cross_family.py --mode smoke
 
 clean:
 	rm -rf $(VENV) $(EXAMPLE) .pytest_cache .ruff_cache

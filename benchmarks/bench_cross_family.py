@@ -1,157 +1,221 @@
-"""Cross-family benchmark on real models and the paper's replay data (issue 4).
+"""Cross-family benchmark: does a fused adapter carry what the source expert knows?
 
 Target: SmolLM2-135M-Instruct (Llama family) with an MIT-Movie expert.  Sources: Gemma-3-270M experts
-on CoNLL04 (RE) and FindVehicle (ET), and a SmolLM2 expert on TweetNER7 (so the homogeneous merges
-have something to merge).  Every task file is split deterministically: the first 240 examples may
-be used for expert training and replay, the last 60 are held out for evaluation only.  Prompts are
-zero-shot (the files' three-turn ``history`` is dropped) to keep sequences short on CPU.
+(FindVehicle in ``cpu`` mode; CoNLL04 and FindVehicle, plus a SmolLM2 TweetNER7 expert, in ``full`` mode).
+Every task file of the paper's replay data (300 examples) is split once, deterministically:
 
-Runs, all evaluated on the held-out examples of every task:
-  target            the target adapter alone
-  replay-tune       the target adapter trained further on the replay mix, same steps and seed as fusion
-  merge-linear / merge-ties / merge-dare_ties   PEFT add_weighted_adapter of target + SmolLM2 expert
-  hf-1src           HeteroFusion with the Gemma CoNLL04 source
-  hf-all            HeteroFusion with all three sources
-  hf-all-nodenoise  the same with --ablate denoise
+    examples   0..215   expert training and the replay pool
+    examples 216..239   validation: learning rates are chosen here (never replay, never held out)
+    examples 240..299   held out: only the final scores
 
-    python benchmarks/bench_cross_family.py --mode quick   # about 12 minutes on 2 cores (GGUF cache warm)
-    python benchmarks/bench_cross_family.py --mode full    # about 3 hours; run in the background, resumable
+For each number of labelled source-task examples in the replay (16, 0 and all 216; the target task
+always brings its own 216):
+  1. fusion (``hf-fuse``, the paper's HyperNet) and replay-tune (the target adapter trained further on
+     the same replay with the same budget) each train at every rate of the same grid, seed 0, and each
+     keeps the rate with the best validation macro F1 (``full`` mode at every label count; ``cpu`` mode
+     once, at 16 labels, to fit its budget);
+  2. at that rate, seeds 0..N-1 of fusion, of its **null-source twin** (every source replaced by
+     ``hf-eval null-source`` noise of the same per-tensor norms, drawn with the same seed) and of
+     replay-tune are scored on the held-out examples.
+The target alone and each expert on its own task (the ceiling) are scored too.  The report gives
+mean +- std over seeds, the share of each expert's F1 recovered, and paired bootstrap 95 % intervals
+over held-out examples for fusion - replay-tune and fusion - null-source, per task and macro.
 
-Every step is skipped when its output exists, so an interrupted run continues where it stopped.
-Results: WORK/results.md and WORK/results.json.
+    python benchmarks/bench_cross_family.py --mode cpu    # about 2 hours on 2 CPU cores; resumable
+    python benchmarks/bench_cross_family.py --mode full   # a GPU machine: 3 epochs, few-shot history kept
+    python benchmarks/bench_cross_family.py --mode smoke  # minutes: the whole pipeline on 8 examples per task
+
+Every step is skipped when its output exists, so an interrupted run continues where it stopped; the
+results (WORK/results.json and .md) are rewritten after every evaluation.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
+from dataclasses import asdict, dataclass
+from datetime import date
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
+sys.path[:0] = [str(HERE.parent), str(HERE)]
+
+from report_cross_family import write_report  # noqa: E402
 
 from hf_common.console import Console  # noqa: E402
 from hf_eval.experiment import Experiment, StepFailed  # noqa: E402
+from hf_eval.study import Study, TrainBudget  # noqa: E402
 
-TASKS = {  # name -> (file, base model of its expert)
-    "mit-movie": ("mit-movie_sample300.json", "smollm2"),
-    "conll04": ("RE_conll04_sample300.json", "gemma3"),
-    "findvehicle": ("ET_FindVehicle_sample300.json", "gemma3"),
-    "tweetner7": ("TweetNER7_sample_15000_sample300.json", "smollm2"),
+FILES = {"mit-movie": "mit-movie_sample300.json", "conll04": "RE_conll04_sample300.json",
+         "findvehicle": "ET_FindVehicle_sample300.json", "tweetner7": "TweetNER7_sample_15000_sample300.json"}
+EXPERT_BASE = {"mit-movie": "smollm2", "conll04": "gemma3", "findvehicle": "gemma3", "tweetner7": "smollm2"}
+TARGET_TASK = "mit-movie"
+POOL, VALIDATION = 216, 24  # of the first 240 examples of every file; the last 60 are held out
+
+
+@dataclass(frozen=True)
+class Mode:
+    sources: tuple[str, ...]
+    labels: tuple[int, ...]  # labelled source-task examples in the replay
+    grid: tuple[float, ...]  # learning rates tried by fusion and by replay-tune alike
+    seeds: int
+    budget: TrainBudget
+    expert_epochs: float
+    expert_lr: float
+    n_validation: int  # validation examples scored per task (of the 24)
+    n_heldout: int  # held-out examples scored per task (of the 60)
+    new_tokens: int
+    pool: int = POOL
+    tune_at: int | None = None  # label count at which the rates are chosen (None: at every label count)
+
+
+MODES = {
+    # 2 CPU cores: one source task, 10 optimiser steps of 8 examples per run, 12 validation and 24 held-out
+    # examples per task, a three-rate grid searched once (at 16 source labels) per method, zero-shot prompts.
+    "cpu": Mode(sources=("findvehicle",), labels=(16, 0, POOL), grid=(1e-4, 3e-4, 1e-3), seeds=3,
+                budget=TrainBudget(steps=10, batch_size=4, grad_accum=2, drop_history=True), expert_epochs=2,
+                expert_lr=3e-4, n_validation=12, n_heldout=24, new_tokens=48, tune_at=16),
+    # A GPU machine: the paper's 3 epochs over the replay mix, few-shot history kept, every held-out example.
+    "full": Mode(sources=("conll04", "findvehicle", "tweetner7"), labels=(0, 16, POOL), grid=(5e-5, 1e-4, 2e-4, 3e-4),
+                 seeds=3, budget=TrainBudget(epochs=3, batch_size=1, grad_accum=8, drop_history=False), expert_epochs=3,
+                 expert_lr=2e-4, n_validation=24, n_heldout=60, new_tokens=128),
+    # The whole pipeline in minutes (a check of the script, not a result).
+    "smoke": Mode(sources=("findvehicle",), labels=(8, 0), grid=(3e-4, 1e-3), seeds=2, tune_at=8,
+                  budget=TrainBudget(steps=2, batch_size=4, grad_accum=1, drop_history=True), expert_epochs=1,
+                  expert_lr=3e-4, n_validation=4, n_heldout=4, new_tokens=24, pool=8),
 }
-MODES = {  # train examples per task, held-out examples per task, expert epochs, fusion epochs, max new tokens
-    "quick": dict(train=16, heldout=6, expert_epochs=1, fuse_epochs=1, new_tokens=40, expert_lr=3e-4),
-    # full: every allowed example; fusion makes one pass over the 960-example replay mix (120 optimiser steps);
-    # the paper's three passes would take about eight hours on 2 CPU cores.
-    "full": dict(train=240, heldout=60, expert_epochs=3, fuse_epochs=1, new_tokens=96, expert_lr=2e-4),
-}
 
 
-def split(data_dir: Path, work: Path, mode: dict) -> dict[str, dict[str, Path]]:
-    """First 240 for training/replay, last 60 held out; zero-shot records (no history)."""
+def split(data_dir: Path, work: Path, mode: Mode) -> dict[str, dict]:
+    """Write each task's training pool, validation and held-out files; label subsets of the pool for sources."""
     out = work / "data"
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {}
-    for task, (filename, _) in TASKS.items():
-        records = json.loads((data_dir / filename).read_text())
+    paths: dict[str, dict] = {}
+    for task in (TARGET_TASK, *mode.sources):
+        records = json.loads((data_dir / FILES[task]).read_text())
         if len(records) != 300:
-            raise SystemExit(f"{data_dir / filename}: expected 300 records, found {len(records)}")
-        zero_shot = [{k: v for k, v in r.items() if k != "history"} for r in records]
-        train, heldout = zero_shot[:240][: mode["train"]], zero_shot[240:][: mode["heldout"]]
-        paths[task] = {"train": out / f"{task}-train.json", "heldout": out / f"{task}-heldout.json"}
-        paths[task]["train"].write_text(json.dumps(train))
-        paths[task]["heldout"].write_text(json.dumps(heldout))
+            raise SystemExit(f"{data_dir / FILES[task]}: expected 300 records, found {len(records)}")
+        if mode.budget.drop_history:
+            records = [{k: v for k, v in r.items() if k != "history"} for r in records]
+        parts = {"train": records[:POOL][:mode.pool], "val": records[POOL:POOL + VALIDATION][:mode.n_validation],
+                 "heldout": records[POOL + VALIDATION:][:mode.n_heldout]}
+        paths[task] = {}
+        for part, rows in parts.items():  # the file's stem is the task name, so scores are keyed by task
+            path = out / part / f"{task}.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(rows))
+            paths[task][part] = path
+        for n in mode.labels:
+            if task != TARGET_TASK and 0 < n < len(parts["train"]):
+                path = out / f"train-{n}" / f"{task}.json"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(json.dumps(parts["train"][:n]))
+                paths[task][f"train-{n}"] = path
     return paths
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE.parent, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def device_name() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    import os
+
+    return f"CPU, {os.cpu_count()} cores"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--mode", choices=sorted(MODES), default="quick")
+    parser.add_argument("--mode", choices=sorted(MODES), default="cpu")
     parser.add_argument("--data-dir", type=Path, default=HERE.parent.parent / "shared/data/uie",
                         help="the paper's replay files (read in place, never copied into the repository)")
     parser.add_argument("--work", type=Path, default=None, help="default: /tmp/hf-cross-family-MODE")
+    parser.add_argument("--publish", action="store_true",
+                        help="also copy the results to benchmarks/results/cross_family.{json,md}")
     args = parser.parse_args()
     mode = MODES[args.mode]
     work = args.work or Path(f"/tmp/hf-cross-family-{args.mode}")
     console = Console()
     exp = Experiment(work, console)
     data = split(args.data_dir, work, mode)
-    hf_eval, hf_analyze, hf_fuse = exp.tool("hf-eval"), exp.tool("hf-analyze"), exp.tool("hf-fuse")
+    study = Study(exp, "smollm2", mode.budget, eval_args=["--max-new-tokens", mode.new_tokens, "--batch-size", 16],
+                  fuse_args=["--embed-dim", "auto", "--no-gradient-checkpointing", "-q"])
+    tasks = [TARGET_TASK, *mode.sources]
+    heldout = [data[t]["heldout"] for t in tasks]
+    validation = [data[t]["val"] for t in tasks]
+    meta = {"mode": args.mode, "settings": asdict(mode), "commit": git_commit(), "date": date.today().isoformat(),
+            "device": device_name(), "target_task": TARGET_TASK, "source_tasks": list(mode.sources)}
+    results = {**meta, "experts": {}, "runs": [], "chosen_lr": {}, "validation": {}}
+    publish = HERE / "results" if args.publish else None
 
-    experts = {}
-    for task, (_, base) in TASKS.items():
-        experts[task] = work / f"expert-{task}"
-        exp.run(f"expert-{task}", [hf_eval, "train-expert", "--base-model", base, "--data", data[task]["train"],
-                                   "-o", experts[task], "--epochs", mode["expert_epochs"], "--batch-size", 4,
-                                   "--lr", mode["expert_lr"], "--seed", 0, "--force"], experts[task])
-    replay = [x for task in TASKS for x in ("--replay", data[task]["train"])]
-    plans = {"1src": [experts["conll04"]], "all": [experts["conll04"], experts["findvehicle"], experts["tweetner7"]]}
-    for name, sources in plans.items():
-        exp.run(f"plan-{name}", [hf_analyze, "--target", experts["mit-movie"], *[x for s in sources for x in ("--source", s)],
-                                 "--block-size", "auto", "-o", work / f"plan-{name}.h5", "--json",
-                                 work / f"plan-{name}.json", "--force"], work / f"plan-{name}.h5")
-    # No gradient checkpointing: replay-tune does not use it either, so wall times compare like with like.
-    fuse_common = ["--base-model", "smollm2", *replay, "--epochs", mode["fuse_epochs"], "--embed-dim", "auto",
-                   "--no-gradient-checkpointing", "--seed", 0, "--force"]
-    heldout = [x for t in TASKS for x in ("--data", data[t]["heldout"])]
-    results: dict[str, dict] = {}
+    def record(run: dict, adapter: Path | None, step: str | None) -> None:
+        scores = study.evaluate(run["name"], adapter, heldout)
+        cost = exp.records.get(step, {}) if step else {}
+        results["runs"] = [r for r in results["runs"] if r["name"] != run["name"]]
+        results["runs"].append({**run, "tasks": {t: _prf(s) for t, s in scores["tasks"].items()},
+                                "macro": _prf(scores["macro"]), "eval_dir": str(work / f"eval-{run['name']}"),
+                                "train_seconds": cost.get("seconds", 0.0), "train_peak_mib": cost.get("peak_mib", 0.0)})
+        write_report(work, results, publish)
 
-    def evaluate(name: str, adapter: Path) -> None:
-        """Evaluate one run at once and rewrite the table, so an interrupted run still reports what it finished."""
-        out = work / f"eval-{name}"
-        exp.run(f"eval-{name}", [hf_eval, "evaluate", "--base-model", "smollm2", "--adapter", f"{name}={adapter}",
-                                 *heldout, "--max-new-tokens", mode["new_tokens"], "--batch-size", 8, "-o", out,
-                                 "--force"], out)
-        results[name] = json.loads((out / "results.json").read_text())["adapters"][name]
-        write_results(work, args.mode, mode, results, exp.records)
+    experts = {t: study.expert(f"expert-{t}", EXPERT_BASE[t], data[t]["train"], epochs=mode.expert_epochs,
+                               lr=mode.expert_lr) for t in tasks}
+    target = experts[TARGET_TASK]
+    record({"name": "target", "method": "target", "seed": 0, "lr": None, "source_labels_per_task": None,
+            "null_source": False}, target, None)
+    for task in mode.sources:  # the ceiling: each expert on its own task, on its own base model
+        scores = study.evaluate(f"expert-{task}", experts[task], [data[task]["heldout"]], base_model=EXPERT_BASE[task])
+        results["experts"][task] = scores["tasks"][task]["f1"]
+        results.setdefault("expert_scores", {})[task] = _prf(scores["tasks"][task])
+    sources = [experts[t] for t in mode.sources]
+    real_plan = study.plan("plan-real", target, sources)
 
-    # Order: the runs that answer the main question (fusion vs. replay-tune) come first, so a long run that
-    # is stopped early has already measured them.
-    evaluate("target", experts["mit-movie"])
+    def null_plan(seed: int) -> Path:
+        return study.plan(f"plan-null-s{seed}", target, [study.null_source(s, seed) for s in sources])
 
-    def fuse(name: str, plan: str, *extra: str) -> None:
-        out = work / name
-        exp.run(name, [hf_fuse, work / f"plan-{plan}.h5", *fuse_common, *extra, "-o", out, "--json",
-                       work / f"{name}.json"], out)
-        evaluate(name, out)
+    def replay_for(n: int) -> list[Path]:
+        return [data[TARGET_TASK]["train"], *[data[t]["train" if n >= mode.pool else f"train-{n}"]
+                                              for t in mode.sources if n > 0]]
 
-    fuse("hf-all", "all")
-    steps = json.loads((work / "hf-all.json").read_text())["tasks"][0]["steps"]  # replay-tune gets the same budget
-    out = work / "replay-tune"
-    exp.run("replay-tune", [hf_eval, "replay-tune", "--base-model", "smollm2", "--adapter", experts["mit-movie"],
-                            *replay, "--max-steps", steps, "--batch-size", 1, "--grad-accum", 8, "--lr", 5e-5,
-                            "--seed", 0, "-o", out, "--force"], out)
-    evaluate("replay-tune", out)
-    fuse("hf-1src", "1src")
-    for method in ("linear", "ties", "dare_ties"):
-        out = work / f"merge-{method}"
-        exp.run(f"merge-{method}", [hf_eval, "merge", "--base-model", "smollm2", "--adapter", experts["mit-movie"],
-                                    "--adapter", experts["tweetner7"], "--method", method, "-o", out, "--force"], out)
-        evaluate(f"merge-{method}", out)
-    fuse("hf-all-nodenoise", "all", "--ablate", "denoise")
-    sys.stdout.write((work / "results.md").read_text())
+    def fusion(n: int, lr: float, seed: int = 0, null: bool = False) -> tuple[str, Path]:
+        name = f"hypernet{'-null' if null else ''}-L{n}-lr{lr:g}-s{seed}"
+        return name, study.fuse(name, null_plan(seed) if null else real_plan, replay_for(n), lr=lr, seed=seed)
+
+    def tune(n: int, lr: float, seed: int = 0, null: bool = False) -> tuple[str, Path]:
+        name = f"replay-tune-L{n}-lr{lr:g}-s{seed}"
+        return name, study.replay_tune(name, target, replay_for(n), lr=lr, seed=seed)
+
+    chosen: dict[int, dict[str, float]] = {}
+    for labels in mode.labels:
+        n = min(labels, mode.pool)
+        tune_at = n if mode.tune_at is None else min(mode.tune_at, mode.pool)
+        if tune_at not in chosen:
+            chosen[tune_at] = {}
+            for method, train in (("hypernet", fusion), ("replay-tune", tune)):
+                lr, scores = study.pick_lr(lambda lr, train=train, at=tune_at: train(at, lr), mode.grid, validation,
+                                           f"{method} at {tune_at} source labels")
+                chosen[tune_at][method] = lr
+                results["chosen_lr"].setdefault(f"L{tune_at}", {})[method] = lr
+                results["validation"].setdefault(f"L{tune_at}", {})[method] = {f"{x:g}": f for x, f in scores.items()}
+        for seed in range(mode.seeds):
+            for method, null, train in (("hypernet", False, fusion), ("hypernet", True, fusion), ("replay-tune", False, tune)):
+                lr = chosen[tune_at][method]
+                name, adapter = train(n, lr, seed, null)
+                record({"name": name, "method": method, "seed": seed, "lr": lr, "source_labels_per_task": n,
+                        "null_source": null, "lr_chosen_at_source_labels": tune_at}, adapter, name)
+    console.success(f"results in {work / 'results.md'}" + (f" and {publish}" if publish else ""))
 
 
-def write_results(work: Path, mode_name: str, mode: dict, results: dict, records: dict) -> None:
-    tasks = [f"{t}-heldout" for t in TASKS]
-    header = "| run | " + " | ".join(f"{t.removesuffix('-heldout')} P / F1" for t in tasks) + \
-             " | macro P / F1 | train s | train peak MiB | eval s |"
-    lines = [f"# Cross-family benchmark ({mode_name} mode)", "",
-             f"Settings: {json.dumps(mode)}; zero-shot prompts (history dropped); SmolLM2-135M target (MIT-Movie), "
-             "Gemma-3-270M sources (CoNLL04, FindVehicle), SmolLM2 TweetNER7 expert; hf-fuse with --block-size auto "
-             "and --embed-dim auto, no gradient checkpointing (as replay-tune), paper defaults otherwise; "
-             "replay-tune: same replay mix, optimiser steps, batch 1 x 8 accumulation, lr 5e-5 and seed; CPU, 2 cores.", "",
-             header, "|" + "---|" * (len(tasks) + 5)]
-    for name, entry in results.items():
-        cells = [f"{100 * entry['tasks'][t]['precision']:.1f} / {100 * entry['tasks'][t]['f1']:.1f}" for t in tasks]
-        train, evaluation = records.get(name) or {}, records[f"eval-{name}"]
-        lines.append(f"| {name} | " + " | ".join(cells) +
-                     f" | {100 * entry['macro']['precision']:.1f} / {100 * entry['macro']['f1']:.1f} | "
-                     f"{train.get('seconds', 0):.0f} | {train.get('peak_mib', 0):.0f} | {evaluation['seconds']:.0f} |")
-    (work / "results.md").write_text("\n".join(lines) + "\n")
-    (work / "results.json").write_text(json.dumps({"mode": mode_name, "settings": mode, "results": results,
-                                                   "steps": records}, indent=2) + "\n")
+def _prf(score: dict) -> dict:
+    return {k: score[k] for k in ("precision", "recall", "f1")}
 
 
 if __name__ == "__main__":

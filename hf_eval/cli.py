@@ -4,6 +4,7 @@
     hf-eval train-expert --base-model M --data train.json -o expert/
     hf-eval replay-tune --base-model M --adapter DIR --replay a.json --replay b.json --max-steps 90 -o tuned/
     hf-eval merge --base-model M --adapter A --adapter B --method ties -o merged/
+    hf-eval null-source SRC_ADAPTER -o null/ --seed 0
 
 Exit codes: 0 done, 2 bad input or usage (nothing written), 130 interrupted.
 """
@@ -221,6 +222,26 @@ def merge(base_model, device, dtype, force, debug, adapters, weights, method, de
         peft_model = merge_adapters(model, list(adapters), list(weights) or [1.0] * len(adapters), method, density)
         save_adapter(peft_model, output, force=force, base_model_name=ref.label, adapter_name="merged")
         console.success(f"{method} merge of {len(adapters)} adapters written to {output}")
+
+
+@main.command("null-source")
+@click.argument("source", type=click.Path(path_type=Path), metavar="SRC_ADAPTER")
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Adapter folder to write.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the noise.")
+@click.option("--force", is_flag=True, help="Replace an existing output folder.")
+@click.option("--debug", is_flag=True, help="Show tracebacks and debug logging.")
+def null_source(source, output, seed, force, debug) -> None:
+    """The null-source control of a source expert: same config, keys, shapes and dtypes, every tensor replaced
+    by Gaussian noise of that tensor's Frobenius norm.  Fuse it in place of SRC_ADAPTER: what that run still
+    gains came from the replay data, not from the expert's knowledge.  Needs no model and no torch."""
+    from .null_source import write_null_source
+
+    console = Console(debug=debug)
+    with errors_to_exit_codes(console):
+        setup_logging(debug)
+        check_output_path(output, force, "output folder")
+        summary = write_null_source(source, output, seed=seed, force=force)
+        console.success(f"null-source of {source} (seed {seed}, {summary['tensors']} tensors) written to {output}")
 
 
 def _train_with_progress(console, peft_model, examples, tokenizer, settings, device):

@@ -1,0 +1,142 @@
+"""The cross-family benchmark's results: ``results.json`` and a Markdown report (tables of means, spreads and
+bootstrap intervals), rewritten after every evaluation.  Used by ``bench_cross_family.py``; also runs alone:
+
+    python benchmarks/report_cross_family.py WORK [--publish]    # re-render WORK/results.json
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from hf_eval.compare import mean_std, paired_difference  # noqa: E402
+from hf_eval.study import per_example_counts  # noqa: E402
+
+
+def groups(runs: list[dict]) -> dict[tuple, list[dict]]:
+    """Runs by (source labels, method, null source); the target-alone run is its own group."""
+    out: dict[tuple, list[dict]] = defaultdict(list)
+    for run in runs:
+        out[(run["source_labels_per_task"], run["method"], run["null_source"])].append(run)
+    return out
+
+
+def _label(key: tuple) -> str:
+    labels, method, null = key
+    return method if labels is None else f"{method}{' (null sources)' if null else ''}"
+
+
+def _counts(runs: list[dict], tasks: list[str]) -> dict[str, list]:
+    return {t: [per_example_counts(Path(r["eval_dir"]), r["name"], t) for r in sorted(runs, key=lambda r: r["seed"])]
+            for t in tasks}
+
+
+def comparisons(results: dict) -> list[dict]:
+    """Paired bootstrap of fusion - replay-tune and fusion - null-source at each label count (same seeds only)."""
+    tasks = [results["target_task"], *results["source_tasks"]]
+    by_group = groups(results["runs"])
+    out = []
+    for labels in sorted({k[0] for k in by_group if k[0] is not None}):
+        fused = by_group.get((labels, "hypernet", False), [])
+        for other_key, what in (((labels, "replay-tune", False), "fusion - replay-tune"),
+                                ((labels, "hypernet", True), "fusion - null-source")):
+            other = by_group.get(other_key, [])
+            seeds = sorted({r["seed"] for r in fused} & {r["seed"] for r in other})
+            if not seeds:
+                continue
+            pick = [r for r in fused if r["seed"] in seeds], [r for r in other if r["seed"] in seeds]
+            try:
+                diff = paired_difference(_counts(pick[0], tasks), _counts(pick[1], tasks))
+            except (OSError, ValueError):  # an evaluation folder of another machine: numbers only, no interval
+                continue
+            out.append({"source_labels_per_task": labels, "comparison": what, "seeds": seeds, "tasks": diff})
+    return out
+
+
+def render(results: dict) -> str:
+    tasks = [results["target_task"], *results["source_tasks"]]
+    experts = results.get("experts", {})
+    target = next((r for r in results["runs"] if r["method"] == "target"), None)
+    s = results["settings"]
+    lines = [f"# Cross-family benchmark ({results['mode']} mode)", "",
+             f"Commit {results['commit']}, {results['date']}, {results['device']}. Target: SmolLM2-135M-Instruct "
+             f"{results['target_task']} expert; sources: Gemma-3-270M experts on {', '.join(results['source_tasks'])}. "
+             f"Budget per run: {json.dumps(s['budget'])}; learning-rate grid {list(s['grid'])} chosen on "
+             f"{s['n_validation']} validation examples per task; {s['n_heldout']} held-out examples per task; "
+             f"{s['seeds']} seeds; experts {s['expert_epochs']} epochs at lr {s['expert_lr']}.", "",
+             "## Experts on their own tasks (the ceiling)", "", "| task | precision | recall | F1 |", "|---|---|---|---|"]
+    for task, score in results.get("expert_scores", {}).items():
+        lines.append(f"| {task} | {100 * score['precision']:.1f} | {100 * score['recall']:.1f} | {100 * score['f1']:.1f} |")
+    if target:
+        own = target["tasks"][results["target_task"]]
+        lines.append(f"| {results['target_task']} (the target alone) | {100 * own['precision']:.1f} | "
+                     f"{100 * own['recall']:.1f} | {100 * own['f1']:.1f} |")
+    lines += ["", "## Chosen learning rates (validation macro F1, %)", "", "| source labels | method | chosen | grid |",
+              "|---|---|---|---|"]
+    for tag, methods in results.get("validation", {}).items():
+        for method, scores in methods.items():
+            grid = ", ".join(f"{lr}: {100 * f:.1f}" for lr, f in scores.items())
+            lines.append(f"| {tag[1:]} | {method} | {results['chosen_lr'][tag][method]:g} | {grid} |")
+    header = " | ".join(f"{t} F1" for t in tasks)
+    lines += ["", "## Held-out F1 (%), mean ± std over seeds", "",
+              "Share of ceiling: the source task's F1 as a share of its expert's; the target task's as a share of the "
+              "target alone.", "",
+              f"| source labels | run | seeds | lr | {header} | macro F1 | share of ceiling | train s |",
+              "|---|---|---|---|" + "---|" * len(tasks) + "---|---|---|"]
+    for key, runs in sorted(groups(results["runs"]).items(), key=lambda kv: (-1 if kv[0][0] is None else kv[0][0], kv[0][1:])):
+        cells = []
+        for task in tasks:
+            mean, std = mean_std([r["tasks"][task]["f1"] for r in runs])
+            cells.append(f"{100 * mean:.1f} ± {100 * std:.1f}")
+        mean, std = mean_std([r["macro"]["f1"] for r in runs])
+        shares = []
+        for task in tasks:
+            ceiling = experts.get(task) if task != results["target_task"] else (
+                target["tasks"][task]["f1"] if target else None)
+            if ceiling:
+                shares.append(f"{task} {100 * mean_std([r['tasks'][task]['f1'] for r in runs])[0] / ceiling:.0f} %")
+        lrs = sorted({r["lr"] for r in runs if r["lr"] is not None})
+        seconds = mean_std([r["train_seconds"] for r in runs])[0]
+        lines.append(f"| {'-' if key[0] is None else key[0]} | {_label(key)} | {len(runs)} | "
+                     f"{', '.join(f'{lr:g}' for lr in lrs) or '-'} | " + " | ".join(cells) +
+                     f" | {100 * mean:.1f} ± {100 * std:.1f} | {'; '.join(shares)} | {seconds:.0f} |")
+    comps = results.get("comparisons", [])
+    if comps:
+        lines += ["", "## Paired bootstrap: differences of seed means (F1 points, 95 % interval over held-out examples)", "",
+                  "| source labels | comparison | seeds | " + " | ".join(tasks) + " | macro |",
+                  "|---|---|---|" + "---|" * (len(tasks) + 1)]
+        for comp in comps:
+            cells = [f"{100 * comp['tasks'][t]['diff']:+.1f} [{100 * comp['tasks'][t]['low']:+.1f}, "
+                     f"{100 * comp['tasks'][t]['high']:+.1f}]" for t in [*tasks, "macro"]]
+            lines.append(f"| {comp['source_labels_per_task']} | {comp['comparison']} | {len(comp['seeds'])} | "
+                         + " | ".join(cells) + " |")
+    lines += ["", "## Every run", "", "| run | " + " | ".join(f"{t} P / R / F1" for t in tasks) + " | train s | peak MiB |",
+              "|---|" + "---|" * (len(tasks) + 2)]
+    for run in results["runs"]:
+        cells = [" / ".join(f"{100 * run['tasks'][t][k]:.1f}" for k in ("precision", "recall", "f1")) for t in tasks]
+        lines.append(f"| {run['name']} | " + " | ".join(cells) + f" | {run['train_seconds']:.0f} | {run['train_peak_mib']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(work: Path, results: dict, publish: Path | None = None) -> None:
+    results["comparisons"] = comparisons(results)
+    for path, text in ((work / "results.json", json.dumps(results, indent=2) + "\n"), (work / "results.md", render(results))):
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+    if publish:
+        publish.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(work / "results.json", publish / "cross_family.json")
+        shutil.copyfile(work / "results.md", publish / "cross_family.md")
+
+
+if __name__ == "__main__":
+    folder = Path(sys.argv[1])
+    write_report(folder, json.loads((folder / "results.json").read_text()),
+                 HERE / "results" if "--publish" in sys.argv else None)

@@ -1,0 +1,117 @@
+"""The steps of a fusion study, shared by the cross-family benchmark and the demo.
+
+Each helper is one resumable :class:`~hf_eval.experiment.Experiment` step (one command of ours, one
+output; skipped when already done): experts, null-sources, plans, fusions, replay-tunes and
+evaluations.  :meth:`Study.pick_lr` is the tuning rule both use: train at every rate of a grid,
+score each on a *validation* split (never the held-out one), keep the best.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .experiment import Experiment
+
+
+@dataclass(frozen=True)
+class TrainBudget:
+    """What a fusion and its baselines share: optimiser steps (or epochs), micro-batch, accumulation."""
+
+    steps: int | None = None
+    epochs: float = 1.0
+    batch_size: int = 1
+    grad_accum: int = 8
+    drop_history: bool = True
+
+    def args(self) -> list:
+        length = ["--max-steps", self.steps] if self.steps is not None else ["--epochs", self.epochs]
+        return [*length, "--batch-size", self.batch_size, "--grad-accum", self.grad_accum,
+                *(["--drop-history"] if self.drop_history else [])]
+
+
+@dataclass
+class Study:
+    exp: Experiment
+    base_model: str  # the target's base model (folder, .gguf, smollm2 / gemma3)
+    budget: TrainBudget
+    eval_args: list = field(default_factory=lambda: ["--max-new-tokens", 64, "--batch-size", 8])
+    fuse_args: list = field(default_factory=lambda: ["--embed-dim", "auto", "--no-gradient-checkpointing"])
+
+    @property
+    def work(self) -> Path:
+        return self.exp.work
+
+    def tool(self, name: str) -> str:
+        return self.exp.tool(name)
+
+    def expert(self, name: str, base_model: str, data: Path, *, epochs: float, lr: float, seed: int = 0) -> Path:
+        out = self.work / name
+        self.exp.run(name, [self.tool("hf-eval"), "train-expert", "--base-model", base_model, "--data", data, "-o", out,
+                            "--epochs", epochs, "--batch-size", 4, "--lr", lr, "--seed", seed,
+                            *(["--drop-history"] if self.budget.drop_history else []), "--force"], out)
+        return out
+
+    def null_source(self, source: Path, seed: int) -> Path:
+        out = self.work / f"null-{source.name}-s{seed}"
+        self.exp.run(out.name, [self.tool("hf-eval"), "null-source", source, "-o", out, "--seed", seed, "--force"], out)
+        return out
+
+    def plan(self, name: str, target: Path, sources: Sequence[Path]) -> Path:
+        out = self.work / f"{name}.h5"
+        self.exp.run(name, [self.tool("hf-analyze"), "--target", target, *[x for s in sources for x in ("--source", s)],
+                            "--block-size", "auto", "-o", out, "--force"], out)
+        return out
+
+    def fuse(self, name: str, plan: Path, replay: Sequence[Path], *, lr: float, seed: int, extra: Sequence = ()) -> Path:
+        out = self.work / name
+        self.exp.run(name, [self.tool("hf-fuse"), plan, "--base-model", self.base_model,
+                            *[x for r in replay for x in ("--replay", r)], *self.budget.args(), "--lr", lr, "--seed", seed,
+                            *self.fuse_args, *extra, "-o", out, "--force"], out)
+        return out
+
+    def replay_tune(self, name: str, target: Path, replay: Sequence[Path], *, lr: float, seed: int) -> Path:
+        out = self.work / name
+        self.exp.run(name, [self.tool("hf-eval"), "replay-tune", "--base-model", self.base_model, "--adapter", target,
+                            *[x for r in replay for x in ("--replay", r)], *self.budget.args(), "--lr", lr, "--seed", seed,
+                            "-o", out, "--force"], out)
+        return out
+
+    def evaluate(self, name: str, adapter: Path | None, data: Sequence[Path], *, base_model: str | None = None) -> dict:
+        """Scores of one adapter (``results.json``'s entry); the predictions stay in ``WORK/eval-NAME``."""
+        return self.evaluate_many(name, {name: adapter}, data, base_model=base_model)[name]
+
+    def evaluate_many(self, step: str, adapters: dict[str, Path | None], data: Sequence[Path], *,
+                      base_model: str | None = None) -> dict[str, dict]:
+        """Several adapters of the target's base model in one process; ``None`` is the base model alone."""
+        out = self.work / f"eval-{step}"
+        named = [x for name, path in adapters.items() if path for x in ("--adapter", f"{name}={path}")]
+        self.exp.run(f"eval-{step}", [self.tool("hf-eval"), "evaluate", "--base-model", base_model or self.base_model,
+                                      *named, *[x for d in data for x in ("--data", d)], *self.eval_args,
+                                      *(["--drop-history"] if self.budget.drop_history else []), "-o", out, "--force"], out)
+        return {name: load_scores(out, name if path else "base") for name, path in adapters.items()}
+
+    def pick_lr(self, train, grid: Sequence[float], validation: Sequence[Path], label: str) -> tuple[float, dict]:
+        """Train ``train(lr) -> (name, adapter)`` at every rate of ``grid``; keep the best macro F1 on ``validation``.
+
+        Ties go to the earlier rate of the grid.  Returns the rate and ``{lr: validation macro F1}``."""
+        scores: dict[float, float] = {}
+        for lr in grid:
+            name, adapter = train(lr)
+            scores[lr] = self.evaluate(f"val-{name}", adapter, validation)["macro"]["f1"]
+        best = max(grid, key=lambda lr: (scores[lr], -list(grid).index(lr)))
+        self.exp.console.info(f"{label}: validation macro F1 " +
+                              ", ".join(f"lr {lr:g}: {100 * f:.1f}" for lr, f in scores.items()) + f" -> lr {best:g}")
+        return best, scores
+
+
+def load_scores(folder: Path, name: str) -> dict:
+    return json.loads((folder / "results.json").read_text())["adapters"][name]
+
+
+def per_example_counts(folder: Path, name: str, task: str) -> list[tuple[int, int, int]]:
+    """``(n_pred, n_gold, n_correct)`` of every example of one task, from an evaluation's predictions."""
+    rows = (folder / "predictions" / name / f"{task}.jsonl").read_text().splitlines()
+    return [(r["n_pred"], r["n_gold"], r["n_correct"]) for r in map(json.loads, rows)]

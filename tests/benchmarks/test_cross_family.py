@@ -1,0 +1,88 @@
+"""Pieces of the cross-family benchmark: the data split and the report (means, spreads, bootstrap intervals)."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def _module(name: str):
+    sys.path[:0] = [str(BENCH.parent), str(BENCH)]
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+bench, report = _module("bench_cross_family"), _module("report_cross_family")
+
+
+def test_split_never_shares_an_example_between_training_validation_and_held_out(tmp_path):
+    data = tmp_path / "uie"
+    data.mkdir()
+    for task, name in bench.FILES.items():
+        rows = [{"instruction": f"{task} {i}", "input": "", "output": f" t: {i}", "history": [["q", "a"]]} for i in range(300)]
+        (data / name).write_text(json.dumps(rows))
+    mode = bench.MODES["cpu"]
+    paths = bench.split(data, tmp_path / "work", mode)
+    for task in (bench.TARGET_TASK, *mode.sources):
+        parts = {part: json.loads(paths[task][part].read_text()) for part in ("train", "val", "heldout")}
+        ids = {part: {r["instruction"] for r in rows} for part, rows in parts.items()}
+        assert len(ids["train"]) == 216 and len(ids["val"]) == mode.n_validation and len(ids["heldout"]) == mode.n_heldout
+        assert not (ids["train"] & ids["val"]) and not (ids["train"] & ids["heldout"]) and not (ids["val"] & ids["heldout"])
+        assert ids["heldout"] <= {f"{task} {i}" for i in range(240, 300)}  # the last 60 stay held out
+        assert all("history" not in r for rows in parts.values() for r in rows)  # zero-shot in cpu mode
+        assert paths[task]["heldout"].stem == task
+    subset = json.loads(paths["findvehicle"]["train-16"].read_text())
+    assert [r["instruction"] for r in subset] == [f"findvehicle {i}" for i in range(16)]
+
+
+def _eval_dir(root: Path, name: str, per_task: dict[str, list[tuple[int, int, int]]]) -> str:
+    folder = root / f"eval-{name}"
+    (folder / "predictions" / name).mkdir(parents=True)
+    for task, counts in per_task.items():
+        rows = [{"n_pred": p, "n_gold": g, "n_correct": c} for p, g, c in counts]
+        (folder / "predictions" / name / f"{task}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(folder)
+
+
+def _run(root, name, method, seed, null, counts, labels=0):
+    import numpy as np
+
+    from hf_eval.compare import f1_of_counts
+
+    tasks = {t: {"precision": 0.0, "recall": 0.0, "f1": float(f1_of_counts(np.array(c).sum(axis=0)))}
+             for t, c in counts.items()}
+    return {"name": name, "method": method, "seed": seed, "lr": 1e-4, "source_labels_per_task": labels,
+            "null_source": null, "tasks": tasks, "macro": {"f1": sum(t["f1"] for t in tasks.values()) / len(tasks)},
+            "eval_dir": _eval_dir(root, name, counts), "train_seconds": 10.0, "train_peak_mib": 100.0}
+
+
+def test_report_gives_means_shares_and_paired_intervals(tmp_path):
+    right, wrong = (1, 1, 1), (1, 1, 0)
+    runs = [_run(tmp_path, "target", "target", 0, False, {"a": [right, wrong], "b": [wrong, wrong]}, labels=None)]
+    for seed in range(3):  # fusion gets task b's first example right; its null-source twin never does
+        runs.append(_run(tmp_path, f"hn-s{seed}", "hypernet", seed, False, {"a": [right, wrong], "b": [right, wrong]}))
+        runs.append(_run(tmp_path, f"null-s{seed}", "hypernet", seed, True, {"a": [right, wrong], "b": [wrong, wrong]}))
+        runs.append(_run(tmp_path, f"rt-s{seed}", "replay-tune", seed, False, {"a": [right, right], "b": [wrong, wrong]}))
+    results = {"mode": "test", "settings": {**bench.MODES["smoke"].__dict__, "budget": {}}, "commit": "abc", "date": "d",
+               "device": "cpu", "target_task": "a", "source_tasks": ["b"], "experts": {"b": 1.0},
+               "expert_scores": {"b": {"precision": 1.0, "recall": 1.0, "f1": 1.0}}, "runs": runs,
+               "chosen_lr": {"L0": {"hypernet": 1e-4, "replay-tune": 3e-4}},
+               "validation": {"L0": {"hypernet": {"0.0001": 0.5}, "replay-tune": {"0.0003": 0.6}}}}
+    report.write_report(tmp_path, results)
+    written = json.loads((tmp_path / "results.json").read_text())
+    by = {c["comparison"]: c for c in written["comparisons"]}
+    assert by["fusion - null-source"]["seeds"] == [0, 1, 2]
+    assert by["fusion - null-source"]["tasks"]["b"]["diff"] == pytest.approx(0.5)  # F1 1/2 vs 0 on task b
+    assert by["fusion - null-source"]["tasks"]["a"] == {"diff": 0.0, "low": 0.0, "high": 0.0}
+    assert by["fusion - replay-tune"]["tasks"]["a"]["diff"] == pytest.approx(0.5 - 1.0)
+    text = (tmp_path / "results.md").read_text()
+    assert "| 0 | hypernet (null sources) | 3 | 0.0001 | 50.0 ± 0.0 | 0.0 ± 0.0 |" in text
+    assert "b 50 %" in text  # fusion recovers half of the expert's F1 on its task
+    assert "+50.0 [+0.0, +100.0]" in text  # the two-example interval of task b

@@ -1,0 +1,38 @@
+"""The study steps (shared by the benchmark and the demo) on the tiny generated setting, as real subprocesses."""
+
+import json
+
+from hf_common.adapter import load_adapter
+from hf_common.console import Console
+from hf_eval.experiment import Experiment
+from hf_eval.study import Study, TrainBudget, per_example_counts
+
+
+def test_null_source_twin_tuning_and_scores(fusion, tmp_path):
+    exp = Experiment(tmp_path / "work", Console(quiet=True))
+    study = Study(exp, str(fusion["base"]), TrainBudget(steps=1, batch_size=2, grad_accum=1),
+                  eval_args=["--max-new-tokens", 4, "--batch-size", 4, "--max-examples", 3])
+    null = study.null_source(fusion["qwen"], seed=1)
+    assert sorted(load_adapter(null).tensors.keys()) == sorted(load_adapter(fusion["qwen"]).tensors.keys())
+    plan = study.plan("plan-null", fusion["target"], [null])
+    fused = study.fuse("fused-null", plan, [fusion["replay"]], lr=1e-3, seed=1)
+    report = json.loads((fused / "fusion_report.json").read_text())
+    assert report["seed"] == 1 and report["tasks"][0]["steps"] == 1
+
+    chosen, scores = study.pick_lr(
+        lambda lr: (f"tune-{lr:g}", study.replay_tune(f"tune-{lr:g}", fusion["target"], [fusion["replay"]], lr=lr, seed=0)),
+        (1e-3, 1e-2), [fusion["replay"]], "replay-tune")
+    assert set(scores) == {1e-3, 1e-2} and chosen == max(scores, key=lambda lr: (scores[lr], -lr))
+    assert all(0.0 <= f <= 1.0 for f in scores.values())
+
+    scored = study.evaluate_many("heldout", {"alone": fusion["target"], "fused-null": fused}, [fusion["replay"]])
+    assert set(scored) == {"alone", "fused-null"} and scored["alone"]["tasks"]["replay"]["n_examples"] == 3
+    counts = per_example_counts(tmp_path / "work/eval-heldout", "fused-null", "replay")
+    assert len(counts) == 3 and all(len(c) == 3 for c in counts)
+
+    steps = len(exp.records)  # a second pass over the same steps runs nothing
+    again = Study(Experiment(tmp_path / "work", Console(quiet=True)), str(fusion["base"]), study.budget,
+                  eval_args=study.eval_args)
+    assert again.null_source(fusion["qwen"], seed=1) == null
+    assert again.evaluate("tune-0.001", tmp_path / "work/tune-0.001", [fusion["replay"]]) is not None
+    assert len(again.exp.records) == steps + 1  # only the new evaluation step
