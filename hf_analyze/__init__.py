@@ -1,3 +1,3 @@
 """hf-analyze: CPU-only analysis of LoRA adapters across model families into a fusion plan."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -46,8 +46,8 @@ def _provenance(analysis: Analysis, hashes: dict[Path, str]) -> dict:
     }
 
 
-def _target_blob(target: Adapter) -> np.ndarray:
-    """Check every target tensor is finite; return the target's tensors as safetensors bytes."""
+def _adapter_blob(target: Adapter) -> np.ndarray:
+    """Check every tensor of an adapter is finite; return its tensors as safetensors bytes."""
     for key in target.tensors.keys():
         raw, dtype = target.raw(key)
         if dtype in FLOAT_DTYPES and not all_finite(to_float32(raw, dtype) if dtype == "BF16" else raw):
@@ -67,7 +67,8 @@ def execute(analysis: Analysis, report: dict, output: Path | None, *, force: boo
     with ThreadPoolExecutor(max_workers=1) as pool:  # hashing releases the GIL: it overlaps the numpy work
         futures = {path: pool.submit(sha256_file, path) for path in files}
         if output is None:
-            _target_blob(analysis.target)
+            for adapter in adapters:
+                _adapter_blob(adapter)
             for group in analysis.groups:
                 materialize(analysis, group, MemorySink())
             return
@@ -76,7 +77,9 @@ def execute(analysis: Analysis, report: dict, output: Path | None, *, force: boo
             writer.write_text("settings", json.dumps(settings))
             writer.write_text("report", json.dumps(report))
             writer.write_text("target_config", (analysis.target.folder / CONFIG_NAME).read_text())
-            writer.add_target_adapter(_target_blob(analysis.target))
+            writer.add_target_adapter(_adapter_blob(analysis.target))
+            for index, source in enumerate(analysis.sources):
+                writer.add_source_adapter(index, (source.folder / CONFIG_NAME).read_text(), _adapter_blob(source))
             for index, pairs in enumerate(analysis.layer_maps):
                 writer.add_layer_map(index, pairs)
             for group in analysis.groups:

@@ -31,6 +31,7 @@ from .safetensors_io import SafetensorsFile
 FORMAT_NAME = "heterofusion-plan"
 FORMAT_VERSION = 1
 TARGET_BLOB = "target_adapter/adapter_model.safetensors"
+SOURCE_ADAPTER = "source_adapters/source_{index}"  # + "/adapter_config.json" (text), "/adapter_model.safetensors"
 META_TEXTS = ("settings", "provenance", "report", "target_config")
 GROUP_ARRAYS = (
     "target/rows", "target/unit_row_offset", "target/unit_d_in", "target/unit_d_out", "target/unit_layer",
@@ -133,6 +134,12 @@ class PlanWriter:
     def add_target_adapter(self, safetensors_blob: np.ndarray) -> None:
         """The target adapter's tensors, as one safetensors file (exported tensors keep their dtype)."""
         self._dataset(TARGET_BLOB, np.asarray(safetensors_blob, np.uint8))
+
+    def add_source_adapter(self, index: int, config_text: str, safetensors_blob: np.ndarray) -> None:
+        """A source adapter, verbatim (config and tensors), for methods that run the source expert itself."""
+        prefix = SOURCE_ADAPTER.format(index=index)
+        self._dataset(f"{prefix}/adapter_config.json", np.asarray([config_text], dtype=object))
+        self._dataset(f"{prefix}/adapter_model.safetensors", np.asarray(safetensors_blob, np.uint8))
 
     def add_layer_map(self, source: int, pairs: list[tuple[int, int]]) -> None:
         self._dataset(f"layer_maps/source_{source}", np.asarray(pairs, np.int64).reshape(-1, 2))
@@ -314,6 +321,24 @@ class Plan:
     def target_safetensors(self) -> SafetensorsFile:
         """The target adapter's tensors (a safetensors file held in the plan)."""
         return SafetensorsFile(f"{self.path}:/{TARGET_BLOB}", data=self._file[TARGET_BLOB][()])
+
+    @property
+    def n_sources(self) -> int:
+        return sum(1 for entry in self.provenance["inputs"] if entry["role"] == "source")
+
+    def source_info(self, index: int) -> dict:
+        """What the plan records of source ``index``: path, base model, family, files."""
+        return [entry for entry in self.provenance["inputs"] if entry["role"] == "source"][index]
+
+    def source_adapter(self, index: int) -> tuple[dict, SafetensorsFile]:
+        """Source ``index``'s adapter config and tensors, as stored in the plan."""
+        prefix = SOURCE_ADAPTER.format(index=index)
+        if f"{prefix}/adapter_model.safetensors" not in self._file:
+            raise PlanFormatError(f"the plan holds no copy of source adapter {index} (plans written before "
+                                  "heterofusion 0.2 do not); re-run hf-analyze", self.path)
+        config = json.loads(self._file[f"{prefix}/adapter_config.json"].asstr()[0])
+        blob = self._file[f"{prefix}/adapter_model.safetensors"][()]
+        return config, SafetensorsFile(f"{self.path}:/{prefix}/adapter_model.safetensors", data=blob)
 
     def target_tensors(self) -> dict[str, tuple[np.ndarray, str]]:
         """Every tensor of the target adapter, as stored: ``key -> (array, safetensors dtype)``."""
