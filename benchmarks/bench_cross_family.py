@@ -68,6 +68,8 @@ class Mode:
     n_heldout: int  # held-out examples scored per task (of the 60)
     new_tokens: int
     pool: int = POOL
+    n_unlabeled: int = POOL  # unlabelled prompts of each source task (its training pool, answers dropped) for distill
+    weights: tuple[float, ...] = (0.5, 1.0, 2.0)  # project: scales of the projected update tried on validation
     tune_at: int | None = None  # label count at which the rates are chosen (None: at every label count)
 
 
@@ -76,7 +78,7 @@ MODES = {
     # examples per task, a three-rate grid searched once (at 16 source labels) per method, zero-shot prompts.
     "cpu": Mode(sources=("findvehicle",), labels=(16, 0, POOL), grid=(1e-4, 3e-4, 1e-3), seeds=3,
                 budget=TrainBudget(steps=10, batch_size=4, grad_accum=2, drop_history=True), expert_epochs=2,
-                expert_lr=3e-4, n_validation=12, n_heldout=24, new_tokens=48, tune_at=16),
+                expert_lr=3e-4, n_validation=12, n_heldout=24, new_tokens=48, tune_at=16, n_unlabeled=96),
     # A GPU machine: the paper's 3 epochs over the replay mix, few-shot history kept, every held-out example.
     "full": Mode(sources=("conll04", "findvehicle", "tweetner7"), labels=(0, 16, POOL), grid=(5e-5, 1e-4, 2e-4, 3e-4),
                  seeds=3, budget=TrainBudget(epochs=3, batch_size=1, grad_accum=8, drop_history=False), expert_epochs=3,
@@ -106,6 +108,12 @@ def split(data_dir: Path, work: Path, mode: Mode) -> dict[str, dict]:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(rows))
             paths[task][part] = path
+        if task != TARGET_TASK:
+            path = out / "unlabeled" / f"{task}.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            rows = parts["train"][:mode.n_unlabeled]
+            path.write_text(json.dumps([{k: v for k, v in r.items() if k != "output"} for r in rows]))
+            paths[task]["unlabeled"] = path
         for n in mode.labels:
             if task != TARGET_TASK and 0 < n < len(parts["train"]):
                 path = out / f"train-{n}" / f"{task}.json"
@@ -139,6 +147,9 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=HERE.parent.parent / "shared/data/uie",
                         help="the paper's replay files (read in place, never copied into the repository)")
     parser.add_argument("--work", type=Path, default=None, help="default: /tmp/hf-cross-family-MODE")
+    parser.add_argument("--methods", type=lambda v: v.split(","), default=["hypernet", "replay-tune"],
+                        help="comma-separated: hypernet, replay-tune, distill-lora, distill-hypernet, project "
+                             "(default: hypernet,replay-tune)")
     parser.add_argument("--publish", action="store_true",
                         help="also copy the results to benchmarks/results/cross_family.{json,md}")
     args = parser.parse_args()
@@ -193,24 +204,54 @@ def main() -> None:
         name = f"replay-tune-L{n}-lr{lr:g}-s{seed}"
         return name, study.replay_tune(name, target, replay_for(n), lr=lr, seed=seed)
 
+    unlabeled = {t: data[t]["unlabeled"] for t in mode.sources}
+    source_models = [x for i, t in enumerate(mode.sources) for x in ("--source-model", f"{i}={EXPERT_BASE[t]}")]
+    prompts = [x for i, t in enumerate(mode.sources) for x in ("--unlabeled", f"{i}={unlabeled[t]}")]
+
+    def distill(student: str):
+        def train(n: int, lr: float, seed: int = 0, null: bool = False) -> tuple[str, Path]:
+            name = f"distill-{student}{'-null' if null else ''}-L{n}-lr{lr:g}-s{seed}"
+            extra = ["--method", "distill", "--student", student, *source_models, *prompts, "--gen-cache", work / "gen-cache",
+                     "--gen-max-new-tokens", mode.new_tokens, "--gen-batch-size", 16]
+            return name, study.fuse(name, null_plan(seed) if null else real_plan, replay_for(n), lr=lr, seed=seed,
+                                    extra=extra)
+        return train
+
+    def project(n: int, weight: float, seed: int = 0, null: bool = False) -> tuple[str, Path]:
+        name = f"project{'-null' if null else ''}-L{n}-w{weight:g}-s{seed}"  # training-free: n and seed name the twin
+        return name, study.fuse(name, null_plan(seed) if null else real_plan, replay_for(n), lr=1e-4, seed=seed,
+                                extra=["--method", "project", *source_models, "--project-weight", weight])
+
+    runners = {  # method -> (trainer, its grid, whether it has a null-source twin)
+        "hypernet": (fusion, mode.grid, True), "replay-tune": (tune, mode.grid, False),
+        "distill-lora": (distill("lora"), mode.grid, True), "distill-hypernet": (distill("hypernet"), mode.grid, True),
+        "project": (project, mode.weights, True),
+    }
+    unknown = set(args.methods) - set(runners)
+    if unknown:
+        raise SystemExit(f"--methods: unknown {', '.join(sorted(unknown))} (known: {', '.join(runners)})")
     chosen: dict[int, dict[str, float]] = {}
     for labels in mode.labels:
         n = min(labels, mode.pool)
         tune_at = n if mode.tune_at is None else min(mode.tune_at, mode.pool)
-        if tune_at not in chosen:
-            chosen[tune_at] = {}
-            for method, train in (("hypernet", fusion), ("replay-tune", tune)):
-                lr, scores = study.pick_lr(lambda lr, train=train, at=tune_at: train(at, lr), mode.grid, validation,
-                                           f"{method} at {tune_at} source labels")
-                chosen[tune_at][method] = lr
-                results["chosen_lr"].setdefault(f"L{tune_at}", {})[method] = lr
-                results["validation"].setdefault(f"L{tune_at}", {})[method] = {f"{x:g}": f for x, f in scores.items()}
+        for method in args.methods:
+            train, grid, _ = runners[method]
+            if method in chosen.setdefault(tune_at, {}):
+                continue
+            knob, scores = study.pick_lr(lambda x, train=train, at=tune_at: train(at, x), grid, validation,
+                                         f"{method} at {tune_at} source labels")
+            chosen[tune_at][method] = knob
+            results["chosen_lr"].setdefault(f"L{tune_at}", {})[method] = knob
+            results["validation"].setdefault(f"L{tune_at}", {})[method] = {f"{x:g}": f for x, f in scores.items()}
         for seed in range(mode.seeds):
-            for method, null, train in (("hypernet", False, fusion), ("hypernet", True, fusion), ("replay-tune", False, tune)):
-                lr = chosen[tune_at][method]
-                name, adapter = train(n, lr, seed, null)
-                record({"name": name, "method": method, "seed": seed, "lr": lr, "source_labels_per_task": n,
-                        "null_source": null, "lr_chosen_at_source_labels": tune_at}, adapter, name)
+            for method in args.methods:
+                train, _, has_twin = runners[method]
+                for null in (False, True) if has_twin else (False,):
+                    knob = chosen[tune_at][method]
+                    name, adapter = train(n, knob, seed, null)
+                    setting = {"lr": None, "project_weight": knob} if method == "project" else {"lr": knob}
+                    record({"name": name, "method": method, "seed": seed, **setting, "source_labels_per_task": n,
+                            "null_source": null, "lr_chosen_at_source_labels": tune_at}, adapter, name)
     console.success(f"results in {work / 'results.md'}" + (f" and {publish}" if publish else ""))
 
 

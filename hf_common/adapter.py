@@ -140,7 +140,7 @@ def _read_json(path: Path) -> dict:
     return data
 
 
-def _pattern_value(patterns: dict, module: str, default):
+def pattern_value(patterns: dict, module: str, default):
     """PEFT's rank_pattern/alpha_pattern lookup: a key matches a module path's tail."""
     for pattern, value in patterns.items():
         if re.match(rf"(.*\.)?({pattern})$", module):
@@ -244,10 +244,10 @@ def load_adapter(folder: str | Path) -> Adapter:
                 f"module {module!r}: lora_A is {rank} x {d_in} but lora_B is {d_out} x {rank_b} (want r x d_in, d_out x r)",
                 weights_path,
             )
-        expected = int(_pattern_value(rank_pattern, module, config["r"]))
+        expected = int(pattern_value(rank_pattern, module, config["r"]))
         if rank != expected:
             raise AdapterFormatError(f"module {module!r} has rank {rank}, adapter_config.json says {expected}", weights_path)
-        alpha = float(_pattern_value(alpha_pattern, module, config["lora_alpha"]))
+        alpha = float(pattern_value(alpha_pattern, module, config["lora_alpha"]))
         scale = alpha / math.sqrt(rank) if use_rslora else alpha / rank
         modules[module] = LoraModule(module, a_key, b_key, rank, d_in, d_out, alpha, scale)
     if not modules:

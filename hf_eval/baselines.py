@@ -1,7 +1,6 @@
 """The honest baselines: LoRA experts, replay-tune and homogeneous merges.
 
-- ``train_lora``: plain PEFT LoRA fine-tuning with the same schedule machinery as hf-fuse
-  (same seeded micro-batch stream, AdamW, cosine schedule with warm-up).
+- experts: plain PEFT LoRA fine-tuning (``hf_fuse.lora.train_lora``, the schedule machinery of hf-fuse);
 - ``replay_tune``: the target adapter trained further on the same replay mix for the same
   number of optimiser steps as a fusion run: the paper's "directly adapting the same backbone".
 - ``merge``: PEFT's own ``add_weighted_adapter`` (linear, TIES, DARE-TIES) for adapters of one
@@ -11,56 +10,16 @@
 from __future__ import annotations
 
 import logging
-import math
 import os
-from collections.abc import Callable
 from pathlib import Path
-
-import torch
 
 from hf_common.adapter import load_adapter
 from hf_common.atomic import atomic_folder
 from hf_common.errors import InputError
-from hf_fuse.data import Example
-from hf_fuse.train import TrainSettings, lm_loss, micro_batches, schedule_length
 
 logger = logging.getLogger(__name__)
 ALL_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 MERGE_METHODS = ("linear", "ties", "dare_ties")
-
-
-def train_lora(peft_model, examples: list[Example], pad_id: int, settings: TrainSettings, device: torch.device,
-               on_step: Callable[[dict, int], None] | None = None) -> list[dict]:
-    """Train the trainable (LoRA) parameters of ``peft_model``; returns the loss history."""
-    from transformers import get_cosine_schedule_with_warmup
-
-    micro_per_epoch, total = schedule_length(len(examples), settings)
-    params = [p for p in peft_model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay,
-                                  fused=device.type in ("cpu", "cuda"))
-    scheduler = get_cosine_schedule_with_warmup(optimizer, math.ceil(settings.warmup_ratio * total), max(total, 1))
-    if settings.gradient_checkpointing:
-        peft_model.base_model.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        peft_model.base_model.model.enable_input_require_grads()
-    peft_model.train()
-    history = []
-    for step in range(total):
-        batches = micro_batches(step, examples, settings, micro_per_epoch)
-        total_loss = 0.0
-        for batch in batches:
-            loss = lm_loss(peft_model, batch, pad_id, device) / len(batches)
-            loss.backward()
-            total_loss += loss.item()
-        torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        history.append({"step": step + 1, "loss": total_loss, "lr": scheduler.get_last_lr()[0]})
-        logger.info("step %d/%d loss %.4f", step + 1, total, total_loss)
-        if on_step:
-            on_step(history[-1], total)
-    peft_model.eval()
-    return history
 
 
 def new_lora(model, rank: int = 8, alpha: float = 16, modules: tuple[str, ...] = ALL_PROJECTIONS, dropout: float = 0.05):

@@ -247,7 +247,7 @@ def null_source(source, output, seed, force, debug) -> None:
 def _train_with_progress(console, peft_model, examples, tokenizer, settings, device):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from .baselines import train_lora
+    from hf_fuse.lora import train_lora
 
     with Progress(TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[loss]}"),
                   TimeElapsedColumn(), console=console.err) as progress:

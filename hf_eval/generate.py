@@ -7,9 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from hf_fuse.data import load_records, prompt_ids
+from hf_fuse.generation import generate
 
 from .scoring import METRICS, TaskScore, infer_metric
 
@@ -32,41 +31,6 @@ class EvalConfig:
             raise ConfigError("--max-new-tokens, --batch-size and --max-examples must be positive")
         if self.metric not in ("auto", *METRICS):
             raise ConfigError(f"--metric must be auto or one of {', '.join(METRICS)}, got {self.metric!r}")
-
-
-def stop_token_ids(tokenizer) -> list[int]:
-    """EOS plus a chat template's end-of-turn token, when the vocabulary has one."""
-    ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
-    for token in ("<|im_end|>", "<end_of_turn>", "<|eot_id|>", "<|end|>"):
-        token_id = tokenizer.convert_tokens_to_ids(token)
-        if isinstance(token_id, int) and token_id != tokenizer.unk_token_id and token_id >= 0:
-            ids.add(token_id)
-    return sorted(ids)
-
-
-@torch.no_grad()
-def generate(model, tokenizer, prompts: list[list[int]], config: EvalConfig,
-             on_batch: Callable[[int], None] = lambda n: None) -> list[str]:
-    """Greedy answers, batched by similar length with left padding; returned in the prompts' order."""
-    device = next(model.parameters()).device
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    answers: list[str] = [""] * len(prompts)
-    stops = stop_token_ids(tokenizer)
-    for start in range(0, len(order), config.batch_size):
-        batch = order[start:start + config.batch_size]
-        width = max(len(prompts[i]) for i in batch)
-        ids = torch.full((len(batch), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, i in enumerate(batch):
-            ids[row, width - len(prompts[i]):] = torch.tensor(prompts[i])
-            mask[row, width - len(prompts[i]):] = 1
-        out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=False,
-                             max_new_tokens=config.max_new_tokens, pad_token_id=pad, eos_token_id=stops)
-        for row, i in enumerate(batch):
-            answers[i] = tokenizer.decode(out[row, width:], skip_special_tokens=True)
-        on_batch(len(batch))
-    return answers
 
 
 def evaluate_file(model, tokenizer, path: Path, config: EvalConfig,

@@ -26,6 +26,28 @@ EXIT_DIVERGED = 3
               help="Replay data (Alpaca JSON/JSONL or chat 'messages'); repeat to mix several files.")
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), metavar="OUT_DIR",
               help="Folder for the fused PEFT adapter (must be new unless --force).")
+@click.option("--method", default="hypernet", show_default=True, metavar="NAME",
+              help="Fusion method: hypernet (the paper's) or distill (the source experts answer --unlabeled prompts).")
+@click.option("--source-model", "source_models", multiple=True, metavar="INDEX=PATH",
+              help="distill: base model of plan source INDEX (folder, .gguf, smollm2 / gemma3); one per source.")
+@click.option("--unlabeled", multiple=True, metavar="[INDEX=]FILE",
+              help="distill: prompts for the source experts (Alpaca/chat; any output is ignored); INDEX= sends a file "
+                   "to one source only.")
+@click.option("--student", type=click.Choice(["lora", "hypernet"]), default="lora", show_default=True,
+              help="distill: what learns from the answers: the target LoRA itself, or the HyperNet.")
+@click.option("--gen-max-new-tokens", type=int, default=128, show_default=True,
+              help="distill: cap on an answer's tokens (answers cut at the cap are dropped).")
+@click.option("--gen-batch-size", type=int, default=8, show_default=True, help="distill: prompts per generation batch.")
+@click.option("--gen-cache", type=click.Path(path_type=Path), default=None,
+              help="distill: folder of cached answers (default: OUT_DIR.work); runs may share one.")
+@click.option("--align-tokens", type=int, default=4096, show_default=True,
+              help="project: aligned token positions (of the replay text) used to fit the maps.")
+@click.option("--ridge", type=float, default=1e-2, show_default=True,
+              help="project: ridge of the least-squares maps, relative to the activations' mean eigenvalue.")
+@click.option("--project-weight", type=float, default=1.0, show_default=True,
+              help="project: scale of every projected source update.")
+@click.option("--project-map", type=click.Choice(["assignment", "lstsq"]), default="assignment", show_default=True,
+              help="project: pair coordinates by neuron matching (assignment) or by ridge least squares (lstsq).")
 @click.option("--epochs", type=float, default=3.0, show_default=True, help="Passes over the replay mix.")
 @click.option("--max-steps", type=int, default=None, help="Optimiser steps (overrides --epochs); 0 exports without training.")
 @click.option("--batch-size", type=int, default=1, show_default=True, help="Examples per micro-batch.")
@@ -62,10 +84,11 @@ EXIT_DIVERGED = 3
 @click.option("--force", is_flag=True, help="Replace an existing output folder / JSON file.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only errors.")
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logging.")
-def main(plans, base_model, replay, output, epochs, max_steps, batch_size, grad_accum, lr, warmup_ratio, alpha_init, mu_gate,
-         lambda_reg, mu_target, sigma, n_proj, embed_dim, n_heads, max_positions, cutoff_len, max_examples_per_file,
-         drop_history, ablate, no_gradient_checkpointing, seed, device, dtype, checkpoint_every, checkpoint_dir, resume,
-         json_path, log_file, force, quiet, debug) -> None:
+def main(plans, base_model, replay, output, method, source_models, unlabeled, student, gen_max_new_tokens, gen_batch_size,
+         gen_cache, align_tokens, ridge, project_weight, project_map, epochs, max_steps, batch_size, grad_accum, lr, warmup_ratio,
+         alpha_init, mu_gate, lambda_reg, mu_target, sigma, n_proj, embed_dim, n_heads, max_positions, cutoff_len,
+         max_examples_per_file, drop_history, ablate, no_gradient_checkpointing, seed, device, dtype, checkpoint_every,
+         checkpoint_dir, resume, json_path, log_file, force, quiet, debug) -> None:
     """Fuse the sources of PLAN.h5 into its target adapter; several plans run as a sequential pipeline."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is ever downloaded at run time
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -82,6 +105,8 @@ def main(plans, base_model, replay, output, epochs, max_steps, batch_size, grad_
 
         transformers_logging.disable_progress_bar()
         check_json_target(json_path, force)
+        method_settings = _method_settings(method, source_models, unlabeled, student, gen_max_new_tokens, gen_batch_size,
+                                           gen_cache, align_tokens, ridge, project_weight, project_map)
         job = FuseJob(
             plans=list(plans), base_model=base_model, replay=list(replay), output=output,
             net=NetSettings(embed_dim=int_or_auto(embed_dim), n_heads=n_heads, max_positions=max_positions,
@@ -93,6 +118,7 @@ def main(plans, base_model, replay, output, epochs, max_steps, batch_size, grad_
             replay_config=ReplayConfig(cutoff_len=cutoff_len, max_examples_per_file=max_examples_per_file, seed=seed,
                                        drop_history=drop_history),
             device=device, dtype=dtype, checkpoint_dir=checkpoint_dir, resume=resume, force=force,
+            method=method, method_settings=method_settings,
         )
         setup_logging(debug, str(log_file or output.with_name(output.name + ".log")))
         try:
@@ -104,3 +130,27 @@ def main(plans, base_model, replay, output, epochs, max_steps, batch_size, grad_
         write_json(json_path, report, force=force)
         console.success(f"fused adapter written to {output}")
     raise SystemExit(EXIT_OK)
+
+
+def _method_settings(method, source_models, unlabeled, student, gen_max_new_tokens, gen_batch_size, gen_cache,
+                     align_tokens, ridge, project_weight, project_map):
+    """The chosen method's own settings; a method's flags given to another method are refused."""
+    from hf_common.errors import ConfigError
+
+    from .methods import DistillSettings, ProjectSettings, get_method
+    from .methods.sources import parse_indexed, source_model_map
+
+    get_method(method)
+    owners = {"--source-model": ("distill", "project"), "--unlabeled": ("distill",), "--gen-cache": ("distill",)}
+    for flag, value in (("--source-model", source_models), ("--unlabeled", unlabeled), ("--gen-cache", gen_cache)):
+        if value and method not in owners[flag]:
+            raise ConfigError(f"{flag} belongs to --method {' / '.join(owners[flag])}, not --method {method}")
+    if method == "distill":
+        return DistillSettings(source_models=source_model_map(source_models),
+                               unlabeled=tuple(parse_indexed(unlabeled, "--unlabeled", index_required=False)),
+                               student=student, max_new_tokens=gen_max_new_tokens, batch_size=gen_batch_size,
+                               work_dir=str(gen_cache) if gen_cache else None)
+    if method == "project":
+        return ProjectSettings(source_models=source_model_map(source_models), max_tokens=align_tokens, ridge=ridge,
+                               weight=project_weight, map=project_map)
+    return None

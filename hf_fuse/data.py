@@ -134,9 +134,9 @@ def _alpaca_prompt(instruction: str, inp: str) -> str:
     return f"{instruction}\n{inp}"
 
 
-def _from_alpaca(obj: dict, label: str, path: Path) -> Conversation:
+def _from_alpaca(obj: dict, label: str, path: Path, prompts_only: bool = False) -> Conversation:
     prompt = _alpaca_prompt(_text(obj, "instruction", label, path), _text(obj, "input", label, path, optional=True))
-    answer = _text(obj, "output", label, path)
+    answer = _text(obj, "output", label, path, optional=prompts_only)
     history = obj.get("history") or []
     if not isinstance(history, list):
         raise InputError(f"{label}: 'history' must be a list of [prompt, answer] pairs", path)
@@ -150,9 +150,11 @@ def _from_alpaca(obj: dict, label: str, path: Path) -> Conversation:
     return Conversation(system if isinstance(system, str) and system else None, turns)
 
 
-def _from_messages(messages: Any, label: str, path: Path) -> Conversation:
+def _from_messages(messages: Any, label: str, path: Path, prompts_only: bool = False) -> Conversation:
     if not isinstance(messages, list) or not messages:
         raise InputError(f"{label}: 'messages' must be a non-empty list", path)
+    if prompts_only and isinstance(messages[-1], dict) and messages[-1].get("role") == "user":
+        messages = [*messages, {"role": "assistant", "content": ""}]  # a prompt awaiting its answer
     for msg in messages:
         if not (isinstance(msg, dict) and msg.get("role") in _ROLES and isinstance(msg.get("content"), str)):
             raise InputError(f"{label}: each message needs a role (system/user/assistant) and a string content", path)
@@ -168,28 +170,30 @@ def _from_messages(messages: Any, label: str, path: Path) -> Conversation:
     return Conversation(system, turns)
 
 
-def load_records(path: str | Path) -> list[Conversation]:
-    """Read one Alpaca-style or chat-style JSON / JSONL file into conversations."""
+def load_records(path: str | Path, *, prompts_only: bool = False) -> list[Conversation]:
+    """Read one Alpaca-style or chat-style JSON / JSONL file into conversations.  With ``prompts_only``
+    (unlabelled prompts) the answer may be missing: the last turn's answer is then empty."""
     path = Path(path)
     conversations = []
     for label, obj in _parse_objects(_read_text(path), path):
         if isinstance(obj, dict) and "messages" in obj:
-            conversations.append(_from_messages(obj["messages"], label, path))
-        elif isinstance(obj, dict) and "instruction" in obj and "output" in obj:
-            conversations.append(_from_alpaca(obj, label, path))
+            conversations.append(_from_messages(obj["messages"], label, path, prompts_only))
+        elif isinstance(obj, dict) and "instruction" in obj and ("output" in obj or prompts_only):
+            conversations.append(_from_alpaca(obj, label, path, prompts_only))
         else:
-            raise InputError(f"{label}: expected instruction/output or messages", path)
+            raise InputError(f"{label}: expected instruction/output or messages"
+                             if not prompts_only else f"{label}: expected instruction or messages", path)
     if not conversations:
         raise InputError("no examples", path)
     return conversations
 
 
-def check_replay_files(paths: Sequence[str | Path]) -> None:
+def check_replay_files(paths: Sequence[str | Path], *, prompts_only: bool = False) -> None:
     """Parse every replay file (no tokenizer) so that bad data fails before a model loads."""
     if not paths:
         raise ConfigError("no replay files given")
     for path in paths:
-        logger.debug("%s: %d replay records", path, len(load_records(path)))
+        logger.debug("%s: %d replay records", path, len(load_records(path, prompts_only=prompts_only)))
 
 
 # -- formatting ------------------------------------------------------------------------------

@@ -70,8 +70,9 @@ def _features(module: nn.Module) -> tuple[int, int] | None:
     return None
 
 
-def check_fit(config, plan: Plan, ref: BaseModelRef, tensors: SafetensorsFile | None = None) -> None:
-    """Every LoRA module of the plan's target adapter exists in the model with matching shapes."""
+def check_fit(config, plan: Plan, ref: BaseModelRef, tensors: SafetensorsFile | None = None,
+              what: str = "the plan's target adapter") -> None:
+    """Every LoRA module of an adapter (default: the plan's target adapter) exists in the model with matching shapes."""
     from transformers import AutoModelForCausalLM
 
     with torch.device("meta"):
@@ -86,13 +87,13 @@ def check_fit(config, plan: Plan, ref: BaseModelRef, tensors: SafetensorsFile | 
         try:
             layer = skeleton.get_submodule(module)
         except AttributeError:
-            raise InputError(f"the plan's target adapter has module {module!r}, which this base model lacks "
+            raise InputError(f"{what} has module {module!r}, which this base model lacks "
                              f"({config.model_type}, {getattr(config, 'num_hidden_layers', '?')} layers)", ref.label) from None
         features = _features(layer)
         expected = (parts[peft_keys.LORA_A][1], parts[peft_keys.LORA_B][0])
         if features is not None and features != expected:
-            raise InputError(f"module {module!r} is {features[0]} -> {features[1]} in this base model, but the plan's "
-                             f"target adapter was trained for {expected[0]} -> {expected[1]}", ref.label)
+            raise InputError(f"module {module!r} is {features[0]} -> {features[1]} in this base model, but {what} "
+                             f"was trained for {expected[0]} -> {expected[1]}", ref.label)
 
 
 def pick_device(requested: str | None) -> torch.device:
@@ -151,20 +152,26 @@ def write_adapter_folder(folder: Path, config: dict, tensors: dict[str, torch.Te
               metadata={"format": "pt"})
 
 
-def attach_target(model: nn.Module, config: dict, tensors: dict[str, torch.Tensor]):
-    """Wrap ``model`` in a frozen ``PeftModel`` carrying the target adapter."""
+def attach_target(model: nn.Module, config: dict, tensors: dict[str, torch.Tensor], *, trainable: bool = False):
+    """Wrap ``model`` in a ``PeftModel`` carrying an adapter: frozen, or with its LoRA weights trainable."""
     from peft import PeftModel
 
     with tempfile.TemporaryDirectory(prefix="hf-fuse-target-") as tmp:
         write_adapter_folder(Path(tmp), config, tensors)
-        peft_model = PeftModel.from_pretrained(model, tmp, is_trainable=False)
-    for param in peft_model.parameters():
-        param.requires_grad_(False)
+        peft_model = PeftModel.from_pretrained(model, tmp, is_trainable=trainable)
+    if not trainable:
+        for param in peft_model.parameters():
+            param.requires_grad_(False)
     return peft_model
 
 
 def tensors_from_plan(plan: Plan) -> dict[str, torch.Tensor]:
     """The plan's target adapter as torch tensors in their stored dtypes."""
+    return tensors_from_blob(plan.target_safetensors())
+
+
+def tensors_from_blob(tensors: SafetensorsFile) -> dict[str, torch.Tensor]:
+    """An adapter held in a plan (a safetensors blob) as torch tensors in their stored dtypes."""
     from safetensors.torch import load
 
-    return load(plan.target_safetensors().blob.tobytes())
+    return load(tensors.blob.tobytes())

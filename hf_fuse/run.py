@@ -1,11 +1,10 @@
-"""One ``hf-fuse`` job: fast pre-flight checks, then for each plan (task) train and fuse; export at the end.
-
-Several plans form a sequential pipeline (DESIGN.md 2.6): each task's fused adapter is
-the next task's target, and HyperNets of the same (role, rank) carry over.
+"""One ``hf-fuse`` job: fast pre-flight checks, load the target model and the replay data, let the chosen
+fusion method (``hf_fuse.methods``) produce the fused adapter, then write it and its report atomically.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import resource
@@ -13,6 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -21,21 +21,11 @@ from hf_common.errors import ConfigError, InputError
 from hf_common.plan import Plan
 
 from . import data as replay_data
-from .export import fused_tensors, write_adapter
-from .hypernet import HyperNet, HyperNetConfig, HyperNets, count_parameters
-from .model import (
-    BaseModelRef,
-    attach_target,
-    check_fit,
-    load_config,
-    load_model_and_tokenizer,
-    pick_device,
-    pick_dtype,
-    resolve_base_model,
-    tensors_from_plan,
-)
-from .plan_tensors import build_group
-from .train import Checkpointer, TrainSettings, train
+from .export import write_adapter
+from .hypernet import HyperNetConfig
+from .methods import FuseContext, get_method
+from .model import BaseModelRef, check_fit, load_config, load_model_and_tokenizer, pick_device, pick_dtype, resolve_base_model
+from .train import Checkpointer, TrainSettings
 
 logger = logging.getLogger(__name__)
 REPORT_FORMAT = "heterofusion-fusion-report"
@@ -81,6 +71,8 @@ class FuseJob:
     checkpoint_dir: Path | None = None
     resume: bool = False
     force: bool = False
+    method: str = "hypernet"
+    method_settings: Any = None  # the method's own settings dataclass (e.g. DistillSettings), if it has one
 
     @property
     def checkpoints(self) -> Path:
@@ -112,13 +104,23 @@ def preflight(job: FuseJob) -> tuple[list[Plan], BaseModelRef]:
 
 
 def _fingerprint(job: FuseJob, plans: list[Plan]) -> dict:
-    return {"plans": [p.checksum for p in plans], "train": asdict(job.train), "net": asdict(job.net),
-            "replay": asdict(job.replay_config), "replay_files": [str(p) for p in job.replay]}
+    fingerprint = {"plans": [p.checksum for p in plans], "train": asdict(job.train), "net": asdict(job.net),
+                   "replay": asdict(job.replay_config), "replay_files": [str(p) for p in job.replay]}
+    if job.method != "hypernet":  # the default's fingerprint stays as it was, so older checkpoints resume
+        fingerprint.update(method=job.method, **_method_settings(job))
+    return fingerprint
 
 
 def run(job: FuseJob, on_event: Callable[[str, object], None] = lambda kind, payload: None) -> dict:
     started = time.perf_counter()
+    method = get_method(job.method)(job.method_settings)
     plans, ref = preflight(job)
+    try:
+        method.preflight(job, plans)
+    except BaseException:
+        for plan in plans:
+            plan.close()
+        raise
     device = pick_device(job.device)
     dtype = pick_dtype(job.dtype, device)
     on_event("stage", f"loading {ref.label} on {device} ({str(dtype).removeprefix('torch.')})")
@@ -126,47 +128,30 @@ def run(job: FuseJob, on_event: Callable[[str, object], None] = lambda kind, pay
     replay = replay_data.load_replay(job.replay, tokenizer, job.replay_config)
     on_event("stage", f"replay: {len(replay.examples)} examples, {replay.n_tokens} tokens "
                       f"({replay.n_answer_tokens} answer tokens), {replay.skipped} skipped")
-    checkpointer = Checkpointer(job.checkpoints, _fingerprint(job, plans))
-    hypernets = HyperNets()
-    target = tensors_from_plan(plans[0])
-    tasks = []
-    torch.manual_seed(job.train.seed)
-    for index, plan in enumerate(plans):
-        peft_model = attach_target(model, plan.target_config, target)
-        groups = [build_group(plan, g, device, target if index else None) for g in plan.groups]
-        carried = []
-        for group in groups:
-            config = job.net.config(group.block_size, group.rank, "denoise" in job.train.ablate)
-            if group.name in hypernets and hypernets[group.name].config == config:
-                carried.append(group.name)
-            else:
-                hypernets[group.name] = HyperNet(config).to(device)
-        active = HyperNets({g.name: hypernets[g.name] for g in groups})
-        on_event("stage", f"task {index + 1}/{len(plans)}: {len(groups)} groups, "
-                          f"{count_parameters(active) / 1e6:.1f} M HyperNet parameters")
-        state = train(peft_model, replay.examples, tokenizer.pad_token_id, groups, active, job.train, device,
-                      checkpointer, task=index, resume=job.resume, on_step=lambda record, total, task=index: on_event(
-                          "step", (task, record, total)))
-        target, metrics = fused_tensors(active, groups, target)
-        model = peft_model.unload()  # the bare base model again, for the next task
-        tasks.append({"plan": str(plan.path), "plan_checksum": plan.checksum, "groups": metrics,
-                      "hypernet_parameters": count_parameters(active), "carried_over": carried, "steps": state.step,
-                      "history": state.history})
+    context = FuseContext(job, plans, ref, model, tokenizer, device, dtype, replay,
+                          Checkpointer(job.checkpoints, _fingerprint(job, plans)), on_event)
+    result = method.fuse(context)
     report = {
         "format": REPORT_FORMAT, "version": 1, "output": str(job.output), "base_model": ref.label,
-        "device": str(device), "dtype": str(dtype).removeprefix("torch."), "seed": job.train.seed,
+        "device": str(device), "dtype": str(dtype).removeprefix("torch."), "seed": job.train.seed, "method": method.name,
         "settings": {"train": asdict(job.train), "net": asdict(job.net), "replay": asdict(job.replay_config),
-                     "replay_files": [str(p) for p in job.replay]},
+                     "replay_files": [str(p) for p in job.replay], **_method_settings(job)},
         "replay": {"per_file": replay.per_file, "n_examples": len(replay.examples), "skipped": replay.skipped,
                    "n_tokens": replay.n_tokens, "n_answer_tokens": replay.n_answer_tokens},
-        "tasks": tasks,
+        "tasks": result.tasks,
+        **result.extra,
         "time_s": round(time.perf_counter() - started, 2),
         "peak_memory_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
     if device.type == "cuda":
         report["peak_gpu_memory_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
-    write_adapter(job.output, plans[-1].target_config, target, force=job.force,
-                  extra_files={"fusion_report.json": report})
+    write_adapter(job.output, result.config, result.tensors, force=job.force, extra_files={"fusion_report.json": report})
     for plan in plans:
         plan.close()
     return report
+
+
+def _method_settings(job: FuseJob) -> dict:
+    if job.method_settings is None:
+        return {}
+    return {job.method: json.loads(json.dumps(asdict(job.method_settings), default=str))}

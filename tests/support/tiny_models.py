@@ -144,3 +144,37 @@ def make_tiny_gguf(path: Path, n_layers: int = 2, hidden: int = 32, seed: int = 
     writer.write_tensors_to_file()
     writer.close()
     return path
+
+
+def make_source_model(root: Path, family: str = "qwen2", hidden: int = 48, n_layers: int = 3, seed: int = 5) -> dict[str, Path]:
+    """A source base model of another family, with weights and a tokenizer of its own (another vocabulary, no chat
+    template), and a LoRA expert for it; for methods that run the source expert itself."""
+    import torch
+    import transformers as tf
+    from peft import LoraConfig, get_peft_model
+
+    root.mkdir(parents=True, exist_ok=True)
+    tokenizer = tiny_tokenizer(template=None)
+    tokenizer.add_tokens(["<src-extra-1>", "<src-extra-2>"])  # not the target's vocabulary
+    torch.manual_seed(seed)
+    sizes = dict(hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=n_layers, num_attention_heads=4,
+                 num_key_value_heads=2, vocab_size=len(tokenizer), max_position_embeddings=256,
+                 bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    if family == "qwen2":
+        model = tf.Qwen2ForCausalLM(tf.Qwen2Config(**sizes))
+    elif family == "gemma3":
+        model = tf.Gemma3ForCausalLM(tf.Gemma3TextConfig(**sizes, head_dim=16))
+    else:
+        raise ValueError(family)
+    model.save_pretrained(root / "base")
+    tokenizer.save_pretrained(root / "base")
+    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj", "o_proj",
+                                                                                     "gate_proj", "up_proj", "down_proj"]))
+    generator = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_" in name:
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.1)
+    peft_model.peft_config["default"].base_model_name_or_path = str(root / "base")
+    peft_model.save_pretrained(root / "expert")
+    return {"base": root / "base", "expert": root / "expert"}

@@ -1,0 +1,56 @@
+"""The interface every fusion method implements."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    import torch
+
+    from hf_common.plan import Plan
+
+    from ..data import ReplaySet
+    from ..model import BaseModelRef
+    from ..run import FuseJob
+    from ..train import Checkpointer
+
+
+@dataclass
+class FuseContext:
+    """What ``hf_fuse.run`` has prepared when a method starts: checked plans, the loaded target model."""
+
+    job: FuseJob
+    plans: list[Plan]
+    ref: BaseModelRef
+    model: Any  # the bare target base model (transformers)
+    tokenizer: Any
+    device: torch.device
+    dtype: torch.dtype
+    replay: ReplaySet
+    checkpointer: Checkpointer
+    on_event: Callable[[str, object], None] = lambda kind, payload: None
+
+
+@dataclass
+class MethodResult:
+    tensors: dict[str, torch.Tensor]  # the fused adapter's tensors (keys and dtypes of the target adapter)
+    config: dict  # its adapter_config.json
+    tasks: list[dict]  # per plan: what the report says of it
+    extra: dict = field(default_factory=dict)  # method-specific report section
+
+
+class FusionMethod:
+    """One fusion method.  ``preflight`` runs before any model loads (seconds); ``fuse`` does the work."""
+
+    name: ClassVar[str]
+
+    def __init__(self, settings: Any = None):
+        self.settings = settings
+
+    def preflight(self, job: FuseJob, plans: list[Plan]) -> None:
+        """Refuse what this method cannot use (raise ``HFError``), before anything heavy happens."""
+
+    def fuse(self, ctx: FuseContext) -> MethodResult:
+        raise NotImplementedError

@@ -1,0 +1,181 @@
+"""``distill``: the source expert answers, the target learns from its answers (the FuseLLM / Trans-LoRA family).
+
+Each source adapter (kept verbatim in the plan) runs on its own base model (``--source-model
+INDEX=PATH``) and answers unlabelled prompts (``--unlabeled [INDEX=]FILE``; any ``output`` in the file
+is ignored) greedily, in batches, with a length cap.  The answers are cached in the output's work
+folder line by line, so an interrupted run does not generate again.  Empty answers, and answers cut
+at the cap, are counted and dropped.  The pairs are text, so the two tokenizers may differ: the
+target formats each (prompt, answer) with its own template.  The pairs join the labelled replay and
+train the target, either as a plain LoRA fine-tune of the target adapter (``--student lora``) or
+through the HyperNet (``--student hypernet``); both use the project's training loops.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from hf_common.errors import ConfigError
+from hf_common.plan import Plan
+
+from ..data import Conversation, Example, check_replay_files, format_example, load_records, prompt_ids
+from ..generation import generate_batches
+from ..lora import train_lora
+from ..model import attach_target, load_model_and_tokenizer, resolve_base_model, tensors_from_blob
+from .base import FuseContext, FusionMethod, MethodResult
+from .hypernet import HyperNetMethod
+from .sources import check_sources
+
+logger = logging.getLogger(__name__)
+STUDENTS = ("lora", "hypernet")
+
+
+@dataclass(frozen=True)
+class DistillSettings:
+    source_models: dict[int, str] = field(default_factory=dict)  # plan source index -> folder, .gguf, smollm2 / gemma3
+    unlabeled: tuple[tuple[int | None, str], ...] = ()  # (source index, or None for every source; file)
+    student: str = "lora"
+    max_new_tokens: int = 128
+    batch_size: int = 8
+    work_dir: str | None = None  # default: OUT_DIR.work beside the output
+
+    def __post_init__(self) -> None:
+        if self.student not in STUDENTS:
+            raise ConfigError(f"--student must be one of {', '.join(STUDENTS)}, got {self.student!r}")
+        if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
+            raise ConfigError(f"--gen-max-new-tokens must be a positive integer (got {self.max_new_tokens!r})")
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ConfigError(f"--gen-batch-size must be a positive integer (got {self.batch_size!r})")
+        if not self.unlabeled:
+            raise ConfigError("--method distill needs --unlabeled FILE (prompts for the source experts to answer)")
+        if not self.source_models:
+            raise ConfigError("--method distill needs --source-model INDEX=PATH for every source of the plan")
+
+
+class DistillMethod(FusionMethod):
+    name = "distill"
+    settings: DistillSettings
+
+    def preflight(self, job, plans: list[Plan]) -> None:
+        s = self.settings
+        if s is None:
+            raise ConfigError("--method distill needs --source-model and --unlabeled")
+        check_replay_files([Path(path) for _, path in s.unlabeled], prompts_only=True)
+        check_sources(self.name, plans, s.source_models, [i for i, _ in s.unlabeled if i is not None])
+
+    def fuse(self, ctx: FuseContext) -> MethodResult:
+        s, job, plan = self.settings, ctx.job, ctx.plans[0]
+        work = Path(s.work_dir) if s.work_dir else job.output.with_name(job.output.name + ".work")
+        work.mkdir(parents=True, exist_ok=True)
+        distilled: list[Example] = []
+        stats = {}
+        for index in range(plan.n_sources):
+            conversations = [c for i, path in s.unlabeled if i in (None, index) for c in load_records(path, prompts_only=True)]
+            answers, stats[str(index)] = self._answers(ctx, index, conversations, work)
+            for conv, answer in zip(conversations, answers):
+                if answer is None:
+                    continue
+                pair = Conversation(conv.system, [*conv.turns[:-1], (conv.turns[-1][0], answer)])
+                example = format_example(ctx.tokenizer, pair, job.replay_config.cutoff_len, job.replay_config.drop_history,
+                                         source=f"distill-source{index}")
+                if example is not None:
+                    distilled.append(example)
+        ctx.on_event("stage", f"distill: {len(distilled)} generated examples join {len(ctx.replay.examples)} replay examples")
+        examples = ctx.replay.examples + distilled
+        if s.student == "hypernet":
+            result = HyperNetMethod().fuse(ctx, examples)
+        else:
+            result = self._lora_student(ctx, examples)
+        result.extra["distill"] = {"student": s.student, "n_generated_examples": len(distilled), "sources": stats,
+                                   "work_dir": str(work)}
+        return result
+
+    def _answers(self, ctx: FuseContext, index: int, conversations: list[Conversation],
+                 work: Path) -> tuple[list[str | None], dict]:
+        """The source expert's answer to every conversation (None where dropped), from the cache where it can."""
+        s, job, plan = self.settings, ctx.job, ctx.plans[0]
+        config, blob = plan.source_adapter(index)
+        key = hashlib.sha256(json.dumps({
+            "adapter": hashlib.sha256(blob.blob.tobytes()).hexdigest(), "model": str(s.source_models[index]),
+            "prompts": [[c.system, c.turns[:-1], c.turns[-1][0]] for c in conversations],
+            "max_new_tokens": s.max_new_tokens, "cutoff": job.replay_config.cutoff_len,
+            "drop_history": job.replay_config.drop_history}, sort_keys=True).encode()).hexdigest()[:16]
+        cache = work / f"generations-source{index}-{key}.jsonl"
+        done = _read_cache(cache)
+        todo = [i for i in range(len(conversations)) if i not in done]
+        ctx.on_event("stage", f"source {index}: {len(done)} cached answers, {len(todo)} to generate ({cache.name})")
+        if todo:
+            ref = resolve_base_model(s.source_models[index])
+            model, tokenizer = load_model_and_tokenizer(ref, ctx.device, ctx.dtype)
+            expert = attach_target(model, config, tensors_from_blob(blob)).eval()
+            prompts = {i: prompt_ids(tokenizer, conversations[i], job.replay_config.cutoff_len, job.replay_config.drop_history)
+                       for i in todo}
+            with open(cache, "a", encoding="utf-8") as handle:
+                if cache.stat().st_size and not cache.read_bytes().endswith(b"\n"):
+                    handle.write("\n")  # an interrupted last line stays on its own (and is ignored)
+                for batch in generate_batches(expert, tokenizer, prompts, s.max_new_tokens, s.batch_size):
+                    for i, text, finished in batch:
+                        done[i] = (text, finished)
+                        handle.write(json.dumps({"i": i, "answer": text, "finished": finished}, ensure_ascii=False) + "\n")
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                    ctx.on_event("generate", (index, len(done), len(conversations)))
+            del expert, model
+            if ctx.device.type == "cuda":
+                torch.cuda.empty_cache()
+        answers: list[str | None] = []
+        counts = {"prompts": len(conversations), "kept": 0, "empty": 0, "truncated": 0, "cached": len(conversations) - len(todo)}
+        for i in range(len(conversations)):
+            text, finished = done[i]
+            if not text.strip():
+                counts["empty"] += 1
+                answers.append(None)
+            elif not finished:
+                counts["truncated"] += 1
+                answers.append(None)
+            else:
+                counts["kept"] += 1
+                answers.append(text)
+        if counts["empty"] or counts["truncated"]:
+            logger.warning("source %d: %d empty and %d cut-off answers (of %d) were dropped", index, counts["empty"],
+                           counts["truncated"], counts["prompts"])
+        return answers, {**counts, "cache": str(cache), "source_model": str(s.source_models[index])}
+
+    def _lora_student(self, ctx: FuseContext, examples: list[Example]) -> MethodResult:
+        """The target adapter trained further on replay + generated examples, exported with the target's keys and dtypes."""
+        from peft import get_peft_model_state_dict
+
+        plan, job = ctx.plans[0], ctx.job
+        target = tensors_from_blob(plan.target_safetensors())
+        peft_model = attach_target(ctx.model, plan.target_config, target, trainable=True)
+        torch.manual_seed(job.train.seed)
+        history = train_lora(peft_model, examples, ctx.tokenizer.pad_token_id, job.train, ctx.device,
+                             on_step=lambda record, total: ctx.on_event("step", (0, record, total)))
+        trained = get_peft_model_state_dict(peft_model)
+        if sorted(trained) != sorted(target):
+            raise RuntimeError("the trained adapter's keys differ from the target adapter's")  # a bug, not bad input
+        tensors = {k: trained[k].detach().to(target[k].dtype).cpu() for k in target}
+        ctx.model = peft_model.unload()
+        task = {"plan": str(plan.path), "plan_checksum": plan.checksum, "groups": {}, "hypernet_parameters": 0,
+                "carried_over": [], "steps": len(history), "history": history}
+        return MethodResult(tensors, plan.target_config, [task])
+
+
+def _read_cache(path: Path) -> dict[int, tuple[str, bool]]:
+    """Answers already generated; a last line cut by an interruption is ignored (it is generated again)."""
+    done: dict[int, tuple[str, bool]] = {}
+    if not path.exists():
+        return done
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+            done[int(row["i"])] = (str(row["answer"]), bool(row["finished"]))
+        except (ValueError, KeyError, TypeError):
+            logger.warning("%s: ignoring an unreadable line (an interrupted write)", path)
+    return done

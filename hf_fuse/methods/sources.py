@@ -1,0 +1,49 @@
+"""What the methods that run the source experts themselves (``distill``, ``project``) share: the
+``--source-model INDEX=PATH`` option and its checks, made before any model loads."""
+
+from __future__ import annotations
+
+from hf_common.errors import ConfigError
+from hf_common.plan import Plan
+
+from ..model import check_fit, load_config, resolve_base_model
+
+
+def parse_indexed(values: tuple[str, ...], flag: str, *, index_required: bool) -> list[tuple[int | None, str]]:
+    """``INDEX=VALUE`` (or a bare ``VALUE`` where allowed) from the command line."""
+    out = []
+    for value in values:
+        index, sep, rest = value.partition("=")
+        if sep and index.strip().isdigit():
+            out.append((int(index), rest))
+        elif index_required:
+            raise ConfigError(f"{flag} takes INDEX=PATH (the source's position in the plan, from 0), got {value!r}")
+        else:
+            out.append((None, value))
+    return out
+
+
+def source_model_map(values: tuple[str, ...]) -> dict[int, str]:
+    models = parse_indexed(values, "--source-model", index_required=True)
+    if len({i for i, _ in models}) != len(models):
+        raise ConfigError("--source-model names the same source index twice")
+    return dict(models)
+
+
+def check_sources(method: str, plans: list[Plan], source_models: dict[int, str], extra_indices=()) -> Plan:
+    """One plan; a base model for each of its sources that fits that source's adapter (kept in the plan)."""
+    if len(plans) != 1:
+        raise ConfigError(f"--method {method} fuses one plan at a time (sequential pipelines are hypernet only)")
+    plan = plans[0]
+    n = plan.n_sources
+    for index in [*source_models, *extra_indices]:
+        if not 0 <= index < n:
+            raise ConfigError(f"source index {index} is not in the plan, which has {n} source(s) (0..{n - 1})")
+    missing = [i for i in range(n) if i not in source_models]
+    if missing:
+        raise ConfigError(f"--source-model is missing for source(s) {', '.join(map(str, missing))} of {plan.path}")
+    for index, model in sorted(source_models.items()):
+        _, tensors = plan.source_adapter(index)  # refuses plans without the copy
+        ref = resolve_base_model(model)
+        check_fit(load_config(ref), plan, ref, tensors=tensors, what=f"source adapter {index}")
+    return plan

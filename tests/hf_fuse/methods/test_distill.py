@@ -1,0 +1,134 @@
+"""``--method distill`` on tiny models of two families: a Llama target and a Qwen2 source with another hidden size,
+another depth and another tokenizer."""
+
+import json
+import warnings
+from pathlib import Path
+
+import jsonschema
+import pytest
+import torch
+from click.testing import CliRunner
+from safetensors.torch import load_file
+from tiny_models import make_source_model
+
+from hf_analyze.execute import execute
+from hf_analyze.planner import AnalyzeSettings, analyze
+from hf_analyze.report import build_report
+from hf_fuse.cli import main
+
+ROOT = Path(__file__).resolve().parents[3]
+FAST = ["--max-steps", "2", "--grad-accum", "1", "--batch-size", "2", "--embed-dim", "auto", "--n-heads", "2",
+        "--n-proj", "16", "--gen-max-new-tokens", "6", "--gen-batch-size", "4", "--max-examples-per-file", "8"]
+
+
+@pytest.fixture(scope="module")
+def setting(fusion, tmp_path_factory):
+    root = tmp_path_factory.mktemp("distill")
+    source = make_source_model(root / "qwen2", "qwen2")
+    analysis = analyze(fusion["target"], [source["expert"]], AnalyzeSettings(block_size="auto"))
+    execute(analysis, build_report(analysis), root / "plan.h5")
+    unlabeled = root / "unlabeled.json"
+    rows = json.loads(fusion["replay"].read_text())[:5]
+    unlabeled.write_text(json.dumps([{"instruction": r["instruction"], "input": r["input"]} for r in rows]))
+    return {**fusion, "source_base": source["base"], "source_expert": source["expert"], "plan": root / "plan.h5",
+            "unlabeled": unlabeled}
+
+
+def _fuse(setting, out, *extra):
+    argv = [str(setting["plan"]), "--base-model", str(setting["base"]), "--replay", str(setting["replay"]), "-o", str(out),
+            "--method", "distill", "--source-model", f"0={setting['source_base']}", "--unlabeled",
+            str(setting["unlabeled"]), *FAST, *map(str, extra)]
+    return CliRunner().invoke(main, argv)
+
+
+def _loads_cleanly(setting, adapter):
+    from peft import PeftModel
+
+    from hf_fuse.model import load_model_and_tokenizer, resolve_base_model
+
+    model, _ = load_model_and_tokenizer(resolve_base_model(setting["base"]), torch.device("cpu"), torch.float32)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        PeftModel.from_pretrained(model, adapter)
+    return not [w for w in caught if "key" in str(w.message).lower()]
+
+
+@pytest.mark.parametrize("student", ["lora", "hypernet"])
+def test_distill_exports_a_target_adapter_and_reports_the_generations(setting, tmp_path, student):
+    result = _fuse(setting, tmp_path / "out", "--student", student, "--lr", "1e-3")
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "out/fusion_report.json").read_text())
+    jsonschema.validate(report, json.loads((ROOT / "schemas/fusion-report.schema.json").read_text()))
+    assert report["method"] == "distill" and report["distill"]["student"] == student
+    stats = report["distill"]["sources"]["0"]
+    assert stats["prompts"] == 5 and stats["kept"] + stats["empty"] + stats["truncated"] == 5 and stats["cached"] == 0
+    fused, target = load_file(tmp_path / "out/adapter_model.safetensors"), load_file(setting["target"] / "adapter_model.safetensors")
+    assert fused.keys() == target.keys() and all(fused[k].dtype == target[k].dtype for k in target)
+    changed = [k for k in target if not torch.equal(fused[k], target[k])]
+    assert changed and (student == "lora" or all("lora_B" in k for k in changed))  # the HyperNet never changes A
+    assert _loads_cleanly(setting, tmp_path / "out")
+    assert len(report["tasks"][0]["history"]) == 2
+
+
+def test_distill_reuses_its_cached_generations(setting, tmp_path):
+    first = _fuse(setting, tmp_path / "out")
+    assert first.exit_code == 0, first.output
+    cache = Path(json.loads((tmp_path / "out/fusion_report.json").read_text())["distill"]["sources"]["0"]["cache"])
+    assert cache.parent == tmp_path / "out.work" and len(cache.read_text().splitlines()) == 5
+    # A random tiny model never stops on its own: mark every answer finished, so the rerun keeps them all, and
+    # cut the file as an interruption would (the last line half-written): that one answer is generated again.
+    rows = [json.loads(line) for line in cache.read_text().splitlines()]
+    rows = [{**r, "answer": r["answer"] or "person: alpha", "finished": True} for r in rows]
+    text = "".join(json.dumps(r) + "\n" for r in rows)
+    cache.write_text(text[: len(text) - 10])
+    again = _fuse(setting, tmp_path / "out", "--force")
+    assert again.exit_code == 0, again.output
+    stats = json.loads((tmp_path / "out/fusion_report.json").read_text())["distill"]["sources"]["0"]
+    assert stats["cached"] == 4 and stats["kept"] >= 4
+    assert json.loads((tmp_path / "out/fusion_report.json").read_text())["distill"]["n_generated_examples"] >= 4
+
+
+@pytest.mark.parametrize("how, message", [
+    ({"--source-model": None}, "--method distill needs --source-model"),
+    ({"--source-model": "zero=DIR"}, "--source-model takes INDEX=PATH"),
+    ({"--source-model": "3=DIR"}, "source index 3 is not in the plan"),
+    ({"--source-model": "0=TARGET_BASE"}, "source adapter 0"),
+    ({"--source-model": "0=/nonexistent/model"}, "base model not found"),
+    ({"--unlabeled": None}, "--method distill needs --unlabeled"),
+    ({"--unlabeled": "/nonexistent/prompts.json"}, "prompts.json"),
+    ({"--unlabeled": "7=UNLABELED"}, "source index 7 is not in the plan"),
+    ({"--gen-max-new-tokens": "0"}, "--gen-max-new-tokens must be a positive integer"),
+    ({"--gen-batch-size": "0"}, "--gen-batch-size must be a positive integer"),
+    ({"--method": "nope"}, "--method must be one of hypernet, distill, project"),
+])
+def test_distill_refuses_bad_input_before_loading_anything(setting, tmp_path, how, message):
+    flags = {"--method": "distill", "--source-model": f"0={setting['source_base']}", "--unlabeled": str(setting["unlabeled"])}
+    for key, value in how.items():
+        value = value and value.replace("TARGET_BASE", str(setting["base"])).replace("UNLABELED", str(setting["unlabeled"]))
+        flags[key] = value
+    argv = [str(setting["plan"]), "--base-model", str(setting["base"]), "--replay", str(setting["replay"]),
+            "-o", str(tmp_path / "out"), *[x for k, v in flags.items() if v is not None for x in (k, v)]]
+    result = CliRunner().invoke(main, argv)
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and message in result.stderr and "Traceback" not in result.output
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.work").exists()
+
+
+def test_distill_flags_belong_to_distill(setting, tmp_path):
+    result = CliRunner().invoke(main, [str(setting["plan"]), "--base-model", str(setting["base"]), "--replay",
+                                       str(setting["replay"]), "-o", str(tmp_path / "out"), "--unlabeled",
+                                       str(setting["unlabeled"])])
+    assert result.exit_code == 2 and "--unlabeled belongs to --method distill" in result.stderr
+
+
+def test_plans_keep_each_source_adapter_verbatim(setting):
+    from hf_common.plan import Plan
+
+    with Plan(setting["plan"]) as plan:
+        config, tensors = plan.source_adapter(0)
+        assert plan.n_sources == 1 and config["r"] == 4
+        original = load_file(setting["source_expert"] / "adapter_model.safetensors")
+        assert sorted(tensors.keys()) == sorted(original)
+        assert all(torch.equal(torch.from_numpy(tensors.float32(k)), original[k].float()) for k in original)
