@@ -159,7 +159,15 @@ class Checkpointer:
     def load(self, task: int) -> dict | None:
         if not self.path(task).exists():
             return None
-        data = torch.load(self.path(task), map_location="cpu", weights_only=False)
+        try:  # weights_only: tensors, numbers, strings and containers only; a pickle that would run code is refused
+            data = torch.load(self.path(task), map_location="cpu", weights_only=True)
+        except Exception as exc:  # torch raises many types for a truncated, foreign or hostile file
+            message = " ".join(str(exc).split())[:200]
+            raise InputError(f"not a checkpoint this tool can load safely ({type(exc).__name__}: {message})",
+                             self.path(task)) from None
+        if not isinstance(data, dict) or not {"fingerprint", "state", "hypernets", "optimizer", "scheduler",
+                                               "rdm_rng"} <= set(data):
+            raise InputError("not an hf-fuse checkpoint (entries missing)", self.path(task))
         if data["fingerprint"] != self.fingerprint:
             raise InputError("checkpoint was made with other plans or settings; remove it or drop --resume",
                              self.path(task))

@@ -157,7 +157,7 @@ class DistillMethod(FusionMethod):
         torch.manual_seed(job.train.seed)
         history = train_lora(peft_model, examples, ctx.tokenizer.pad_token_id, job.train, ctx.device,
                              on_step=lambda record, total: ctx.on_event("step", (0, record, total)))
-        trained = get_peft_model_state_dict(peft_model)
+        trained = get_peft_model_state_dict(peft_model, save_embedding_layers=False)  # no probe of the base model
         if sorted(trained) != sorted(target):
             raise RuntimeError("the trained adapter's keys differ from the target adapter's")  # a bug, not bad input
         tensors = {k: trained[k].detach().to(target[k].dtype).cpu() for k in target}

@@ -107,12 +107,17 @@ class _Capture:
 
     def __init__(self, model, modules: set[str]):
         self.seen: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.input_ptr: dict[str, int] = {}  # modules that read the same tensor (q/k/v, gate/up) share input maps
+        self.held: list[torch.Tensor] | None = []  # inputs kept alive on the first pass, so no address is reused
         self.positions: list[int] = []
         self.handles = [model.get_submodule(name).register_forward_hook(self._hook(name)) for name in modules]
 
     def _hook(self, name):
         def hook(module, args, output):
             index = torch.tensor(self.positions, device=output.device)
+            if self.held is not None:
+                self.held.append(args[0])
+                self.input_ptr[name] = args[0].data_ptr()
             self.seen[name] = (args[0][0].index_select(0, index).double(), output[0].index_select(0, index).double())
         return hook
 
@@ -156,6 +161,8 @@ class ProjectMethod(FusionMethod):
         cap_t = _Capture(model_t, {link.target_module for link in links})
         cap_s = _Capture(model_s, {link.source_module for link in links})
         n_tokens = 0
+        inputs: dict[tuple[int, int], dict] = {}  # one set of input sums per distinct (target input, source input)
+        input_of: list[dict] = []
         try:
             for text in texts:
                 pos_t, pos_s, ids_t, ids_s = aligned_positions(text, ctx.tokenizer, tokenizer_s)
@@ -165,11 +172,17 @@ class ProjectMethod(FusionMethod):
                 cap_t.positions, cap_s.positions = pos_t[:keep], pos_s[:keep]
                 model_t(input_ids=torch.tensor([ids_t], device=ctx.device))
                 model_s(input_ids=torch.tensor([ids_s], device=ctx.device))
-                for link in links:
+                if not input_of:  # on the first text: which links read the same input tensors
+                    for link in links:
+                        key = (cap_t.input_ptr[link.target_module], cap_s.input_ptr[link.source_module])
+                        input_of.append(inputs.setdefault(key, {"link": link}))
+                    cap_t.held = cap_s.held = None
+                for link, shared in zip(links, input_of):
                     x_t, y_t = cap_t.seen[link.target_module]
                     x_s, y_s = cap_s.seen[link.source_module]
                     y_t = y_t[:, torch.from_numpy(link.rows).to(y_t.device)]
-                    _moments(link.stats, "in", x_t, x_s, gram=s.map == "lstsq")  # x_s ~ P_in.T x_t
+                    if shared["link"] is link:
+                        _moments(shared, "in", x_t, x_s, gram=s.map == "lstsq")  # x_s ~ P_in.T x_t
                     _moments(link.stats, "out", y_s, y_t, gram=s.map == "lstsq")  # y_t ~ P_out.T y_s
                 n_tokens += keep
                 if n_tokens >= s.max_tokens:
@@ -183,10 +196,12 @@ class ProjectMethod(FusionMethod):
         config, blob = ctx.plans[0].source_adapter(source)
         source_tensors = tensors_from_blob(blob)
         fits = []
-        for link in links:
+        fit = _ridge if s.map == "lstsq" else _assignment
+        for shared in inputs.values():
+            shared["p_in"] = fit(shared, "in", s.ridge)
+        for link, shared in zip(links, input_of):
             a_s, b_s, scale_s = _source_factors(config, source_tensors, link.source_module)
-            fit = _ridge if s.map == "lstsq" else _assignment
-            p_in, p_out = fit(link.stats, "in", s.ridge), fit(link.stats, "out", s.ridge)
+            p_in, p_out = shared["p_in"], fit(link.stats, "out", s.ridge)
             link.stats.clear()
             if b_s.shape[0] != p_out.shape[0]:
                 raise InputError(f"source module {link.source_module} has {b_s.shape[0]} output rows but its outputs have "
@@ -195,7 +210,8 @@ class ProjectMethod(FusionMethod):
             link.stats.update(p_in=True, a=(a_s.double() @ p_in.T).float(), b=(p_out.T @ b_s.double() * factor).float())
             fits.append({"module": link.target_module, "source_module": link.source_module})
         del model_s
-        return {"aligned_tokens": n_tokens, "modules": len(fits), "source_model": str(s.source_models[source])}
+        return {"aligned_tokens": n_tokens, "modules": len(fits), "input_maps": len(inputs),
+                "source_model": str(s.source_models[source])}
 
     def _combine(self, plan, target: dict[str, torch.Tensor], links: list[Link]) -> tuple[dict, dict]:
         """The target's factors with every projected update appended as extra rank, and the config that says so."""

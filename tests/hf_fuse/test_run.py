@@ -78,7 +78,7 @@ def test_resume_equals_an_uninterrupted_run(fusion, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         run(job, interrupt)
     assert not (tmp_path / "resumed").exists()
-    assert torch.load(tmp_path / "resumed.ckpt/task0.pt", weights_only=False)["state"]["step"] == 3
+    assert torch.load(tmp_path / "resumed.ckpt/task0.pt", weights_only=True)["state"]["step"] == 3
     report = run(FuseJob(**{**job.__dict__, "resume": True}))
     assert [h["step"] for h in report["tasks"][0]["history"]] == [1, 2, 3, 4, 5]
     straight, resumed = _tensors(tmp_path / "straight"), _tensors(tmp_path / "resumed")
@@ -115,6 +115,35 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(fusion, tmp_pa
     with pytest.raises(train_module.TrainingDiverged, match="non-finite loss at step 3"):
         run(_job(fusion, tmp_path / "out", max_steps=5, checkpoint_every=1))
     assert not (tmp_path / "out").exists()
-    saved = torch.load(tmp_path / "out.ckpt/task0.pt", weights_only=False)
+    saved = torch.load(tmp_path / "out.ckpt/task0.pt", weights_only=True)
     assert saved["state"]["step"] == 2
     assert all(torch.isfinite(v).all() for v in saved["hypernets"].values())
+
+
+class _RunsCode:
+    """A pickle payload that would create a file when unpickled with weights_only=False."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+@pytest.mark.parametrize("content", ["hostile", "truncated", "random"])
+def test_resume_refuses_unsafe_or_broken_checkpoints_without_running_them(fusion, tmp_path, content):
+    run(_job(fusion, tmp_path / "out", max_steps=4, checkpoint_every=2))  # leaves out.ckpt/task0.pt at step 2
+    checkpoint = tmp_path / "out.ckpt/task0.pt"
+    marker = tmp_path / "pwned"
+    if content == "hostile":
+        torch.save({"fingerprint": _RunsCode(marker)}, checkpoint)
+    elif content == "truncated":
+        checkpoint.write_bytes(checkpoint.read_bytes()[:100])
+    else:
+        checkpoint.write_bytes(bytes(range(256)) * 8)
+    from hf_common.errors import InputError
+
+    with pytest.raises(InputError, match="not a checkpoint this tool can load safely") as caught:
+        job = _job(fusion, tmp_path / "again", max_steps=4, checkpoint_every=2)
+        run(FuseJob(**{**job.__dict__, "resume": True, "checkpoint_dir": tmp_path / "out.ckpt"}))
+    assert "\n" not in str(caught.value) and not marker.exists()
