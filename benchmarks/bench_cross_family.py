@@ -8,7 +8,7 @@ Every task file of the paper's replay data (300 examples) is split once, determi
     examples 216..239   validation: learning rates are chosen here (never replay, never held out)
     examples 240..299   held out: only the final scores
 
-For each number of labelled source-task examples in the replay (16, 0 and all 216; the target task
+For each number of labelled source-task examples in the replay (0, 16 and all 216; the target task
 always brings its own 216):
   1. fusion (``hf-fuse``, the paper's HyperNet) and replay-tune (the target adapter trained further on
      the same replay with the same budget) each train at every rate of the same grid, seed 0, and each
@@ -76,7 +76,7 @@ class Mode:
 MODES = {
     # 2 CPU cores: one source task, 10 optimiser steps of 8 examples per run, 12 validation and 24 held-out
     # examples per task, a three-rate grid searched once (at 16 source labels) per method, zero-shot prompts.
-    "cpu": Mode(sources=("findvehicle",), labels=(16, 0, POOL), grid=(1e-4, 3e-4, 1e-3), seeds=3,
+    "cpu": Mode(sources=("findvehicle",), labels=(0, 16, POOL), grid=(1e-4, 3e-4, 1e-3), seeds=3,
                 budget=TrainBudget(steps=10, batch_size=4, grad_accum=2, drop_history=True), expert_epochs=2,
                 expert_lr=3e-4, n_validation=12, n_heldout=24, new_tokens=48, tune_at=16, n_unlabeled=96),
     # A GPU machine: the paper's 3 epochs over the replay mix, few-shot history kept, every held-out example.

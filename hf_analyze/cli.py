@@ -1,7 +1,7 @@
 """``hf-analyze``: judge whether LoRA adapters of different families can be fused, and write the plan.
 
 Exit codes: 0 compatible (at least one active group), 1 analysed but nothing can be
-fused, 2 bad input or usage, 130 interrupted.
+fused, 2 bad input or usage, 4 unexpected error (please report; never a verdict), 130 interrupted.
 """
 
 from __future__ import annotations

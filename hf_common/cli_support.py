@@ -11,13 +11,14 @@ from pathlib import Path
 import click
 
 from .atomic import check_output_path, write_text_atomic
-from .console import EXIT_BAD_INPUT, EXIT_INTERRUPTED, Console
+from .console import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, Console
 from .errors import HFError
 
 
 @contextlib.contextmanager
 def errors_to_exit_codes(console: Console) -> Iterator[None]:
-    """Map the toolkit's exceptions to one clear line and exit code 2 (tracebacks with --debug)."""
+    """Map the toolkit's exceptions to one clear line and exit code 2, anything unexpected to exit code 4
+    (tracebacks with --debug)."""
     try:
         yield
     except HFError as exc:
@@ -31,6 +32,12 @@ def errors_to_exit_codes(console: Console) -> Iterator[None]:
         console.abort(f"{where}{exc.strerror or exc}", EXIT_BAD_INPUT)
     except KeyboardInterrupt:
         console.abort("interrupted", EXIT_INTERRUPTED)
+    except Exception as exc:  # a bug of ours or of a library: its own exit code, so no pipeline reads it as a verdict
+        if console.debug:
+            raise
+        message = " ".join(str(exc).split())[:300]
+        console.abort(f"unexpected error ({type(exc).__name__}: {message}); please report it, with the output of "
+                      "--debug", EXIT_INTERNAL)
 
 
 def check_json_target(json_path: str | None, force: bool) -> None:

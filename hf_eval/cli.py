@@ -6,7 +6,7 @@
     hf-eval merge --base-model M --adapter A --adapter B --method ties -o merged/
     hf-eval null-source SRC_ADAPTER -o null/ --seed 0
 
-Exit codes: 0 done, 2 bad input or usage (nothing written), 130 interrupted.
+Exit codes: 0 done, 2 bad input or usage (nothing written), 4 unexpected error (please report), 130 interrupted.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """``hf-fuse``: train the transfer network on replay data and export one fused PEFT adapter.
 
 Exit codes: 0 fused, 2 bad input or usage (nothing written), 3 training diverged
-(non-finite loss; the last good checkpoint is kept), 130 interrupted (checkpoint saved).
+(non-finite loss; the last good checkpoint is kept), 4 unexpected error (please report), 130 interrupted
+(checkpoint saved).
 """
 
 from __future__ import annotations

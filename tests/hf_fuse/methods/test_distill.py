@@ -63,7 +63,8 @@ def test_distill_exports_a_target_adapter_and_reports_the_generations(setting, t
     assert report["method"] == "distill" and report["distill"]["student"] == student
     stats = report["distill"]["sources"]["0"]
     assert stats["prompts"] == 5 and stats["kept"] + stats["empty"] + stats["truncated"] == 5 and stats["cached"] == 0
-    fused, target = load_file(tmp_path / "out/adapter_model.safetensors"), load_file(setting["target"] / "adapter_model.safetensors")
+    fused = load_file(tmp_path / "out/adapter_model.safetensors")
+    target = load_file(setting["target"] / "adapter_model.safetensors")
     assert fused.keys() == target.keys() and all(fused[k].dtype == target[k].dtype for k in target)
     changed = [k for k in target if not torch.equal(fused[k], target[k])]
     assert changed and (student == "lora" or all("lora_B" in k for k in changed))  # the HyperNet never changes A

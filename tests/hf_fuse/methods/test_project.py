@@ -36,7 +36,8 @@ def test_a_source_that_is_the_target_itself_comes_back_unchanged(fusion, tmp_pat
     plan = _plan(fusion["target"], [fusion["target"]], tmp_path / "self.h5")
     result = _project(fusion, plan, fusion["base"], tmp_path / "out", "--ridge", "1e-6")
     assert result.exit_code == 0, result.output
-    fused, target = load_file(tmp_path / "out/adapter_model.safetensors"), load_file(fusion["target"] / "adapter_model.safetensors")
+    fused = load_file(tmp_path / "out/adapter_model.safetensors")
+    target = load_file(fusion["target"] / "adapter_model.safetensors")
     config = json.loads((tmp_path / "out/adapter_config.json").read_text())
     a_keys = [k for k in target if ".lora_A." in k]
     assert len(a_keys) == 28
@@ -50,7 +51,9 @@ def test_a_source_that_is_the_target_itself_comes_back_unchanged(fusion, tmp_pat
         assert float((projected - original).norm() / original.norm()) < 1e-2, key_a
     assert set(config["rank_pattern"].values()) == {8} and set(config["alpha_pattern"].values()) == {16.0}
     report = json.loads((tmp_path / "out/fusion_report.json").read_text())
-    assert report["method"] == "project" and report["project"]["sources"]["0"]["modules"] == 28
+    stats = report["project"]["sources"]["0"]
+    assert report["method"] == "project" and stats["modules"] == 28
+    assert stats["input_maps"] == 4 * 4  # per layer: attention input (q, k, v), o_proj, MLP input (gate, up), down_proj
 
 
 def test_project_across_families_exports_an_adapter_peft_loads(fusion, tmp_path):
