@@ -11,7 +11,11 @@ never formed.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+
+from hf_common.errors import AdapterFormatError
 
 SAME, PADDED, TRUNCATED = "same", "zero-padded", "truncated-svd"
 
@@ -21,20 +25,44 @@ def normalize_factors(
 ) -> tuple[np.ndarray, np.ndarray, str]:
     """``(A', B', method)`` with ``A'`` of shape ``(rank_target, d_in)`` and ``B'`` ``(d_out, rank_target)``."""
     c = scale_source / scale_target
+    if not (math.isfinite(c) and c > 0):
+        raise AdapterFormatError(f"the LoRA scale ratio {scale_source!r} / {scale_target!r} is not a positive finite number")
     rank = a.shape[0]
     if rank == rank_target and c == 1.0:
         return a, b, SAME  # the common case (same r and alpha): no copy
     if rank <= rank_target:
+        return _padded(a, b, c, rank, rank_target)
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is checked right after, and refused
+        return _truncated(a, b, c, rank_target)
+
+
+def _padded(a: np.ndarray, b: np.ndarray, c: float, rank: int, rank_target: int) -> tuple[np.ndarray, np.ndarray, str]:
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is checked right after, and refused
         root = np.float32(np.sqrt(c))
         a_new = np.zeros((rank_target, a.shape[1]), np.float32)
         b_new = np.zeros((b.shape[0], rank_target), np.float32)
         a_new[:rank] = a * root
         b_new[:, :rank] = b * root
-        return a_new, b_new, SAME if rank == rank_target else PADDED
+    _check_finite(a_new, b_new, c)
+    return a_new, b_new, SAME if rank == rank_target else PADDED
+
+
+def _truncated(a: np.ndarray, b: np.ndarray, c: float, rank_target: int) -> tuple[np.ndarray, np.ndarray, str]:
     q_b, r_b = np.linalg.qr(b.astype(np.float64))
     q_a, r_a = np.linalg.qr(a.T.astype(np.float64))
-    u, s, vt = np.linalg.svd(c * (r_b @ r_a.T))
+    core = c * (r_b @ r_a.T)
+    if not np.isfinite(core).all():  # the SVD must never see a non-finite number
+        raise AdapterFormatError(f"the source update overflows once scaled by {c:.3g} (lora_alpha / r of the two adapters)")
+    u, s, vt = np.linalg.svd(core)
     root = np.sqrt(s[:rank_target])
     b_new = (q_b @ u[:, :rank_target]) * root
     a_new = (root[:, None] * vt[:rank_target]) @ q_a.T
-    return a_new.astype(np.float32), b_new.astype(np.float32), TRUNCATED
+    a_new, b_new = a_new.astype(np.float32), b_new.astype(np.float32)
+    _check_finite(a_new, b_new, c)
+    return a_new, b_new, TRUNCATED
+
+
+def _check_finite(a: np.ndarray, b: np.ndarray, c: float) -> None:
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        raise AdapterFormatError(f"the source factors overflow float32 once scaled by {c:.3g} (lora_alpha / r of the two "
+                                 "adapters)")

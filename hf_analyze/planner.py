@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from hf_common.adapter import Adapter, LoraModule, load_adapter
-from hf_common.errors import ConfigError
+from hf_common.errors import AdapterFormatError, ConfigError
 from hf_common.plan import GroupSink, MemorySink
 from hf_common.registry import ROLES, SplitError
 
@@ -259,10 +259,14 @@ def materialize(analysis: Analysis, group: Group, sink: GroupSink) -> None:
 
     def source_rows(index: int) -> np.ndarray:
         s_unit = group.source_units[index]
-        a, b = analysis.sources[s_unit.source].factors(s_unit.unit.module)
-        a_n, b_n, method = normalize_factors(
-            a, _take_rows(b, s_unit.unit.b_rows), s_unit.unit.module.scale, s_unit.target_scale, s_unit.target_rank
-        )
+        source = analysis.sources[s_unit.source]
+        a, b = source.factors(s_unit.unit.module)
+        try:
+            a_n, b_n, method = normalize_factors(
+                a, _take_rows(b, s_unit.unit.b_rows), s_unit.unit.module.scale, s_unit.target_scale, s_unit.target_rank
+            )
+        except AdapterFormatError as exc:  # name the file and the module
+            raise AdapterFormatError(f"module {s_unit.unit.module.path!r}: {exc.message}", source.folder) from None
         methods.append(method)
         return tokens.unit_rows(a_n, b_n)
 

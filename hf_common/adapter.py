@@ -148,6 +148,10 @@ def pattern_value(patterns: dict, module: str, default):
     return default
 
 
+def _positive_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+
 def _check_config(config: dict, path: Path) -> None:
     peft_type = str(config.get("peft_type", "LORA")).upper()
     if peft_type != "LORA":
@@ -161,8 +165,23 @@ def _check_config(config: dict, path: Path) -> None:
             raise UnsupportedAdapterError(f"LoRA with {feature} is not supported", path)
     for name in ("r", "lora_alpha"):
         value = config.get(name)
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+        if not _positive_number(value):
             raise AdapterFormatError(f"{name!r} must be a positive number, found {value!r}", path)
+    for name, integer in (("rank_pattern", True), ("alpha_pattern", False)):
+        patterns = config.get(name)
+        if patterns is None:
+            continue
+        if not isinstance(patterns, dict):
+            raise AdapterFormatError(f"{name!r} must be an object of module pattern -> number, found {type(patterns).__name__}",
+                                     path)
+        for pattern, value in patterns.items():
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise AdapterFormatError(f"{name!r}: {pattern!r} is not a valid pattern ({exc})", path) from None
+            if not _positive_number(value) or (integer and value != int(value)):
+                kind = "a positive whole number" if integer else "a positive number"
+                raise AdapterFormatError(f"{name!r}: the value for {pattern!r} must be {kind}, found {value!r}", path)
 
 
 def _find_model_config(folder: Path, config: dict) -> dict | None:

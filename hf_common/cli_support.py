@@ -32,6 +32,8 @@ def errors_to_exit_codes(console: Console) -> Iterator[None]:
         console.abort(f"{where}{exc.strerror or exc}", EXIT_BAD_INPUT)
     except KeyboardInterrupt:
         console.abort("interrupted", EXIT_INTERRUPTED)
+    except (click.ClickException, click.exceptions.Abort, click.exceptions.Exit):
+        raise  # usage errors: click prints them and exits 2
     except Exception as exc:  # a bug of ours or of a library: its own exit code, so no pipeline reads it as a verdict
         if console.debug:
             raise

@@ -76,6 +76,10 @@ class SafetensorsFile:
                     f"truncated file: tensor {key!r} needs {end} data bytes, the file holds {data_len}", self.path
                 )
             self._entries[key] = (dtype, shape, start, end)
+        spans = sorted((start, end, key) for key, (_, _, start, end) in self._entries.items() if end > start)
+        for (_, end, first), (start, _, second) in zip(spans, spans[1:]):
+            if start < end:  # the official safetensors library refuses such files too
+                raise AdapterFormatError(f"tensors {first!r} and {second!r} overlap in the data section", self.path)
 
     @property
     def blob(self) -> np.ndarray:

@@ -40,3 +40,15 @@ def test_higher_rank_is_the_best_rank_r_approximation():
     # Eckart-Young: the error is exactly the energy of the dropped singular values
     error = np.linalg.norm(s_target * b_n.astype(np.float64) @ a_n - full)
     assert error == pytest.approx(np.sqrt((s[3:] ** 2).sum()), rel=1e-4)
+
+
+@pytest.mark.parametrize("rank_target", [4, 2])  # padded path and truncated-SVD path
+def test_scales_that_overflow_are_refused_before_any_svd(rank_target):
+    from hf_common.errors import AdapterFormatError
+
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((4, 16)).astype(np.float32), rng.standard_normal((24, 4)).astype(np.float32)
+    with pytest.raises(AdapterFormatError, match="overflow"):
+        normalize_factors(a, b, 1e80, 1.0, rank_target)  # finite, but sqrt(1e80) x A overflows float32
+    with pytest.raises(AdapterFormatError, match="not a positive finite number"):
+        normalize_factors(a, b, float("inf"), 1.0, rank_target)

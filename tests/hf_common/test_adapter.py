@@ -113,7 +113,22 @@ def _corrupt(adapters, tmp_path, how):
         config = read_config(folder)
         config["lora_alpha"] = "sixteen"
         write_config(folder, config)
+    elif how in PATTERNS:
+        config = read_config(folder)
+        config.update(PATTERNS[how])
+        (folder / "adapter_config.json").write_text(json.dumps(config))  # json.dumps writes NaN as NaN, as PEFT reads it
     return folder
+
+
+PATTERNS = {  # rank_pattern / alpha_pattern that PEFT would choke on or silently misread
+    "alpha_nan": {"lora_alpha": float("nan")},
+    "rank_pattern_list": {"rank_pattern": [4]},
+    "rank_pattern_text": {"rank_pattern": {"q_proj": "four"}},
+    "rank_pattern_zero": {"rank_pattern": {"q_proj": 0}},
+    "rank_pattern_fraction": {"rank_pattern": {"q_proj": 2.5}},
+    "alpha_pattern_nan": {"alpha_pattern": {"q_proj": float("nan")}},
+    "alpha_pattern_regex": {"alpha_pattern": {"q_proj(": 8}},
+}
 
 
 CASES = {
@@ -128,6 +143,13 @@ CASES = {
     "dora": (UnsupportedAdapterError, "DoRA"),
     "not_lora": (UnsupportedAdapterError, "IA3"),
     "bad_alpha": (AdapterFormatError, "'lora_alpha' must be a positive number"),
+    "alpha_nan": (AdapterFormatError, "'lora_alpha' must be a positive number"),
+    "rank_pattern_list": (AdapterFormatError, "'rank_pattern' must be an object"),
+    "rank_pattern_text": (AdapterFormatError, "'rank_pattern': the value for 'q_proj' must be a positive whole number"),
+    "rank_pattern_zero": (AdapterFormatError, "'rank_pattern': the value for 'q_proj' must be a positive whole number"),
+    "rank_pattern_fraction": (AdapterFormatError, "must be a positive whole number, found 2.5"),
+    "alpha_pattern_nan": (AdapterFormatError, "'alpha_pattern': the value for 'q_proj' must be a positive number"),
+    "alpha_pattern_regex": (AdapterFormatError, "is not a valid pattern"),
 }
 
 

@@ -50,3 +50,16 @@ def test_garbage_header_is_a_clear_error(tmp_path):
     (tmp_path / "x.safetensors").write_bytes((10).to_bytes(8, "little") + b"not json!!" + b"\0" * 8)
     with pytest.raises(AdapterFormatError, match="malformed safetensors header"):
         SafetensorsFile(tmp_path / "x.safetensors")
+
+
+def test_overlapping_tensors_are_refused(tmp_path):
+    import json
+    import struct
+
+    header = {"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+              "b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}}  # b starts inside a
+    blob = json.dumps(header).encode()
+    path = tmp_path / "overlap.safetensors"
+    path.write_bytes(struct.pack("<Q", len(blob)) + blob + bytes(12))
+    with pytest.raises(AdapterFormatError, match="'a' and 'b' overlap in the data section"):
+        SafetensorsFile(path)
