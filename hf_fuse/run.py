@@ -42,6 +42,9 @@ class NetSettings:
     def __post_init__(self) -> None:
         if self.embed_dim != "auto" and not (isinstance(self.embed_dim, int) and self.embed_dim > 0):
             raise ConfigError(f"--embed-dim must be a positive integer or 'auto', got {self.embed_dim!r}")
+        if isinstance(self.n_heads, bool) or not isinstance(self.n_heads, int) or self.n_heads < 1:
+            raise ConfigError(f"--n-heads must be a positive integer, got {self.n_heads!r}")
+        self.config(1, 1, False)  # every check of HyperNetConfig (heads, positions, finiteness), before any model loads
 
     def config(self, block_size: int, rank: int, ablate_denoise: bool) -> HyperNetConfig:
         embed = auto_embed_dim(block_size * rank, self.n_heads) if self.embed_dim == "auto" else int(self.embed_dim)

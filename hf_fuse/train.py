@@ -60,7 +60,9 @@ class TrainSettings:
         checks = [("--epochs", self.epochs > 0), ("--batch-size", self.batch_size >= 1), ("--grad-accum", self.grad_accum >= 1),
                   ("--lr", self.lr > 0), ("--warmup-ratio", 0 <= self.warmup_ratio < 1), ("--lambda-reg", self.lambda_reg >= 0),
                   ("--n-proj", self.n_proj >= 1), ("--checkpoint-every", self.checkpoint_every >= 1),
-                  ("--max-steps", self.max_steps is None or self.max_steps >= 0), ("--sigma", self.sigma > 0)]
+                  ("--max-steps", self.max_steps is None or self.max_steps >= 0), ("--sigma", self.sigma > 0),
+                  ("--mu-target", math.isfinite(self.mu_target)), ("--max-grad-norm", self.max_grad_norm > 0),
+                  ("--weight-decay", self.weight_decay >= 0)]
         for flag, ok in checks:
             if not ok:
                 raise ConfigError(f"{flag} is out of range (got {getattr(self, flag[2:].replace('-', '_'))})")
@@ -190,11 +192,16 @@ def train(peft_model: nn.Module, examples: list[Example], pad_id: int, groups: l
     state = TrainState()
     saved = checkpointer.load(task) if resume else None
     if saved:
-        hypernets.load_state_dict(saved["hypernets"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        generator.set_state(saved["rdm_rng"])
-        state = TrainState(**saved["state"])
+        try:
+            hypernets.load_state_dict(saved["hypernets"])
+            optimizer.load_state_dict(saved["optimizer"])
+            scheduler.load_state_dict(saved["scheduler"])
+            generator.set_state(saved["rdm_rng"])
+            state = TrainState(**saved["state"])
+        except (RuntimeError, KeyError, ValueError, TypeError) as exc:  # wrong shapes, types or entries
+            message = " ".join(str(exc).split())[:200]
+            raise InputError(f"the checkpoint does not fit this run ({type(exc).__name__}: {message}); remove it or "
+                             "drop --resume", checkpointer.path(task)) from None
         logger.info("resumed task %d at step %d", task, state.step)
     prepare_model(peft_model, settings)
     rng_after_last_step = generator.get_state()

@@ -71,3 +71,25 @@ def test_bad_input_exit_2_and_nothing_written(fusion, tmp_path, how):
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # no output, no checkpoint, no log
     if how == "exists":
         assert (tmp_path / "out/keep.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--n-heads", "0", "--n-heads must be a positive integer"),
+    ("--embed-dim", "30", "must be divisible by the number of heads"),  # 30 is not a multiple of the 8 heads
+    ("--max-positions", "0", "--max-positions must be a positive integer"),
+    ("--alpha-init", "nan", "--alpha-init must be a finite number"),
+    ("--mu-target", "inf", "--mu-target is out of range"),
+    ("--lr", "nan", "--lr is out of range"),
+])
+def test_every_option_is_checked_before_any_model_loads(fusion, tmp_path, monkeypatch, flag, value, message):
+    import hf_fuse.run
+
+    def must_not_load(*args, **kwargs):
+        raise AssertionError("a model was loaded before the options were checked")
+
+    monkeypatch.setattr(hf_fuse.run, "load_model_and_tokenizer", must_not_load)
+    argv = [str(fusion["plan"]), "--base-model", str(fusion["base"]), "--replay", str(fusion["replay"]), "-o",
+            str(tmp_path / "out"), "--embed-dim", "auto", flag, value]
+    result = CliRunner().invoke(main, argv)
+    assert result.exit_code == 2 and message in result.stderr, result.output
+    assert not (tmp_path / "out").exists()

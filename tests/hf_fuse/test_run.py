@@ -130,8 +130,12 @@ class _RunsCode:
         return (open, (str(self.marker), "w"))
 
 
-@pytest.mark.parametrize("content", ["hostile", "truncated", "random"])
-def test_resume_refuses_unsafe_or_broken_checkpoints_without_running_them(fusion, tmp_path, content):
+@pytest.mark.parametrize("content, message", [
+    ("hostile", "not a checkpoint this tool can load safely"), ("truncated", "not a checkpoint this tool can load safely"),
+    ("random", "not a checkpoint this tool can load safely"), ("wrong_shape", "the checkpoint does not fit this run"),
+    ("not_ours", "not an hf-fuse checkpoint"),
+])
+def test_resume_refuses_unsafe_or_broken_checkpoints_without_running_them(fusion, tmp_path, content, message):
     run(_job(fusion, tmp_path / "out", max_steps=4, checkpoint_every=2))  # leaves out.ckpt/task0.pt at step 2
     checkpoint = tmp_path / "out.ckpt/task0.pt"
     marker = tmp_path / "pwned"
@@ -139,11 +143,18 @@ def test_resume_refuses_unsafe_or_broken_checkpoints_without_running_them(fusion
         torch.save({"fingerprint": _RunsCode(marker)}, checkpoint)
     elif content == "truncated":
         checkpoint.write_bytes(checkpoint.read_bytes()[:100])
+    elif content == "wrong_shape":
+        saved = torch.load(checkpoint, weights_only=True)
+        key = next(iter(saved["hypernets"]))
+        saved["hypernets"][key] = torch.zeros(3, 5)
+        torch.save(saved, checkpoint)
+    elif content == "not_ours":
+        torch.save({"weights": torch.zeros(2)}, checkpoint)
     else:
         checkpoint.write_bytes(bytes(range(256)) * 8)
     from hf_common.errors import InputError
 
-    with pytest.raises(InputError, match="not a checkpoint this tool can load safely") as caught:
+    with pytest.raises(InputError, match=message) as caught:
         job = _job(fusion, tmp_path / "again", max_steps=4, checkpoint_every=2)
         run(FuseJob(**{**job.__dict__, "resume": True, "checkpoint_dir": tmp_path / "out.ckpt"}))
     assert "\n" not in str(caught.value) and not marker.exists()
