@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from . import peft_keys
-from .errors import AdapterFormatError, FileAccessError, UnsupportedAdapterError
+from .errors import AdapterFormatError, FileAccessError, UnsupportedAdapterError, one_line
 from .jsonfile import read_json
 from .registry import Family, ModelDims, detect_family
 from .safetensors_io import FLOAT_DTYPES, SafetensorsFile, all_finite, to_float32
@@ -105,7 +105,7 @@ class TorchBinFile:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # torch raises many types for a corrupt pickle/zip
-            raise AdapterFormatError(f"cannot read PyTorch weights ({type(exc).__name__}: {exc})", path) from None
+            raise AdapterFormatError(f"cannot read PyTorch weights ({type(exc).__name__}: {one_line(exc)})", path) from None
         if not isinstance(state, dict):
             raise AdapterFormatError("PyTorch weights are not a state dict", path)
         names = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64"}

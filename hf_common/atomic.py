@@ -7,7 +7,9 @@ the final ``os.replace`` is atomic) and renamed into place only once complete.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -15,13 +17,43 @@ from pathlib import Path
 
 from .errors import FileAccessError, OutputExistsError
 
+logger = logging.getLogger(__name__)
+
 
 def check_output_path(path: Path, force: bool, what: str = "output") -> None:
-    """Refuse an existing destination (unless ``force``) and a missing parent folder, before any work."""
+    """Refuse an existing destination (unless ``force``) and a missing parent folder, before any work; remove what an
+    interrupted earlier write to the same destination left behind."""
+    path = Path(path)
+    remove_stale_leftovers(path)
     if path.exists() and not force:
         raise OutputExistsError(f"{what} exists; pass --force to overwrite it", path)
     if not path.parent.exists():
         raise FileAccessError("the folder for the output does not exist", path.parent)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def remove_stale_leftovers(path: Path) -> list[Path]:
+    """Delete ``.NAME.tmp-PID*`` / ``.NAME.old-PID*`` beside ``path`` whose writing process is gone (killed mid-write);
+    a write still in progress (its process alive) is left alone.  Each removal is named in a warning."""
+    pattern = re.compile(rf"^\.{re.escape(path.name)}\.(?:tmp|old)-(\d+)(?:\D.*)?$")
+    removed = []
+    if path.parent.is_dir():
+        for item in sorted(path.parent.iterdir()):
+            match = pattern.match(item.name)
+            if match and int(match.group(1)) != os.getpid() and not _alive(int(match.group(1))):
+                _remove(item)
+                removed.append(item)
+                logger.warning("removed %s, left by an interrupted earlier write of %s", item, path)
+    return removed
 
 
 def _remove(path: Path) -> None:
@@ -40,7 +72,7 @@ def atomic_folder(out_dir: Path, *, force: bool, what: str = "output folder") ->
     """
     out_dir = Path(out_dir)
     check_output_path(out_dir, force, what)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-{os.getpid()}-", dir=out_dir.parent))
     old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
     try:
         yield tmp

@@ -12,7 +12,7 @@ import click
 
 from .atomic import check_output_path, write_text_atomic
 from .console import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, Console
-from .errors import HFError
+from .errors import HFError, one_line
 
 
 @contextlib.contextmanager
@@ -37,8 +37,7 @@ def errors_to_exit_codes(console: Console) -> Iterator[None]:
     except Exception as exc:  # a bug of ours or of a library: its own exit code, so no pipeline reads it as a verdict
         if console.debug:
             raise
-        message = " ".join(str(exc).split())[:300]
-        console.abort(f"unexpected error ({type(exc).__name__}: {message}); please report it, with the output of "
+        console.abort(f"unexpected error ({type(exc).__name__}: {one_line(exc)}); please report it, with the output of "
                       "--debug", EXIT_INTERNAL)
 
 

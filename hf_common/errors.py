@@ -8,6 +8,16 @@ exception a Python caller would expect (``ValueError`` for bad content,
 
 from __future__ import annotations
 
+import re
+
+_ESCAPES = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # terminal colour and cursor codes some libraries put in messages
+
+
+def one_line(exc: object, limit: int = 300) -> str:
+    """An exception (or any text) as one plain line: escape codes dropped, whitespace collapsed, length capped."""
+    text = " ".join(_ESCAPES.sub("", str(exc)).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
 
 class HFError(Exception):
     """Base class of every error the toolkit raises on purpose."""

@@ -51,9 +51,17 @@ def save_adapter(peft_model, out_dir: Path, *, force: bool, base_model_name: str
             nested.rmdir()
 
 
+def check_adapter(path: Path):
+    """A valid LoRA adapter whose every value is finite (a NaN would train into an all-NaN adapter)."""
+    adapter = load_adapter(path)
+    for module in adapter.modules.values():
+        adapter.factors(module)  # raises, naming the file and the tensor, on NaN or inf
+    return adapter
+
+
 def check_homogeneous(adapters: list[Path]) -> None:
     """Merging needs one base model: same family, layer count and module shapes."""
-    opened = [load_adapter(path) for path in adapters]
+    opened = [check_adapter(path) for path in adapters]
     first = opened[0]
     for other in opened[1:]:
         if other.family.name != first.family.name or other.n_layers != first.n_layers:

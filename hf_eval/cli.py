@@ -184,9 +184,12 @@ def replay_tune(base_model, device, dtype, force, debug, epochs, max_steps, batc
         setup_logging(debug)
         check_output_path(output, force, "output folder")
         load_target = _parse_adapters((str(adapter),))
-        from hf_fuse.data import ReplayConfig, load_replay
+        from hf_fuse.data import ReplayConfig, check_replay_files, load_replay
 
-        from .baselines import save_adapter, trainable_from
+        from .baselines import check_adapter, save_adapter, trainable_from
+
+        check_adapter(adapter)  # before any model loads
+        check_replay_files(list(replay))
 
         settings = _train_settings(epochs, max_steps, batch_size, grad_accum, lr, seed, gradient_checkpointing)
         ref, model, tokenizer, torch_device = _load(base_model, device, dtype)

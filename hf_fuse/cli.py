@@ -7,6 +7,8 @@ Exit codes: 0 fused, 2 bad input or usage (nothing written), 3 training diverged
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import warnings
 from pathlib import Path
@@ -14,7 +16,7 @@ from pathlib import Path
 import click
 
 from hf_common.cli_support import check_json_target, errors_to_exit_codes, int_or_auto, write_json
-from hf_common.console import EXIT_OK, Console, setup_logging
+from hf_common.console import EXIT_BAD_INPUT, EXIT_OK, Console, setup_logging
 
 EXIT_DIVERGED = 3
 
@@ -96,7 +98,8 @@ def main(plans, base_model, replay, output, method, source_models, unlabeled, st
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     warnings.filterwarnings("ignore", category=FutureWarning)  # transformers' own deprecation notices
     console = Console(quiet=quiet, debug=debug, report_to_stderr=json_path == "-")
-    with errors_to_exit_codes(console):
+    log_path = Path(log_file or output.with_name(output.name + ".log"))
+    with _no_log_on_bad_input(log_path), errors_to_exit_codes(console):
         from transformers.utils import logging as transformers_logging
 
         from .data import ReplayConfig
@@ -121,7 +124,7 @@ def main(plans, base_model, replay, output, method, source_models, unlabeled, st
             device=device, dtype=dtype, checkpoint_dir=checkpoint_dir, resume=resume, force=force,
             method=method, method_settings=method_settings,
         )
-        setup_logging(debug, str(log_file or output.with_name(output.name + ".log")))
+        setup_logging(debug, str(log_path))
         try:
             with Progress(console) as progress:
                 report = run(job, progress.event)
@@ -131,6 +134,23 @@ def main(plans, base_model, replay, output, method, source_models, unlabeled, st
         write_json(json_path, report, force=force)
         console.success(f"fused adapter written to {output}")
     raise SystemExit(EXIT_OK)
+
+
+@contextlib.contextmanager
+def _no_log_on_bad_input(log_path: Path):
+    """A run refused for bad input (exit 2) leaves no log it created; a diverged (3) or crashed (4) run keeps it."""
+    existed = log_path.exists()
+    try:
+        yield
+    except SystemExit as exc:
+        if exc.code == EXIT_BAD_INPUT and not existed and log_path.exists():
+            root = logging.getLogger()
+            for handler in list(root.handlers):
+                if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename) == log_path.resolve():
+                    root.removeHandler(handler)
+                    handler.close()
+            log_path.unlink()
+        raise
 
 
 def _method_settings(method, source_models, unlabeled, student, gen_max_new_tokens, gen_batch_size, gen_cache,

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hf_common.errors import ConfigError, FileAccessError, InputError
+from hf_common.errors import ConfigError, FileAccessError, InputError, one_line
 
 if TYPE_CHECKING:
     import torch
@@ -74,10 +74,6 @@ class ReplaySet:
 
 
 # -- reading ---------------------------------------------------------------------------------
-def _one_line(text: object) -> str:
-    return " ".join(str(text).split())
-
-
 def _read_text(path: Path) -> str:
     if not path.exists():
         raise FileAccessError("replay file not found", path)
@@ -86,9 +82,9 @@ def _read_text(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise InputError(f"not UTF-8 text ({_one_line(exc)})", path) from exc
+        raise InputError(f"not UTF-8 text ({one_line(exc)})", path) from exc
     except OSError as exc:
-        raise FileAccessError(f"cannot read replay file ({_one_line(exc.strerror or exc)})", path) from exc
+        raise FileAccessError(f"cannot read replay file ({one_line(exc.strerror or exc)})", path) from exc
 
 
 def _parse_objects(text: str, path: Path) -> list[tuple[str, Any]]:
@@ -101,7 +97,7 @@ def _parse_objects(text: str, path: Path) -> list[tuple[str, Any]]:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             if text.lstrip().startswith("["):
-                raise InputError(f"malformed JSON ({_one_line(exc)})", path) from exc
+                raise InputError(f"malformed JSON ({one_line(exc)})", path) from exc
     if isinstance(data, list):
         return [(f"record {i}", obj) for i, obj in enumerate(data, 1)]
     if data is not None:
@@ -113,7 +109,7 @@ def _parse_objects(text: str, path: Path) -> list[tuple[str, Any]]:
         try:
             pairs.append((f"line {lineno}", json.loads(line)))
         except json.JSONDecodeError as exc:
-            raise InputError(f"line {lineno}: malformed JSON ({_one_line(exc.msg)}, column {exc.colno})", path) from exc
+            raise InputError(f"line {lineno}: malformed JSON ({one_line(exc.msg)}, column {exc.colno})", path) from exc
     return pairs
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from hf_common.errors import ConfigError, HFError, InputError
+from hf_common.errors import ConfigError, HFError, InputError, one_line
 
 from .data import Example, collate
 from .hypernet import HyperNetOutput, HyperNets
@@ -164,8 +164,7 @@ class Checkpointer:
         try:  # weights_only: tensors, numbers, strings and containers only; a pickle that would run code is refused
             data = torch.load(self.path(task), map_location="cpu", weights_only=True)
         except Exception as exc:  # torch raises many types for a truncated, foreign or hostile file
-            message = " ".join(str(exc).split())[:200]
-            raise InputError(f"not a checkpoint this tool can load safely ({type(exc).__name__}: {message})",
+            raise InputError(f"not a checkpoint this tool can load safely ({type(exc).__name__}: {one_line(exc, 200)})",
                              self.path(task)) from None
         if not isinstance(data, dict) or not {"fingerprint", "state", "hypernets", "optimizer", "scheduler",
                                                "rdm_rng"} <= set(data):
@@ -199,8 +198,7 @@ def train(peft_model: nn.Module, examples: list[Example], pad_id: int, groups: l
             generator.set_state(saved["rdm_rng"])
             state = TrainState(**saved["state"])
         except (RuntimeError, KeyError, ValueError, TypeError) as exc:  # wrong shapes, types or entries
-            message = " ".join(str(exc).split())[:200]
-            raise InputError(f"the checkpoint does not fit this run ({type(exc).__name__}: {message}); remove it or "
+            raise InputError(f"the checkpoint does not fit this run ({type(exc).__name__}: {one_line(exc, 200)}); remove it or "
                              "drop --resume", checkpointer.path(task)) from None
         logger.info("resumed task %d at step %d", task, state.step)
     prepare_model(peft_model, settings)

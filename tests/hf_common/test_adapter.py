@@ -177,3 +177,22 @@ def test_config_is_a_json_object(adapters, tmp_path):
     (folder / "adapter_config.json").write_text(json.dumps([1, 2]))
     with pytest.raises(AdapterFormatError, match="expected a JSON object"):
         load_adapter(folder)
+
+
+class _NotATensor:
+    pass
+
+
+def test_refused_legacy_bin_says_so_in_one_plain_line(adapters, tmp_path):
+    import torch
+
+    folder = tmp_path / "legacy"
+    shutil.copytree(adapters["llama"], folder)
+    (folder / "adapter_model.safetensors").unlink()
+    torch.save({"base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight": _NotATensor()},
+               folder / "adapter_model.bin")
+    with pytest.raises(AdapterFormatError) as info:
+        load_adapter(folder)
+    message = str(info.value)
+    assert "cannot read PyTorch weights" in message and "\n" not in message and "\x1b" not in message
+    assert len(message) < 400 + len(str(folder))

@@ -40,3 +40,29 @@ def test_text_file_and_missing_parent(tmp_path):
     assert path.read_text() == "[]"
     with pytest.raises(FileAccessError, match="does not exist"):
         check_output_path(tmp_path / "missing" / "x.json", False)
+
+
+def test_leftovers_of_a_killed_write_are_removed_on_the_next_run(tmp_path, caplog):
+    import logging
+    import os
+    import subprocess
+    import sys
+
+    from hf_common.atomic import atomic_folder
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)  # a process that has exited
+    stale_dir = tmp_path / f".out.tmp-{dead_pid}-x1y2"
+    stale_dir.mkdir()
+    (stale_dir / "half.safetensors").write_bytes(b"half")
+    stale_file = tmp_path / f".out.old-{dead_pid}"
+    stale_file.write_text("old")
+    live = tmp_path / f".out.tmp-{os.getppid()}-busy"  # a write still in progress elsewhere: left alone
+    live.mkdir()
+    other = tmp_path / f".other.tmp-{dead_pid}"  # another destination's leftovers are not ours to judge
+    other.mkdir()
+    with caplog.at_level(logging.WARNING), atomic_folder(tmp_path / "out", force=False) as tmp:
+        (tmp / "x").write_text("new")
+    assert not stale_dir.exists() and not stale_file.exists() and live.exists() and other.exists()
+    assert (tmp_path / "out/x").read_text() == "new"
+    assert str(stale_dir) in caplog.text and str(stale_file) in caplog.text

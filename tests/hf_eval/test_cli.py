@@ -66,3 +66,20 @@ def test_homogeneous_merges_and_refusal_across_families(fusion, tmp_path):
                   "-o", tmp_path / "cross")
     assert refused.exit_code == 2 and "homogeneous merges need adapters of one base model" in refused.stderr
     assert not (tmp_path / "cross").exists()
+
+
+def test_replay_tune_refuses_a_target_with_non_finite_values_before_loading(fusion, tmp_path):
+    import shutil
+
+    from safetensors.torch import save_file
+
+    bad = shutil.copytree(fusion["target"], tmp_path / "nan-target")
+    state = load_file(bad / "adapter_model.safetensors")
+    key = next(k for k in state if "lora_B" in k)
+    state[key][0, 0] = float("nan")
+    save_file(state, bad / "adapter_model.safetensors")
+    result = CliRunner().invoke(main, ["replay-tune", "--base-model", str(fusion["base"]), "--adapter", str(bad), "--replay",
+                                       str(fusion["replay"]), "-o", str(tmp_path / "tuned"), "--max-steps", "1"])
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.exit_code == 2 and len(lines) == 1 and "non-finite" in result.stderr and str(bad) in result.stderr
+    assert not (tmp_path / "tuned").exists()

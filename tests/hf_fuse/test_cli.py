@@ -93,3 +93,11 @@ def test_every_option_is_checked_before_any_model_loads(fusion, tmp_path, monkey
     result = CliRunner().invoke(main, argv)
     assert result.exit_code == 2 and message in result.stderr, result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_a_run_refused_after_logging_started_leaves_no_log(fusion, tmp_path):
+    (tmp_path / "out.ckpt").mkdir()
+    (tmp_path / "out.ckpt/task0.pt").write_bytes(bytes(range(256)) * 4)  # found only once training starts
+    result = _run(fusion, tmp_path, **{"--resume": True})
+    assert result.exit_code == 2 and "task0.pt" in result.stderr, result.output
+    assert not (tmp_path / "out.log").exists() and not (tmp_path / "out").exists()
