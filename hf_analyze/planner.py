@@ -141,11 +141,33 @@ def resolve_block_size(settings: AnalyzeSettings, units: list[Unit]) -> int:
     return tokens.auto_block_size([d for u in units for d in (u.module.d_in, u.d_out)])
 
 
+def _same_adapter(a: Adapter, b: Adapter) -> bool:
+    if a.folder.resolve() == b.folder.resolve():
+        return True
+    return a.weights_path.stat().st_size == b.weights_path.stat().st_size and \
+        a.weights_path.read_bytes() == b.weights_path.read_bytes()
+
+
+def _duplicates(target: Adapter, sources: list[Adapter]) -> list[str]:
+    """Warnings for a source that is the target itself, or another source again (same tensors)."""
+    out = []
+    for index, source in enumerate(sources):
+        if _same_adapter(source, target):
+            out.append(f"source {index} ({source.folder}) is the target adapter itself (same tensors): it brings no "
+                       "other expert's knowledge")
+        for earlier in range(index):
+            if _same_adapter(source, sources[earlier]):
+                out.append(f"source {index} ({source.folder}) is source {earlier} again (same tensors)")
+                break
+    return out
+
+
 def analyze(target_dir: str | Path, source_dirs: list[str | Path], settings: AnalyzeSettings) -> Analysis:
     """Open every adapter and decide where fusion can happen."""
     target = load_adapter(target_dir)
     sources = [load_adapter(path) for path in source_dirs]
     warnings = [w for adapter in (target, *sources) for w in adapter.warnings]
+    warnings += _duplicates(target, sources)
     unmatched: list[dict] = []
     target_units = _units(target, unmatched)
     unmatched.extend(_extra_reasons(target))

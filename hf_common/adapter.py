@@ -275,7 +275,11 @@ def load_adapter(folder: str | Path) -> Adapter:
     model_config = _find_model_config(folder, config)
     family, note = detect_family(config, model_config, list(modules), str(folder))
     _check_layer_consistency(modules, family, weights_path)
-    dims = ModelDims.from_config(model_config)
+    try:
+        dims = ModelDims.from_config(model_config)
+    except ValueError as exc:
+        raise AdapterFormatError(f"{exc} (the base model of {folder})",
+                                 Path(str(config.get("base_model_name_or_path"))) / "config.json") from None
     layers = [loc[0] for loc in (family.locate(m) for m in modules) if loc]
     if dims.n_layers:
         n_layers, layers_note = dims.n_layers, "config.json"

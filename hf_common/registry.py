@@ -55,7 +55,11 @@ class ModelDims:
             source.update(config["text_config"])
         values = {}
         for name, aliases in _CONFIG_ALIASES.items():
-            values[name] = next((int(source[a]) for a in aliases if isinstance(source.get(a), int)), None)
+            found = next(((a, source[a]) for a in aliases if isinstance(source.get(a), int) and not isinstance(source[a], bool)),
+                         None)
+            if found and found[1] <= 0:  # a broken config must be named as the problem, not read as "nothing matches"
+                raise ValueError(f"the base model's config.json says {found[0]} = {found[1]}; it must be a positive number")
+            values[name] = int(found[1]) if found else None
         flags = frozenset(k for k, v in source.items() if v is True)
         if values["n_kv_heads"] is None and "multi_query" in flags:
             values["n_kv_heads"] = 1

@@ -94,6 +94,13 @@ def _broken(adapters, tmp_path, how):
         key = next(k for k in state if k.endswith("layers.3.mlp.down_proj.lora_A.weight"))
         state[key][1, 1] = float("nan")
         save_file(state, weights)
+    elif how == "config":  # the base model's config.json with an impossible value
+        config_path = tmp_path / "qwen2-base" / "config.json"
+        config_path.parent.mkdir()
+        config_path.write_text(json.dumps({"model_type": "qwen2", "num_hidden_layers": -4, "hidden_size": 48}))
+        adapter_config = json.loads((folder / "adapter_config.json").read_text())
+        adapter_config["base_model_name_or_path"] = str(config_path.parent)
+        (folder / "adapter_config.json").write_text(json.dumps(adapter_config))
     elif how == "shape":
         from safetensors.numpy import load_file, save_file
 
@@ -107,6 +114,7 @@ def _broken(adapters, tmp_path, how):
 @pytest.mark.parametrize("how, message", [
     ("missing", "no such adapter folder"), ("truncated", "truncated"), ("json", "malformed JSON"),
     ("nan", "non-finite values"), ("shape", "lora_A is 8 x 5"),
+    ("config", "config.json says num_hidden_layers = -4; it must be a positive number"),
 ])
 def test_bad_input_is_one_line_exit_2_and_no_output(adapters, tmp_path, how, message):
     source = _broken(adapters, tmp_path, how)
@@ -168,3 +176,12 @@ def test_legacy_bin_without_torch_is_a_clear_error(tmp_path):
     result = _run_without_torch("--target", paths["target"], "--source", legacy, "--check")
     assert result.returncode == 2
     assert "needs PyTorch" in result.stderr and "adapter_model.bin" in result.stderr
+
+
+def test_a_source_that_is_the_target_itself_is_warned_about(adapters):
+    result = run("--target", adapters["llama"], "--source", adapters["llama"], "--source", adapters["qwen2"], "--source",
+                 adapters["qwen2"], "--check", "--json", "-")
+    warnings = json.loads(result.stdout)["warnings"]
+    assert any("source 0" in w and "is the target adapter itself" in w for w in warnings)
+    assert any("source 2" in w and "is source 1 again" in w for w in warnings)
+    assert "is the target adapter itself" in " ".join(result.stderr.split())
