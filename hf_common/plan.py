@@ -322,6 +322,21 @@ class Plan:
         """The target adapter's tensors (a safetensors file held in the plan)."""
         return SafetensorsFile(f"{self.path}:/{TARGET_BLOB}", data=self._file[TARGET_BLOB][()])
 
+    def check_target_tensors(self) -> None:
+        """The target adapter held in the plan has the rank and widths its groups were built for (a plan whose
+        target was swapped for another adapter, checksums recomputed, is refused here)."""
+        tensors = self.target_safetensors()
+        for group in self.groups:
+            a = group.array
+            for key_a, key_b, d_in in zip(a("target/unit_key_a"), a("target/unit_key_b"), a("target/unit_d_in")):
+                for key, expected in ((str(key_a), (group.rank, int(d_in))), (str(key_b), None)):
+                    if key not in tensors.keys():
+                        raise PlanFormatError(f"group {group.name}: the plan's target adapter has no tensor {key!r}", self.path)
+                    shape = tensors.shape(key)
+                    if (expected and shape != expected) or (expected is None and shape[1:] != (group.rank,)):
+                        raise PlanFormatError(f"group {group.name}: the plan's target tensor {key!r} is {list(shape)}, but "
+                                              f"the group was built for rank {group.rank}", self.path)
+
     @property
     def n_sources(self) -> int:
         return sum(1 for entry in self.provenance["inputs"] if entry["role"] == "source")

@@ -111,14 +111,26 @@ def evaluate(base_model, device, dtype, force, debug, adapters, data, output, ma
                             drop_history=drop_history, metric=metric)
         named = _parse_adapters(adapters)
         check_output_path(output, force, "results folder")
-        for path in data:
-            from hf_fuse.data import check_replay_files
+        from hf_fuse.data import check_replay_files
 
-            check_replay_files([path])
+        check_replay_files(list(data))
+        _check_adapters_fit(base_model, named)
         _, model, tokenizer, _ = _load(base_model, device, dtype)
         results = evaluate_adapters(model, tokenizer, named, list(data), config, output, force=force, console=console)
         render(results, console)
         console.success(f"results in {output}")
+
+
+def _check_adapters_fit(base_model: Path, named: dict[str, Path | None]) -> None:
+    """Every adapter's modules exist in the base model with its shapes (meta device: seconds, before any load)."""
+    from hf_common.adapter import load_adapter
+    from hf_fuse.model import check_fit, load_config, resolve_base_model
+
+    ref = resolve_base_model(base_model)
+    config = load_config(ref)
+    for name, path in named.items():
+        if path is not None:
+            check_fit(config, None, ref, tensors=load_adapter(path).tensors, what=f"adapter {name} ({path})")
 
 
 def _parse_adapters(values: tuple[str, ...]) -> dict[str, Path]:

@@ -189,7 +189,12 @@ def check_replay_files(paths: Sequence[str | Path], *, prompts_only: bool = Fals
     if not paths:
         raise ConfigError("no replay files given")
     for path in paths:
-        logger.debug("%s: %d replay records", path, len(load_records(path, prompts_only=prompts_only)))
+        records = load_records(path, prompts_only=prompts_only)
+        if not any(conv.turns[-1][0].strip() for conv in records):
+            raise InputError("every prompt is empty: nothing to ask", path)
+        if not prompts_only and not any(conv.turns[-1][1].strip() for conv in records):
+            raise InputError("every answer is empty: nothing to train or score on", path)
+        logger.debug("%s: %d replay records", path, len(records))
 
 
 # -- formatting ------------------------------------------------------------------------------

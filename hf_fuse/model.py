@@ -96,6 +96,20 @@ def check_fit(config, plan: Plan, ref: BaseModelRef, tensors: SafetensorsFile | 
                              f"was trained for {expected[0]} -> {expected[1]}", ref.label)
 
 
+def family_mismatch(config, plan: Plan, ref: BaseModelRef) -> str | None:
+    """A warning when the base model's family is known and is not the one the plan's target adapter was made for
+    (the shapes can fit by chance; the weights then mean something else)."""
+    from hf_common.registry import families
+
+    expected = plan.provenance["inputs"][0].get("family")
+    model_type = getattr(config, "model_type", None)
+    family = next((f for f in families().values() if model_type in f.model_types), None)
+    if family is None or expected is None or family.name == expected:
+        return None
+    return (f"{ref.label} is a {family.name} model ({model_type}), but the plan's target adapter was made for a {expected} "
+            "model: the shapes fit, the weights may not mean what the adapter expects")
+
+
 def pick_device(requested: str | None) -> torch.device:
     if requested:
         return torch.device(requested)

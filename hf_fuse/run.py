@@ -24,7 +24,16 @@ from . import data as replay_data
 from .export import write_adapter
 from .hypernet import HyperNetConfig
 from .methods import FuseContext, get_method
-from .model import BaseModelRef, check_fit, load_config, load_model_and_tokenizer, pick_device, pick_dtype, resolve_base_model
+from .model import (
+    BaseModelRef,
+    check_fit,
+    family_mismatch,
+    load_config,
+    load_model_and_tokenizer,
+    pick_device,
+    pick_dtype,
+    resolve_base_model,
+)
 from .train import Checkpointer, TrainSettings
 
 logger = logging.getLogger(__name__)
@@ -82,20 +91,25 @@ class FuseJob:
         return self.checkpoint_dir or self.output.with_name(self.output.name + ".ckpt")
 
 
-def preflight(job: FuseJob) -> tuple[list[Plan], BaseModelRef]:
-    """Everything that can fail in seconds: plans, output folder, replay files, base model config and shapes."""
+def preflight(job: FuseJob, warnings: list[str] | None = None) -> tuple[list[Plan], BaseModelRef]:
+    """Everything that can fail in seconds: plans, output folder, replay files, base model config and shapes.
+    What is suspicious but not wrong is appended to ``warnings``."""
     check_output_path(job.output, job.force, "output folder")
     plans = [Plan(path) for path in job.plans]
     try:
         for plan in plans:
             if not plan.groups:
                 raise InputError("the plan has no active group: nothing to fuse", plan.path)
+            plan.check_target_tensors()
         replay_data.check_replay_files(job.replay)
         ref = resolve_base_model(job.base_model)
         config = load_config(ref)
         first = plans[0].target_safetensors()
         for plan in plans:
             check_fit(config, plan, ref)
+            mismatch = family_mismatch(config, plan, ref)
+            if mismatch and warnings is not None and mismatch not in warnings:
+                warnings.append(mismatch)
             if plan is not plans[0] and sorted(plan.target_safetensors().keys()) != sorted(first.keys()):
                 raise InputError("a later task's target adapter must be the same adapter as the first task's "
                                  "(its fused output becomes the next target)", plan.path)
@@ -117,7 +131,10 @@ def _fingerprint(job: FuseJob, plans: list[Plan]) -> dict:
 def run(job: FuseJob, on_event: Callable[[str, object], None] = lambda kind, payload: None) -> dict:
     started = time.perf_counter()
     method = get_method(job.method)(job.method_settings)
-    plans, ref = preflight(job)
+    warnings: list[str] = []
+    plans, ref = preflight(job, warnings)
+    for warning in warnings:
+        logger.warning(warning)
     try:
         method.preflight(job, plans)
     except BaseException:
@@ -143,6 +160,7 @@ def run(job: FuseJob, on_event: Callable[[str, object], None] = lambda kind, pay
                    "n_tokens": replay.n_tokens, "n_answer_tokens": replay.n_answer_tokens},
         "tasks": result.tasks,
         **result.extra,
+        "warnings": warnings,
         "time_s": round(time.perf_counter() - started, 2),
         "peak_memory_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }

@@ -83,3 +83,11 @@ def test_replay_tune_refuses_a_target_with_non_finite_values_before_loading(fusi
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.exit_code == 2 and len(lines) == 1 and "non-finite" in result.stderr and str(bad) in result.stderr
     assert not (tmp_path / "tuned").exists()
+
+
+def test_evaluate_refuses_an_adapter_of_another_base_model_before_loading(fusion, tmp_path):
+    result = CliRunner().invoke(main, ["evaluate", "--base-model", str(fusion["base"]), "--adapter", f"qwen={fusion['qwen']}",
+                                       "--data", str(fusion["replay"]), "-o", str(tmp_path / "results")])
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.exit_code == 2 and len(lines) == 1 and "adapter qwen" in result.stderr, result.output
+    assert not (tmp_path / "results").exists()

@@ -182,3 +182,22 @@ def test_paper_replay_file(chat_tok):
     raw = json.loads(path.read_text(encoding="utf-8"))
     assert all(r.turns[-1][0] == d["instruction"] and r.turns[-1][0].count(d["input"]) == 1 for r, d in zip(records, raw))
     assert format_example(chat_tok, records[0], 256) is not None
+
+
+@pytest.mark.parametrize("rows, message", [
+    ([{"instruction": "Q", "input": "", "output": ""}, {"instruction": "R", "input": "", "output": "  "}],
+     "every answer is empty"),
+    ([{"instruction": "", "input": "", "output": "a"}, {"instruction": " ", "input": "", "output": "b"}],
+     "every prompt is empty"),
+])
+def test_replay_files_with_nothing_to_learn_are_refused_before_loading(tmp_path, rows, message):
+    import json
+
+    from hf_common.errors import InputError
+    from hf_fuse.data import check_replay_files
+
+    path = tmp_path / "empty.json"
+    path.write_text(json.dumps(rows))
+    with pytest.raises(InputError, match=message) as info:
+        check_replay_files([path])
+    assert str(path) in str(info.value)

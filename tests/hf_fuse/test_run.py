@@ -158,3 +158,54 @@ def test_resume_refuses_unsafe_or_broken_checkpoints_without_running_them(fusion
         job = _job(fusion, tmp_path / "again", max_steps=4, checkpoint_every=2)
         run(FuseJob(**{**job.__dict__, "resume": True, "checkpoint_dir": tmp_path / "out.ckpt"}))
     assert "\n" not in str(caught.value) and not marker.exists()
+
+
+def test_preflight_warns_about_a_base_model_of_another_family_with_fitting_shapes(fusion, tmp_path):
+    import shutil
+
+    from hf_fuse.run import preflight
+
+    other = shutil.copytree(fusion["base"], tmp_path / "qwen-shaped")
+    config = json.loads((other / "config.json").read_text())
+    config.update(model_type="qwen2", architectures=["Qwen2ForCausalLM"])
+    (other / "config.json").write_text(json.dumps(config))
+    warnings: list[str] = []
+    plans, _ = preflight(FuseJob(**{**_job(fusion, tmp_path / "out").__dict__, "base_model": other}), warnings)
+    for plan in plans:
+        plan.close()
+    assert len(warnings) == 1 and "is a qwen2 model" in warnings[0] and "made for a llama model" in warnings[0]
+    same: list[str] = []
+    for plan in preflight(_job(fusion, tmp_path / "out2"), same)[0]:
+        plan.close()
+    assert same == []
+
+
+def test_a_plan_whose_target_was_swapped_for_another_rank_is_refused(fusion, tmp_path):
+    import io
+    import shutil
+
+    import h5py
+    import numpy as np
+
+    from hf_common import plan as plan_format
+    from hf_common.errors import PlanFormatError
+    from hf_common.safetensors_io import SafetensorsFile, write_safetensors
+
+    swapped = shutil.copy(fusion["plan"], tmp_path / "swapped.h5")
+    with h5py.File(swapped, "r+") as handle:  # the target adapter replaced by one of rank 2, checksums recomputed
+        blob = SafetensorsFile("blob", data=handle[plan_format.TARGET_BLOB][()])
+        tensors = {k: (blob.float32(k)[:2] if ".lora_A." in k else blob.float32(k)[:, :2]) for k in blob.keys()}
+        buffer = io.BytesIO()
+        write_safetensors(buffer, tensors)
+        del handle[plan_format.TARGET_BLOB]
+        data = np.frombuffer(buffer.getvalue(), np.uint8)
+        handle.create_dataset(plan_format.TARGET_BLOB, data=data).attrs["sha256"] = plan_format._digest(data)
+        hashes = {}
+        handle.visititems(lambda path, node: hashes.__setitem__(path, node.attrs["sha256"])
+                          if isinstance(node, h5py.Dataset) else None)
+        attrs = {k: handle.attrs[k] for k in ("format", "format_version", "created_by", "created_at")}
+        attrs = {k: (int(v) if k == "format_version" else str(v)) for k, v in attrs.items()}
+        handle.attrs["checksum"] = plan_format._combine(hashes, attrs)
+    with pytest.raises(PlanFormatError, match="was built for rank 4"):
+        run(_job(fusion, tmp_path / "out", plans=[swapped], max_steps=1))
+    assert not (tmp_path / "out").exists()
