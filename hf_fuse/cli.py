@@ -51,6 +51,17 @@ EXIT_DIVERGED = 3
               help="project: scale of every projected source update.")
 @click.option("--project-map", type=click.Choice(["assignment", "lstsq"]), default="assignment", show_default=True,
               help="project: pair coordinates by neuron matching (assignment) or by ridge least squares (lstsq).")
+@click.option("--preset", type=click.Choice(["default", "paper"]), default="default", show_default=True,
+              help="paper: the authors' released code where the paper is silent (xavier init, weight decay 0.01, no "
+                   "clipping, warm-up rounded down, alpha reset per task); flags given explicitly still win.")
+@click.option("--init", type=click.Choice(["torch", "xavier"]), default=None,
+              help="HyperNet Linear init: PyTorch's default (default) or xavier-uniform with zero bias (paper preset).")
+@click.option("--weight-decay", type=float, default=None, help="AdamW weight decay (default 0; paper preset 0.01).")
+@click.option("--max-grad-norm", type=float, default=None, help="Gradient clipping norm, 0 = off (default 1; paper preset 0).")
+@click.option("--warmup-rounding", type=click.Choice(["up", "down"]), default=None,
+              help="Warm-up steps rounded up (default) or down (paper preset).")
+@click.option("--reset-alpha/--carry-alpha", default=None,
+              help="Sequential tasks: start each task's α at --alpha-init (paper preset) or carry it over (default).")
 @click.option("--epochs", type=float, default=3.0, show_default=True, help="Passes over the replay mix.")
 @click.option("--max-steps", type=int, default=None, help="Optimiser steps (overrides --epochs); 0 exports without training.")
 @click.option("--batch-size", type=int, default=1, show_default=True, help="Examples per micro-batch.")
@@ -88,10 +99,11 @@ EXIT_DIVERGED = 3
 @click.option("-q", "--quiet", is_flag=True, help="Print only errors.")
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logging.")
 def main(plans, base_model, replay, output, method, source_models, unlabeled, student, gen_max_new_tokens, gen_batch_size,
-         gen_cache, align_tokens, ridge, project_weight, project_map, epochs, max_steps, batch_size, grad_accum, lr, warmup_ratio,
-         alpha_init, mu_gate, lambda_reg, mu_target, sigma, n_proj, embed_dim, n_heads, max_positions, cutoff_len,
-         max_examples_per_file, drop_history, ablate, no_gradient_checkpointing, seed, device, dtype, checkpoint_every,
-         checkpoint_dir, resume, json_path, log_file, force, quiet, debug) -> None:
+         gen_cache, preset, init, weight_decay, max_grad_norm, warmup_rounding, reset_alpha, align_tokens, ridge,
+         project_weight, project_map, epochs, max_steps, batch_size, grad_accum, lr, warmup_ratio, alpha_init, mu_gate,
+         lambda_reg, mu_target, sigma, n_proj, embed_dim, n_heads, max_positions, cutoff_len, max_examples_per_file,
+         drop_history, ablate, no_gradient_checkpointing, seed, device, dtype, checkpoint_every, checkpoint_dir, resume,
+         json_path, log_file, force, quiet, debug) -> None:
     """Fuse the sources of PLAN.h5 into its target adapter; several plans run as a sequential pipeline."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is ever downloaded at run time
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -109,16 +121,20 @@ def main(plans, base_model, replay, output, method, source_models, unlabeled, st
 
         transformers_logging.disable_progress_bar()
         check_json_target(json_path, force)
+        chosen = resolve_preset(preset, init=init, weight_decay=weight_decay, max_grad_norm=max_grad_norm,
+                                warmup_rounding=warmup_rounding, reset_alpha=reset_alpha)
         method_settings = _method_settings(method, source_models, unlabeled, student, gen_max_new_tokens, gen_batch_size,
                                            gen_cache, align_tokens, ridge, project_weight, project_map)
         job = FuseJob(
             plans=list(plans), base_model=base_model, replay=list(replay), output=output,
             net=NetSettings(embed_dim=int_or_auto(embed_dim), n_heads=n_heads, max_positions=max_positions,
-                            alpha_init=alpha_init, mu_gate=mu_gate),
+                            alpha_init=alpha_init, mu_gate=mu_gate, init=chosen["init"]),
             train=TrainSettings(epochs=epochs, max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum, lr=lr,
                                 warmup_ratio=warmup_ratio, lambda_reg=lambda_reg, mu_target=mu_target, sigma=sigma,
                                 n_proj=n_proj, ablate=tuple(ablate), seed=seed,
-                                gradient_checkpointing=not no_gradient_checkpointing, checkpoint_every=checkpoint_every),
+                                gradient_checkpointing=not no_gradient_checkpointing, checkpoint_every=checkpoint_every,
+                                weight_decay=chosen["weight_decay"], max_grad_norm=chosen["max_grad_norm"],
+                                warmup_rounding=chosen["warmup_rounding"], reset_alpha=chosen["reset_alpha"]),
             replay_config=ReplayConfig(cutoff_len=cutoff_len, max_examples_per_file=max_examples_per_file, seed=seed,
                                        drop_history=drop_history),
             device=device, dtype=dtype, checkpoint_dir=checkpoint_dir, resume=resume, force=force,
@@ -134,6 +150,17 @@ def main(plans, base_model, replay, output, method, source_models, unlabeled, st
         write_json(json_path, report, force=force)
         console.success(f"fused adapter written to {output}")
     raise SystemExit(EXIT_OK)
+
+
+PRESETS = {  # where the paper is silent: our defaults, and what the authors' released code does
+    "default": {"init": "torch", "weight_decay": 0.0, "max_grad_norm": 1.0, "warmup_rounding": "up", "reset_alpha": False},
+    "paper": {"init": "xavier", "weight_decay": 0.01, "max_grad_norm": 0.0, "warmup_rounding": "down", "reset_alpha": True},
+}
+
+
+def resolve_preset(preset: str, **given) -> dict:
+    """The preset's values, with every flag the user gave explicitly (not None) taking precedence."""
+    return {key: given[key] if given.get(key) is not None else value for key, value in PRESETS[preset].items()}
 
 
 @contextlib.contextmanager

@@ -33,6 +33,7 @@ class HyperNetConfig:
     mu_gate: float = 0.10
     alpha_init: float = 0.3
     ablate_denoise: bool = False
+    init: str = "torch"  # torch: PyTorch's default Linear init; xavier: xavier-uniform weights, zero biases
 
     def __post_init__(self) -> None:
         for flag, value in (("--block-size", self.block_size), ("--rank", self.rank), ("--embed-dim", self.embed_dim),
@@ -43,6 +44,8 @@ class HyperNetConfig:
             raise ConfigError(f"--embed-dim ({self.embed_dim}) must be divisible by the number of heads ({self.n_heads})")
         if self.embed_dim % 4:
             raise ConfigError(f"--embed-dim ({self.embed_dim}) must be divisible by 4 (the gate MLP width is embed_dim // 4)")
+        if self.init not in ("torch", "xavier"):
+            raise ConfigError(f"--init must be torch or xavier, got {self.init!r}")
         for flag, value in (("--mu-gate", self.mu_gate), ("--alpha-init", self.alpha_init)):
             if not math.isfinite(float(value)):
                 raise ConfigError(f"{flag} must be a finite number, got {value!r}")
@@ -112,6 +115,11 @@ class HyperNet(nn.Module):
         self.positions = nn.Embedding(config.max_positions, d)
         self.attention = nn.MultiheadAttention(d, config.n_heads, batch_first=True)
         self.decoder = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, config.token_dim))
+        if config.init == "xavier":
+            for module in self.modules():
+                if isinstance(module, nn.Linear):
+                    nn.init.xavier_uniform_(module.weight)
+                    nn.init.zeros_(module.bias)
         nn.init.zeros_(self.decoder[-1].weight)
         nn.init.zeros_(self.decoder[-1].bias)
         self.alpha = nn.Parameter(torch.tensor(float(config.alpha_init)))

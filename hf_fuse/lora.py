@@ -28,7 +28,7 @@ def train_lora(peft_model, examples: list[Example], pad_id: int, settings: Train
     params = [p for p in peft_model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay,
                                   fused=device.type in ("cpu", "cuda"))
-    scheduler = get_cosine_schedule_with_warmup(optimizer, math.ceil(settings.warmup_ratio * total), max(total, 1))
+    scheduler = get_cosine_schedule_with_warmup(optimizer, settings.warmup_steps(total), max(total, 1))
     if settings.gradient_checkpointing:
         peft_model.base_model.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         peft_model.base_model.model.enable_input_require_grads()
@@ -44,7 +44,7 @@ def train_lora(peft_model, examples: list[Example], pad_id: int, settings: Train
             total_loss += loss.item()
         if not math.isfinite(total_loss):
             raise TrainingDiverged(f"non-finite loss at step {step + 1} ({total_loss}); nothing was written")
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, settings.clip_norm)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)

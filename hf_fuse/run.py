@@ -47,6 +47,7 @@ class NetSettings:
     max_positions: int = 4096
     alpha_init: float = 0.3
     mu_gate: float = 0.10
+    init: str = "torch"
 
     def __post_init__(self) -> None:
         if self.embed_dim != "auto" and not (isinstance(self.embed_dim, int) and self.embed_dim > 0):
@@ -59,7 +60,7 @@ class NetSettings:
         embed = auto_embed_dim(block_size * rank, self.n_heads) if self.embed_dim == "auto" else int(self.embed_dim)
         return HyperNetConfig(block_size=block_size, rank=rank, embed_dim=embed, n_heads=self.n_heads,
                               max_positions=self.max_positions, mu_gate=self.mu_gate, alpha_init=self.alpha_init,
-                              ablate_denoise=ablate_denoise)
+                              ablate_denoise=ablate_denoise, init=self.init)
 
 
 def auto_embed_dim(token_dim: int, n_heads: int) -> int:

@@ -34,6 +34,9 @@ class HyperNetMethod(FusionMethod):
                 config = job.net.config(group.block_size, group.rank, "denoise" in job.train.ablate)
                 if group.name in hypernets and hypernets[group.name].config == config:
                     carried.append(group.name)
+                    if job.train.reset_alpha:  # the authors' pipeline starts each task's alpha afresh
+                        with torch.no_grad():
+                            hypernets[group.name].alpha.fill_(config.alpha_init)
                 else:
                     hypernets[group.name] = HyperNet(config).to(ctx.device)
             active = HyperNets({g.name: hypernets[g.name] for g in groups})

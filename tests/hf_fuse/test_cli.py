@@ -101,3 +101,33 @@ def test_a_run_refused_after_logging_started_leaves_no_log(fusion, tmp_path):
     result = _run(fusion, tmp_path, **{"--resume": True})
     assert result.exit_code == 2 and "task0.pt" in result.stderr, result.output
     assert not (tmp_path / "out.log").exists() and not (tmp_path / "out").exists()
+
+
+def test_paper_preset_sets_the_authors_choices_and_flags_still_win(fusion, tmp_path):
+    from hf_fuse.cli import resolve_preset
+
+    assert resolve_preset("paper") == {"init": "xavier", "weight_decay": 0.01, "max_grad_norm": 0.0,
+                                       "warmup_rounding": "down", "reset_alpha": True}
+    assert resolve_preset("paper", weight_decay=0.0)["weight_decay"] == 0.0
+    assert resolve_preset("default")["init"] == "torch"
+    result = _run(fusion, tmp_path, **{"--preset": "paper", "--max-grad-norm": "2", "--json": tmp_path / "r.json"})
+    assert result.exit_code == 0, result.output
+    train = json.loads((tmp_path / "r.json").read_text())["settings"]["train"]
+    assert train["weight_decay"] == 0.01 and train["max_grad_norm"] == 2.0 and train["warmup_rounding"] == "down"
+    assert train["reset_alpha"] is True
+    assert json.loads((tmp_path / "r.json").read_text())["settings"]["net"]["init"] == "xavier"
+
+
+def test_xavier_init_keeps_the_zero_decoder_and_floor_warmup():
+    import torch
+
+    from hf_fuse.hypernet import HyperNet, HyperNetConfig
+    from hf_fuse.train import TrainSettings
+
+    torch.manual_seed(0)
+    net = HyperNet(HyperNetConfig(block_size=4, rank=2, embed_dim=16, n_heads=2, init="xavier"))
+    assert float(net.decoder[-1].weight.abs().sum()) == 0.0  # step 0 still exports the target unchanged
+    assert float(net.encoder.row_proj.bias.abs().sum()) == 0.0 and float(net.decoder[0].bias.abs().sum()) == 0.0
+    assert TrainSettings(warmup_ratio=0.05, warmup_rounding="down").warmup_steps(10) == 0
+    assert TrainSettings(warmup_ratio=0.05).warmup_steps(10) == 1
+    assert TrainSettings(max_grad_norm=0.0).clip_norm == float("inf")
