@@ -1,3 +1,5 @@
 """hf-analyze: CPU-only analysis of LoRA adapters across model families into a fusion plan."""
 
-__version__ = "0.2.0"
+from hf_common import __version__
+
+__all__ = ["__version__"]

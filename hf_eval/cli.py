@@ -17,6 +17,7 @@ from pathlib import Path
 
 import click
 
+from hf_common import __version__
 from hf_common.atomic import check_output_path
 from hf_common.cli_support import errors_to_exit_codes
 from hf_common.console import Console, setup_logging
@@ -79,6 +80,7 @@ def _train_settings(epochs, max_steps, batch_size, grad_accum, lr, seed, gradien
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="hf-eval")
 def main() -> None:
     """Evaluate adapters and build baselines (experts, replay-tune, homogeneous merges)."""
 

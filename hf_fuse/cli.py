@@ -15,6 +15,7 @@ from pathlib import Path
 
 import click
 
+from hf_common import __version__
 from hf_common.cli_support import check_json_target, errors_to_exit_codes, int_or_auto, write_json
 from hf_common.console import EXIT_BAD_INPUT, EXIT_OK, Console, setup_logging
 
@@ -22,6 +23,7 @@ EXIT_DIVERGED = 3
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="hf-fuse")
 @click.argument("plans", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="PLAN.h5...")
 @click.option("--base-model", required=True, type=click.Path(path_type=Path), metavar="PATH",
               help="Target base model: a Hugging Face model folder, a .gguf file, a folder with one .gguf, or smollm2 / gemma3.")

@@ -34,3 +34,12 @@ def test_unexpected_errors_exit_4_with_one_line(cli, fusion, tmp_path, monkeypat
     assert not [p for p in tmp_path.iterdir()]  # nothing written
     debug = CliRunner().invoke(entry, [str(a) for a in argv] + ["--debug"])
     assert isinstance(debug.exception, RuntimeError)
+
+
+@pytest.mark.parametrize("module, prog", [("hf_analyze.cli", "hf-analyze"), ("hf_fuse.cli", "hf-fuse"),
+                                          ("hf_eval.cli", "hf-eval")])
+def test_every_cli_answers_version(module, prog):
+    from hf_common import __version__
+
+    result = CliRunner().invoke(__import__(module, fromlist=["main"]).main, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"{prog}, version {__version__}"
