@@ -12,6 +12,7 @@ import click
 
 from hf_common.atomic import check_output_path
 from hf_common.cli_support import check_json_target, errors_to_exit_codes, int_or_auto, write_json
+from hf_common.config_file import config_option, dump, resolved_config
 from hf_common.console import EXIT_NOTHING_TO_FUSE, EXIT_OK, Console, setup_logging
 from hf_common.plan import Plan
 
@@ -37,6 +38,7 @@ from . import __version__
 @click.option("-q", "--quiet", is_flag=True, help="Print only errors.")
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logging.")
 @click.version_option(__version__, prog_name="hf-analyze")
+@config_option
 @click.pass_context
 def main(ctx: click.Context, target, sources, output, block_size, transfer_ratio, layer_map, json_path, check,
          force, quiet, debug) -> None:
@@ -71,7 +73,8 @@ def main(ctx: click.Context, target, sources, output, block_size, transfer_ratio
         report = build_report(analysis)
         if analysis.compatible:
             with console.err.status("tokenising and writing the plan" if not check else "validating tensors"):
-                execute(analysis, report, None if check else output, force=force)
+                execute(analysis, report, None if check else output, force=force,
+                        config_text=dump(resolved_config(ctx)))
         render(report, console)
         write_json(json_path, report, force=force)
         if analysis.compatible and not check:

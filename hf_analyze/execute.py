@@ -60,7 +60,8 @@ def _adapter_blob(target: Adapter) -> np.ndarray:
     return np.frombuffer(buffer.getvalue(), np.uint8)
 
 
-def execute(analysis: Analysis, report: dict, output: Path | None, *, force: bool = False) -> None:
+def execute(analysis: Analysis, report: dict, output: Path | None, *, force: bool = False,
+            config_text: str | None = None) -> None:
     """Write the plan to ``output`` atomically; with ``output=None`` only validate all tensor data."""
     adapters = [analysis.target, *analysis.sources]
     files = [path for adapter in adapters for path in adapter.files]
@@ -76,6 +77,8 @@ def execute(analysis: Analysis, report: dict, output: Path | None, *, force: boo
             settings = dict(report["settings"])
             writer.write_text("settings", json.dumps(settings))
             writer.write_text("report", json.dumps(report))
+            if config_text is not None:  # the resolved hf-analyze options (``--config`` re-runs them)
+                writer.write_text("config", config_text)
             writer.write_text("target_config", (analysis.target.folder / CONFIG_NAME).read_text())
             writer.add_target_adapter(_adapter_blob(analysis.target))
             for index, source in enumerate(analysis.sources):

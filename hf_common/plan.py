@@ -312,6 +312,10 @@ class Plan:
         if _combine(hashes, attrs) != self.checksum:
             raise PlanFormatError("plan checksum mismatch (datasets added, removed or renamed)", self.path)
 
+    def config_text(self) -> str | None:
+        """The hf-analyze options that wrote this plan, as YAML (plans from before 0.2 have none)."""
+        return self.text("config") if "meta/config" in self._file else None
+
     def text(self, name: str) -> str:
         return self._file[f"meta/{name}"].asstr()[0]
 

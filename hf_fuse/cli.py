@@ -17,12 +17,14 @@ import click
 
 from hf_common import __version__
 from hf_common.cli_support import check_json_target, errors_to_exit_codes, int_or_auto, write_json
+from hf_common.config_file import config_option, dump, resolved_config
 from hf_common.console import EXIT_BAD_INPUT, EXIT_OK, Console, setup_logging
 
 EXIT_DIVERGED = 3
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@config_option
 @click.version_option(__version__, prog_name="hf-fuse")
 @click.argument("plans", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="PLAN.h5...")
 @click.option("--base-model", required=True, type=click.Path(path_type=Path), metavar="PATH",
@@ -32,9 +34,10 @@ EXIT_DIVERGED = 3
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), metavar="OUT_DIR",
               help="Folder for the fused PEFT adapter (must be new unless --force).")
 @click.option("--method", default="hypernet", show_default=True, metavar="NAME",
-              help="Fusion method: hypernet (the paper's) or distill (the source experts answer --unlabeled prompts).")
+              help="Fusion method: hypernet (the paper's), distill (the source experts answer --unlabeled prompts) "
+                   "or project (activation-aligned projection, training-free).")
 @click.option("--source-model", "source_models", multiple=True, metavar="INDEX=PATH",
-              help="distill: base model of plan source INDEX (folder, .gguf, smollm2 / gemma3); one per source.")
+              help="distill, project: base model of plan source INDEX (folder, .gguf, smollm2 / gemma3); one per source.")
 @click.option("--unlabeled", multiple=True, metavar="[INDEX=]FILE",
               help="distill: prompts for the source experts (Alpaca/chat; any output is ignored); INDEX= sends a file "
                    "to one source only.")
@@ -141,6 +144,7 @@ def main(plans, base_model, replay, output, method, source_models, unlabeled, st
                                        drop_history=drop_history),
             device=device, dtype=dtype, checkpoint_dir=checkpoint_dir, resume=resume, force=force,
             method=method, method_settings=method_settings,
+            record={"fusion_config.yaml": dump(resolved_config(click.get_current_context()))},
         )
         setup_logging(debug, str(log_path))
         try:

@@ -71,9 +71,11 @@ def _group_metrics(group: GroupTensors, hypernet: nn.Module, output, target: dic
 
 
 def write_adapter(out_dir: Path, config: dict, tensors: dict[str, torch.Tensor], *, force: bool,
-                  extra_files: dict[str, dict] | None = None) -> None:
+                  extra_files: dict[str, dict] | None = None, extra_texts: dict[str, str] | None = None) -> None:
     """Write the adapter folder to a temporary name, then rename it into place."""
     with atomic_folder(out_dir, force=force) as tmp:
         write_adapter_folder(tmp, config, tensors)
         for name, payload in (extra_files or {}).items():
             (tmp / name).write_text(json.dumps(payload, indent=2) + "\n")
+        for name, text in (extra_texts or {}).items():
+            (tmp / name).write_text(text)

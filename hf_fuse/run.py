@@ -86,6 +86,7 @@ class FuseJob:
     force: bool = False
     method: str = "hypernet"
     method_settings: Any = None  # the method's own settings dataclass (e.g. DistillSettings), if it has one
+    record: dict[str, str] = field(default_factory=dict)  # extra text files for the output folder (the resolved config)
 
     @property
     def checkpoints(self) -> Path:
@@ -167,7 +168,8 @@ def run(job: FuseJob, on_event: Callable[[str, object], None] = lambda kind, pay
     }
     if device.type == "cuda":
         report["peak_gpu_memory_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
-    write_adapter(job.output, result.config, result.tensors, force=job.force, extra_files={"fusion_report.json": report})
+    write_adapter(job.output, result.config, result.tensors, force=job.force, extra_files={"fusion_report.json": report},
+                  extra_texts=job.record)
     for plan in plans:
         plan.close()
     return report

@@ -185,3 +185,27 @@ def test_a_source_that_is_the_target_itself_is_warned_about(adapters):
     assert any("source 0" in w and "is the target adapter itself" in w for w in warnings)
     assert any("source 2" in w and "is source 1 again" in w for w in warnings)
     assert "is the target adapter itself" in " ".join(result.stderr.split())
+
+
+def test_config_file_and_the_plan_keeps_the_resolved_options(adapters, tmp_path):
+    import yaml
+
+    from hf_common.plan import Plan
+
+    config = tmp_path / "analyze.yaml"
+    config.write_text(yaml.safe_dump({"target": str(adapters["llama"]), "source": [str(adapters["qwen2"])],
+                                      "block-size": "auto", "transfer-ratio": 0.5}))
+    result = run("--config", config, "-o", tmp_path / "plan.h5")
+    assert result.exit_code == 0, result.output
+    with Plan(tmp_path / "plan.h5") as plan:
+        recorded = yaml.safe_load(plan.config_text())
+        assert plan.settings["transfer_ratio"] == 0.5
+    assert recorded["transfer-ratio"] == 0.5 and recorded["source"] == [str(adapters["qwen2"])]
+    (tmp_path / "again.yaml").write_text(plan_config := yaml.safe_dump(recorded))
+    assert "json" not in yaml.safe_load(plan_config)  # where to report is not part of the job
+    again = run("--config", tmp_path / "again.yaml", "-o", tmp_path / "again.h5")
+    assert again.exit_code == 0, again.output
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("transfer-ratio: high\n")
+    refused = run("--config", bad, "--target", adapters["llama"], "--source", adapters["qwen2"], "--check")
+    assert refused.exit_code == 2 and "key 'transfer-ratio'" in refused.stderr and str(bad) in refused.stderr

@@ -131,3 +131,37 @@ def test_xavier_init_keeps_the_zero_decoder_and_floor_warmup():
     assert TrainSettings(warmup_ratio=0.05, warmup_rounding="down").warmup_steps(10) == 0
     assert TrainSettings(warmup_ratio=0.05).warmup_steps(10) == 1
     assert TrainSettings(max_grad_norm=0.0).clip_norm == float("inf")
+
+
+def test_config_file_round_trip_gives_the_same_fused_adapter(fusion, tmp_path):
+    first = _run(fusion, tmp_path, **{"--lr": "3e-3", "--seed": "5"})
+    assert first.exit_code == 0, first.output
+    recorded = tmp_path / "out/fusion_config.yaml"
+    import yaml
+
+    config = yaml.safe_load(recorded.read_text())
+    assert config["lr"] == 3e-3 and config["seed"] == 5 and config["plans"] == [str(fusion["plan"])]
+    again = CliRunner().invoke(main, ["--config", str(recorded), "-o", str(tmp_path / "again")])
+    assert again.exit_code == 0, again.output
+    a = (tmp_path / "out/adapter_model.safetensors").read_bytes()
+    assert a == (tmp_path / "again/adapter_model.safetensors").read_bytes()
+    override = CliRunner().invoke(main, ["--config", str(recorded), "-o", str(tmp_path / "other"), "--seed", "6"])
+    assert override.exit_code == 0 and yaml.safe_load((tmp_path / "other/fusion_config.yaml").read_text())["seed"] == 6
+
+
+@pytest.mark.parametrize("text, message", [
+    ("lr: 1e-3\nlearning-rate: 2\n", "unknown key 'learning-rate'"),
+    ("max-steps: lots\n", "key 'max-steps'"),
+    ("- a\n- b\n", "must be a mapping"),
+    ("lr: [1, 2]\n", "key 'lr' must be a single value"),
+    ("seed: {a: 1}\n", "key 'seed' must be a single value"),
+    ("lr: !!python/object/apply:os.system ['true']\n", "not valid YAML"),
+])
+def test_bad_config_files_are_refused_naming_the_key_and_the_file(fusion, tmp_path, text, message):
+    config = tmp_path / "fuse.yaml"
+    config.write_text(text)
+    result = CliRunner().invoke(main, ["--config", str(config), str(fusion["plan"]), "--base-model", str(fusion["base"]),
+                                       "--replay", str(fusion["replay"]), "-o", str(tmp_path / "out")])
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.exit_code == 2 and len(lines) == 1 and message in result.stderr, result.output
+    assert str(config) in result.stderr and not (tmp_path / "out").exists()
