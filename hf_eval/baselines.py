@@ -36,8 +36,9 @@ def trainable_from(model, adapter_dir: Path):
 
 
 def save_adapter(peft_model, out_dir: Path, *, force: bool, base_model_name: str | None = None,
-                 adapter_name: str = "default") -> None:
-    """Save one adapter of ``peft_model`` to ``out_dir`` atomically (temporary folder, then rename)."""
+                 adapter_name: str = "default", card_text: str | None = None) -> None:
+    """Save one adapter of ``peft_model`` to ``out_dir`` atomically (temporary folder, then rename), with our model
+    card in place of PEFT's empty template."""
     if base_model_name:
         peft_model.peft_config[adapter_name].base_model_name_or_path = base_model_name
     with atomic_folder(out_dir, force=force) as tmp:
@@ -49,6 +50,8 @@ def save_adapter(peft_model, out_dir: Path, *, force: bool, base_model_name: str
             for item in nested.iterdir():
                 os.replace(item, tmp / item.name)
             nested.rmdir()
+        if card_text is not None:
+            (tmp / "README.md").write_text(card_text)
 
 
 def check_adapter(path: Path):

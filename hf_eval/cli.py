@@ -180,7 +180,10 @@ def train_expert(base_model, device, dtype, force, debug, epochs, max_steps, bat
         torch.manual_seed(seed)
         peft_model = new_lora(model, rank, alpha)
         history = _train_with_progress(console, peft_model, examples, tokenizer, settings, torch_device)
-        save_adapter(peft_model, output, force=force, base_model_name=ref.label)
+        save_adapter(peft_model, output, force=force, base_model_name=ref.label, card_text=_card(
+            "LoRA expert", ref.label, "Trained by `hf-eval train-expert` (PEFT LoRA on all seven projections).",
+            {"data": [str(d) for d in data], "rank / alpha": f"{rank} / {alpha}", "settings": _settings_line(settings),
+             "loss": f"{history[0]['loss']:.4f} -> {history[-1]['loss']:.4f}"}, ["expert"]))
         console.success(f"expert written to {output} (loss {history[0]['loss']:.4f} -> {history[-1]['loss']:.4f})")
 
 
@@ -210,8 +213,12 @@ def replay_tune(base_model, device, dtype, force, debug, epochs, max_steps, batc
         examples = load_replay(list(replay), tokenizer, ReplayConfig(cutoff_len=cutoff_len, seed=seed, drop_history=drop_history,
                                                                      max_examples_per_file=max_examples_per_file)).examples
         peft_model = trainable_from(model, next(iter(load_target.values())))
-        _train_with_progress(console, peft_model, examples, tokenizer, settings, torch_device)
-        save_adapter(peft_model, output, force=force, base_model_name=ref.label)
+        history = _train_with_progress(console, peft_model, examples, tokenizer, settings, torch_device)
+        save_adapter(peft_model, output, force=force, base_model_name=ref.label, card_text=_card(
+            "Replay-tuned adapter (baseline)", ref.label,
+            "The target adapter trained further on replay data by `hf-eval replay-tune`: the baseline a fusion must beat.",
+            {"target adapter": str(adapter), "replay": [str(r) for r in replay], "settings": _settings_line(settings),
+             "loss": f"{history[0]['loss']:.4f} -> {history[-1]['loss']:.4f}"}, ["baseline", "replay-tune"], adapter))
         console.success(f"replay-tuned adapter written to {output}")
 
 
@@ -237,7 +244,10 @@ def merge(base_model, device, dtype, force, debug, adapters, weights, method, de
         check_homogeneous(list(adapters))  # before loading any weights
         ref, model, _, _ = _load(base_model, device, dtype)
         peft_model = merge_adapters(model, list(adapters), list(weights) or [1.0] * len(adapters), method, density)
-        save_adapter(peft_model, output, force=force, base_model_name=ref.label, adapter_name="merged")
+        save_adapter(peft_model, output, force=force, base_model_name=ref.label, adapter_name="merged", card_text=_card(
+            f"Merged adapter ({method})", ref.label, f"PEFT `add_weighted_adapter` ({method}) of adapters of one base model, "
+            "by `hf-eval merge`.", {"adapters": [str(a) for a in adapters], "weights": list(weights) or "1 each",
+                                   "density": density}, ["merge", method], *adapters))
         console.success(f"{method} merge of {len(adapters)} adapters written to {output}")
 
 
@@ -259,6 +269,18 @@ def null_source(source, output, seed, force, debug) -> None:
         check_output_path(output, force, "output folder")
         summary = write_null_source(source, output, seed=seed, force=force)
         console.success(f"null-source of {source} (seed {seed}, {summary['tensors']} tensors) written to {output}")
+
+
+def _card(title, base_model, how, details, tags, *inputs) -> str:
+    from hf_common.model_card import card, license_of
+
+    return card(title=title, base_model=base_model, how=how, details=details, tags=tags,
+                license=license_of(*[Path(i) for i in inputs]))
+
+
+def _settings_line(settings) -> str:
+    length = f"{settings.max_steps} optimiser steps" if settings.max_steps is not None else f"{settings.epochs:g} epochs"
+    return f"lr {settings.lr}, {length}, batch {settings.batch_size} x {settings.grad_accum}, seed {settings.seed}"
 
 
 def _train_with_progress(console, peft_model, examples, tokenizer, settings, device):

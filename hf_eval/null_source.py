@@ -20,6 +20,7 @@ import numpy as np
 
 from hf_common.adapter import CONFIG_NAME, load_adapter
 from hf_common.atomic import atomic_folder
+from hf_common.model_card import CARD_NAME, card, license_of
 from hf_common.safetensors_io import float32_to_bf16_bits, write_safetensors
 
 WEIGHTS_NAME = "adapter_model.safetensors"
@@ -53,5 +54,12 @@ def write_null_source(source: Path, output: Path, *, seed: int = 0, force: bool 
     with atomic_folder(output, force=force, what="output folder") as tmp:
         (tmp / CONFIG_NAME).write_text(json.dumps(adapter.config, indent=2) + "\n")
         write_safetensors(tmp / WEIGHTS_NAME, tensors, dtypes=dtypes, metadata=provenance)
+        (tmp / CARD_NAME).write_text(card(
+            title="Null-source control (knows nothing)", base_model=adapter.base_model,
+            how="Every tensor of the source adapter replaced by Gaussian noise of that tensor's Frobenius norm "
+                "(`hf-eval null-source`). Fuse it in place of the source: what that fusion still gains came from the "
+                "replay data, not from the expert. Not for use as a model.",
+            details={"null-source of": str(source), "seed": seed, "tensors": len(tensors)},
+            tags=["null-source", "control"], license=license_of(source)))
     return {"source": str(source), "output": str(output), "seed": seed, "tensors": len(tensors),
             "weights_from": adapter.weights_path.name}

@@ -168,8 +168,9 @@ def run(job: FuseJob, on_event: Callable[[str, object], None] = lambda kind, pay
     }
     if device.type == "cuda":
         report["peak_gpu_memory_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    texts = {**job.record, "README.md": fused_card(job, plans, result.config, report)}
     write_adapter(job.output, result.config, result.tensors, force=job.force, extra_files={"fusion_report.json": report},
-                  extra_texts=job.record)
+                  extra_texts=texts)
     for plan in plans:
         plan.close()
     return report
@@ -179,3 +180,25 @@ def _method_settings(job: FuseJob) -> dict:
     if job.method_settings is None:
         return {}
     return {job.method: json.loads(json.dumps(asdict(job.method_settings), default=str))}
+
+
+def fused_card(job: FuseJob, plans: list[Plan], config: dict, report: dict) -> str:
+    """The fused adapter's model card: method, target and sources with their families and base models, plan
+    checksums, settings; the target's licence when its card names one."""
+    from hf_common.model_card import card, license_of
+
+    inputs = plans[-1].provenance["inputs"]
+    target = inputs[0]
+    sources = [f"{e['family']} ({e.get('base_model') or 'base model not recorded'}; {e['path']})" for e in inputs[1:]]
+    steps = sum(task["steps"] for task in report["tasks"])
+    details = {"method": report["method"], "target adapter": f"{target['family']} ({target['path']})",
+               "sources": sources, "plans": [f"{p.path} (sha256 {p.checksum[:16]}…)" for p in plans],
+               "settings": f"lr {job.train.lr}, {steps} optimiser steps, batch {job.train.batch_size} x "
+                           f"{job.train.grad_accum}, seed {job.train.seed}", "replay": [str(p) for p in job.replay],
+               "fusion report": "fusion_report.json (per group: alpha, update norms, Eq. 11 bound)"}
+    target_folder = Path(target["path"])
+    return card(title=f"Fused LoRA adapter ({report['method']})", base_model=config.get("base_model_name_or_path"),
+                how=f"Made by `hf-fuse --method {report['method']}`: what the source experts know, fused into the target "
+                    "adapter for the target's base model.", details=details,
+                tags=[f"fusion-{report['method']}", target["family"], *{e["family"] for e in inputs[1:]}],
+                license=license_of(target_folder if target_folder.is_dir() else None))

@@ -41,6 +41,10 @@ def test_train_expert_and_replay_tune(fusion, tmp_path):
     result = run("train-expert", "--base-model", fusion["base"], "--data", fusion["replay"], "-o", tmp_path / "expert",
                  "--max-steps", "3", "--batch-size", "4", "--lr", "1e-3")
     assert result.exit_code == 0, result.output
+    from hf_common.model_card import read_front_matter
+
+    assert read_front_matter(tmp_path / "expert")["base_model"] == str(fusion["base"])
+    assert "expert" in read_front_matter(tmp_path / "expert")["tags"]
     expert = load_file(tmp_path / "expert/adapter_model.safetensors")
     assert len(expert) == 4 * 7 * 2 and any(".lora_B." in k and v.abs().sum() > 0 for k, v in expert.items())
     tuned = run("replay-tune", "--base-model", fusion["base"], "--adapter", fusion["target"], "--replay", fusion["replay"],

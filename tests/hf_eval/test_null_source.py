@@ -81,3 +81,17 @@ def test_null_source_refuses_bad_input_and_writes_nothing(adapters, tmp_path):
     assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
     assert run("null-source", adapters["llama"], "-o", existing, "--force").exit_code == 0
     assert (existing / "adapter_model.safetensors").exists() and not (existing / "keep.txt").exists()
+
+
+def test_null_source_card_says_what_it_is_and_keeps_the_licence(adapters, tmp_path):
+    import shutil
+
+    from hf_common.model_card import read_front_matter
+
+    source = shutil.copytree(adapters["llama"], tmp_path / "licensed")
+    (source / "README.md").write_text("---\nlicense: apache-2.0\nbase_model: some/model\n---\n")
+    assert run("null-source", source, "-o", tmp_path / "null").exit_code == 0
+    front = read_front_matter(tmp_path / "null")
+    assert front["license"] == "apache-2.0" and front["library_name"] == "peft" and "null-source" in front["tags"]
+    assert front["base_model"] == load_adapter(source).base_model
+    assert "knows nothing" in (tmp_path / "null/README.md").read_text()

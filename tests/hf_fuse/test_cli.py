@@ -31,6 +31,12 @@ def test_cli_fuses_and_writes_report(fusion, tmp_path):
     assert report["format"] == "heterofusion-fusion-report" and len(report["tasks"][0]["history"]) == 1
     assert (tmp_path / "out/adapter_model.safetensors").exists() and (tmp_path / "out.log").exists()
     assert "q_proj.r4" in result.output
+    from hf_common.model_card import read_front_matter
+
+    front = read_front_matter(tmp_path / "out")
+    assert front["library_name"] == "peft" and "fusion-hypernet" in front["tags"] and "llama" in front["tags"]
+    assert front["base_model"] == json.loads((tmp_path / "out/adapter_config.json").read_text())["base_model_name_or_path"]
+    assert str(fusion["plan"]) in (tmp_path / "out/README.md").read_text()
 
 
 def _bad(fusion, tmp_path, how):

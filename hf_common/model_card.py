@@ -1,0 +1,67 @@
+"""Model cards: the ``README.md`` every adapter folder we write carries, as PEFT and mergekit write them.
+
+YAML front matter (``base_model``, ``library_name: peft``, ``tags``, ``license`` where one is written
+down) and a body that says how the adapter was made.  Licences are copied from the inputs' own cards,
+never guessed.  :func:`read_front_matter` reads such a card back (also other tools' cards).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+CARD_NAME = "README.md"
+_FRONT = re.compile(r"\A---\s*\n(.*?)\n---\s*(\n|\Z)", re.S)
+
+
+def read_front_matter(folder: Path) -> dict:
+    """The YAML front matter of ``folder/README.md`` (an empty dict when there is none or it does not parse)."""
+    import yaml
+
+    path = Path(folder) / CARD_NAME
+    try:
+        match = _FRONT.match(path.read_text(encoding="utf-8"))
+        data = yaml.safe_load(match.group(1)) if match else None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def card(*, title: str, base_model: str | None, how: str, details: dict[str, object] | None = None,
+         tags: list[str] | None = None, license: str | None = None, scores: dict | None = None) -> str:
+    """The text of a model card."""
+    import yaml
+
+    front = {"base_model": base_model, "library_name": "peft",
+             "tags": ["heterofusion", "lora", *(tags or [])]}
+    if license:
+        front["license"] = license
+    lines = ["---", yaml.safe_dump({k: v for k, v in front.items() if v is not None}, sort_keys=False).strip(), "---", "",
+             f"# {title}", "", how, ""]
+    if details:
+        lines += ["| | |", "|---|---|"]
+        lines += [f"| {key} | {_cell(value)} |" for key, value in details.items()]
+        lines.append("")
+    if scores:
+        lines += ["## Scores (`hf-eval evaluate`)", "", "| task | precision | recall | F1 |", "|---|---|---|---|"]
+        lines += [f"| {task} | {100 * s['precision']:.1f} | {100 * s['recall']:.1f} | {100 * s['f1']:.1f} |"
+                  for task, s in scores.items()]
+        lines.append("")
+    lines.append("Written by the HeteroFusion toolkit. Load with `PeftModel.from_pretrained(base_model, this_folder)`.")
+    return "\n".join(lines) + "\n"
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, (list, tuple)):
+        value = ", ".join(map(str, value))
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def license_of(*folders: Path | None) -> str | None:
+    """The licence written in the first of ``folders`` whose card names one."""
+    for folder in folders:
+        if folder is not None:
+            value = read_front_matter(folder).get("license")
+            if isinstance(value, str) and value.strip():
+                return value.strip()
+    return None
