@@ -93,6 +93,7 @@ class Analysis:
     groups: list[Group]
     unmatched: list[dict]
     warnings: list[str]
+    licenses: list[dict] = field(default_factory=list)
 
     @property
     def compatible(self) -> bool:
@@ -141,6 +142,26 @@ def resolve_block_size(settings: AnalyzeSettings, units: list[Unit]) -> int:
     return tokens.auto_block_size([d for u in units for d in (u.module.d_in, u.d_out)])
 
 
+def licences_side_by_side(target: Adapter, sources: list[Adapter]) -> list[dict]:
+    """Each adapter's licence and base model as its own model card writes them, and its base model folder's licence
+    when that folder is on disk.  Never guessed: what is not written down stays None."""
+    from hf_common.model_card import read_front_matter
+
+    out = []
+    for role, index, adapter in [("target", None, target), *(("source", i, s) for i, s in enumerate(sources))]:
+        front = read_front_matter(adapter.folder)
+        base = adapter.base_model
+        base_front = read_front_matter(Path(base)) if base and Path(base).is_dir() else {}
+        out.append({"role": role, "index": index, "adapter": str(adapter.folder),
+                    "license": _text(front.get("license")), "card_base_model": _text(front.get("base_model")),
+                    "base_model": base, "base_model_license": _text(base_front.get("license"))})
+    return out
+
+
+def _text(value) -> str | None:
+    return str(value) if isinstance(value, (str, int, float)) and str(value).strip() else None
+
+
 def _same_adapter(a: Adapter, b: Adapter) -> bool:
     if a.folder.resolve() == b.folder.resolve():
         return True
@@ -168,6 +189,10 @@ def analyze(target_dir: str | Path, source_dirs: list[str | Path], settings: Ana
     sources = [load_adapter(path) for path in source_dirs]
     warnings = [w for adapter in (target, *sources) for w in adapter.warnings]
     warnings += _duplicates(target, sources)
+    licenses = licences_side_by_side(target, sources)
+    distinct = sorted({value for entry in licenses for value in (entry["license"], entry["base_model_license"]) if value})
+    if len(distinct) > 1:
+        warnings.append(f"the inputs' licences differ ({', '.join(distinct)}): check that they allow this fusion")
     unmatched: list[dict] = []
     target_units = _units(target, unmatched)
     unmatched.extend(_extra_reasons(target))
@@ -223,7 +248,7 @@ def analyze(target_dir: str | Path, source_dirs: list[str | Path], settings: Ana
     for source_index_, (source, pairs) in enumerate(zip(sources, maps)):
         if not pairs:
             warnings.append(f"source {source_index_} ({source.folder}): its layer map is empty, it contributes nothing")
-    return Analysis(settings, block_size, target, sources, maps, ordered, unmatched, warnings)
+    return Analysis(settings, block_size, target, sources, maps, ordered, unmatched, warnings, licenses)
 
 
 def _why_unmatched(unit: Unit, source_roles: set[str], mapped: list[dict]) -> str:

@@ -75,6 +75,7 @@ def build_report(analysis: Analysis) -> dict:
         "layer_maps": [[list(pair) for pair in pairs] for pairs in analysis.layer_maps],
         "groups": groups,
         "unmatched": analysis.unmatched,
+        "licenses": analysis.licenses,
         "warnings": analysis.warnings,
     }
 
@@ -143,6 +144,12 @@ def render(report: dict, console: Console) -> None:
     )
     if report["unmatched"]:
         console.table("Target modules left untouched", ["modules", "reason"], _untouched_rows(report["unmatched"]))
+    if report.get("licenses"):
+        console.table("Licences (as the model cards write them; never guessed)",
+                      ["input", "adapter licence", "base model", "base model licence"],
+                      [[f"{e['role']}{'' if e['index'] is None else ' ' + str(e['index'])}", e["license"] or "not written down",
+                        e["card_base_model"] or e["base_model"] or "-", e["base_model_license"] or "not written down"]
+                       for e in report["licenses"]])
     for warning in report["warnings"]:
         console.warning(warning)
     if report["compatible"]:

@@ -209,3 +209,19 @@ def test_config_file_and_the_plan_keeps_the_resolved_options(adapters, tmp_path)
     bad.write_text("transfer-ratio: high\n")
     refused = run("--config", bad, "--target", adapters["llama"], "--source", adapters["qwen2"], "--check")
     assert refused.exit_code == 2 and "key 'transfer-ratio'" in refused.stderr and str(bad) in refused.stderr
+
+
+def test_licences_are_shown_side_by_side_and_a_difference_is_warned_about(adapters, tmp_path):
+    target = shutil.copytree(adapters["llama"], tmp_path / "t")
+    source = shutil.copytree(adapters["qwen2"], tmp_path / "s")
+    (target / "README.md").write_text("---\nlicense: apache-2.0\nbase_model: meta-llama/x\n---\n")
+    (source / "README.md").write_text("---\nlicense: cc-by-nc-4.0\n---\n# a card\n")
+    result = run("--target", target, "--source", source, "--check", "--json", "-")
+    report = json.loads(result.stdout)
+    jsonschema.validate(report, SCHEMA)
+    by_role = {e["role"]: e for e in report["licenses"]}
+    assert by_role["target"]["license"] == "apache-2.0" and by_role["target"]["card_base_model"] == "meta-llama/x"
+    assert by_role["source"]["license"] == "cc-by-nc-4.0" and by_role["source"]["base_model_license"] is None
+    assert any("licences differ (apache-2.0, cc-by-nc-4.0)" in w for w in report["warnings"])
+    plain = run("--target", adapters["llama"], "--source", adapters["qwen2"], "--check", "--json", "-")
+    assert all(e["license"] is None for e in json.loads(plain.stdout)["licenses"])  # nothing written, nothing guessed
