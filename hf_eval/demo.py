@@ -76,7 +76,7 @@ def main(work: Path) -> None:
                       lr=1e-4, seed=0)
     lr, _ = study.pick_lr(lambda lr: (f"replay-tune-lr{lr:g}", study.replay_tune(f"replay-tune-lr{lr:g}", target, replay,
                                                                                 lr=lr, seed=0)),
-                          (1e-4, 3e-4, 1e-3), [data["ner"]["val"], data["relations"]["val"]], "replay-tune")
+                          (3e-4, 1e-3), [data["ner"]["val"], data["relations"]["val"]], "replay-tune")
     adapters = dict(zip(ROWS, (target, fused, null, work / f"replay-tune-lr{lr:g}")))
     scores = study.evaluate_many("heldout", adapters, [data["ner"]["heldout"], data["relations"]["heldout"]])
     rows = [[name, *(f"{100 * s['tasks'][t]['f1']:.1f}" for t in ("ner", "relations")), f"{100 * s['macro']['f1']:.1f}",
