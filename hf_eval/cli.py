@@ -19,7 +19,7 @@ import click
 
 from hf_common import __version__
 from hf_common.atomic import check_output_path
-from hf_common.cli_support import errors_to_exit_codes
+from hf_common.cli_support import check_json_target, errors_to_exit_codes, write_json
 from hf_common.console import Console, setup_logging
 
 COMMON = [
@@ -29,6 +29,7 @@ COMMON = [
     click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default=None,
                  help="Model dtype (default: bfloat16 on GPU, float32 on CPU)."),
     click.option("--force", is_flag=True, help="Replace an existing output folder."),
+    click.option("-q", "--quiet", is_flag=True, help="Print only errors."),
     click.option("--debug", is_flag=True, help="Show tracebacks and debug logging."),
 ]
 TRAINING = [
@@ -98,16 +99,20 @@ def main() -> None:
 @click.option("--drop-history", is_flag=True, help="Zero-shot prompts: drop earlier turns.")
 @click.option("--metric", type=click.Choice(["auto", "set", "relation", "exact"]), default="auto", show_default=True,
               help="How answers are scored (auto: from the instruction and gold answers).")
-def evaluate(base_model, device, dtype, force, debug, adapters, data, output, max_new_tokens, batch_size, max_examples,
-             drop_history, metric) -> None:
+@click.option("--json", "json_path", metavar="PATH|-", help="Also write the scores as JSON ('-': stdout), as hf-analyze and "
+              "hf-fuse do.")
+def evaluate(base_model, device, dtype, force, quiet, debug, adapters, data, output, max_new_tokens, batch_size, max_examples,
+             drop_history, metric, json_path) -> None:
     """Generate answers (greedy) for held-out data and score them."""
     from .evaluate import evaluate_adapters, render
 
-    console = Console(debug=debug)
+    console = Console(quiet=quiet, debug=debug, report_to_stderr=json_path == "-")
     with errors_to_exit_codes(console):
         _quiet_libraries()
         setup_logging(debug)
         from .generate import EvalConfig
+
+        check_json_target(json_path, force)
 
         config = EvalConfig(max_new_tokens=max_new_tokens, batch_size=batch_size, max_examples=max_examples,
                             drop_history=drop_history, metric=metric)
@@ -120,6 +125,7 @@ def evaluate(base_model, device, dtype, force, debug, adapters, data, output, ma
         _, model, tokenizer, _ = _load(base_model, device, dtype)
         results = evaluate_adapters(model, tokenizer, named, list(data), config, output, force=force, console=console)
         render(results, console)
+        write_json(json_path, results, force=force)
         console.success(f"results in {output}")
 
 
@@ -159,10 +165,10 @@ def _parse_adapters(values: tuple[str, ...]) -> dict[str, Path]:
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Adapter folder to write.")
 @click.option("--rank", type=int, default=8, show_default=True, help="LoRA rank.")
 @click.option("--alpha", type=float, default=16, show_default=True, help="LoRA alpha.")
-def train_expert(base_model, device, dtype, force, debug, epochs, max_steps, batch_size, grad_accum, lr, cutoff_len,
+def train_expert(base_model, device, dtype, force, quiet, debug, epochs, max_steps, batch_size, grad_accum, lr, cutoff_len,
                  max_examples_per_file, drop_history, seed, gradient_checkpointing, data, output, rank, alpha) -> None:
     """Train a LoRA expert (all seven projections) with PEFT."""
-    console = Console(debug=debug)
+    console = Console(quiet=quiet, debug=debug)
     with errors_to_exit_codes(console):
         _quiet_libraries()
         setup_logging(debug)
@@ -192,10 +198,10 @@ def train_expert(base_model, device, dtype, force, debug, epochs, max_steps, bat
 @click.option("--adapter", required=True, type=click.Path(path_type=Path), help="The target adapter to tune further.")
 @click.option("--replay", "replay", multiple=True, required=True, type=click.Path(path_type=Path), help="Replay data.")
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Adapter folder to write.")
-def replay_tune(base_model, device, dtype, force, debug, epochs, max_steps, batch_size, grad_accum, lr, cutoff_len,
+def replay_tune(base_model, device, dtype, force, quiet, debug, epochs, max_steps, batch_size, grad_accum, lr, cutoff_len,
                 max_examples_per_file, drop_history, seed, gradient_checkpointing, adapter, replay, output) -> None:
     """Train the target adapter further on the replay mix (the paper's same-backbone baseline)."""
-    console = Console(debug=debug)
+    console = Console(quiet=quiet, debug=debug)
     with errors_to_exit_codes(console):
         _quiet_libraries()
         setup_logging(debug)
@@ -231,9 +237,9 @@ def replay_tune(base_model, device, dtype, force, debug, epochs, max_steps, batc
               help="PEFT add_weighted_adapter combination type.")
 @click.option("--density", type=float, default=0.5, show_default=True, help="Kept fraction for TIES / DARE.")
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Adapter folder to write.")
-def merge(base_model, device, dtype, force, debug, adapters, weights, method, density, output) -> None:
+def merge(base_model, device, dtype, force, quiet, debug, adapters, weights, method, density, output) -> None:
     """Homogeneous merge through PEFT (refused when the adapters' base models differ)."""
-    console = Console(debug=debug)
+    console = Console(quiet=quiet, debug=debug)
     with errors_to_exit_codes(console):
         _quiet_libraries()
         setup_logging(debug)
@@ -256,14 +262,15 @@ def merge(base_model, device, dtype, force, debug, adapters, weights, method, de
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Adapter folder to write.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the noise.")
 @click.option("--force", is_flag=True, help="Replace an existing output folder.")
+@click.option("-q", "--quiet", is_flag=True, help="Print only errors.")
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logging.")
-def null_source(source, output, seed, force, debug) -> None:
+def null_source(source, output, seed, force, quiet, debug) -> None:
     """The null-source control of a source expert: same config, keys, shapes and dtypes, every tensor replaced
     by Gaussian noise of that tensor's Frobenius norm.  Fuse it in place of SRC_ADAPTER: what that run still
     gains came from the replay data, not from the expert's knowledge.  Needs no model and no torch."""
     from .null_source import write_null_source
 
-    console = Console(debug=debug)
+    console = Console(quiet=quiet, debug=debug)
     with errors_to_exit_codes(console):
         setup_logging(debug)
         check_output_path(output, force, "output folder")

@@ -95,3 +95,11 @@ def test_evaluate_refuses_an_adapter_of_another_base_model_before_loading(fusion
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.exit_code == 2 and len(lines) == 1 and "adapter qwen" in result.stderr, result.output
     assert not (tmp_path / "results").exists()
+
+
+def test_evaluate_json_to_stdout_and_quiet(fusion, tmp_path):
+    result = CliRunner().invoke(main, ["evaluate", "--base-model", str(fusion["base"]), "--adapter", f"t={fusion['target']}",
+                                       "--data", str(fusion["replay"]), "-o", str(tmp_path / "r"), "--max-examples", "2",
+                                       "--max-new-tokens", "4", "--json", "-", "-q"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["adapters"]["t"]["tasks"]["replay"]["n_examples"] == 2  # stdout is pure JSON
