@@ -34,6 +34,16 @@ def tiny_tokenizer(template: str | None = CHATML):
     return fast
 
 
+def fill_lora(peft_model, generator, scale: float = 0.1) -> None:
+    """Random, non-zero LoRA factors (PEFT starts B at zero, which would make every adapter a no-op)."""
+    import torch
+
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_" in name:
+                param.copy_(torch.randn(param.shape, generator=generator) * scale)
+
+
 def replay_records(n: int, seed: int = 0) -> list[dict]:
     """Synthetic extraction examples in Alpaca form: 'Text: w1 w2 w3' -> 'type: word; ...'."""
     import random
@@ -74,16 +84,10 @@ def make_fusion_setting(root: Path, n_layers: int = 4, n_examples: int = 24) -> 
                                                   target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
                                                                   "up_proj", "down_proj"]))
     generator = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for name, param in peft_model.named_parameters():
-            if "lora_" in name:
-                param.copy_(torch.randn(param.shape, generator=generator) * 0.1)
+    fill_lora(peft_model, generator)
     peft_model.peft_config["default"].base_model_name_or_path = str(root / "base")
     peft_model.save_pretrained(root / "target")
-    with torch.no_grad():  # a second expert of the same base model, for homogeneous merges
-        for name, param in peft_model.named_parameters():
-            if "lora_" in name:
-                param.copy_(torch.randn(param.shape, generator=generator) * 0.1)
+    fill_lora(peft_model, generator)  # a second expert of the same base model, for homogeneous merges
     peft_model.save_pretrained(root / "sibling")
     qwen = make_peft_adapter(root / "qwen2", "qwen2", n_layers=3, hidden=48, rank=8, alpha=16, seed=2)
     gemma = make_peft_adapter(root / "gemma3", "gemma3", n_layers=2, hidden=40, rank=2, alpha=4, seed=3)
@@ -170,11 +174,7 @@ def make_source_model(root: Path, family: str = "qwen2", hidden: int = 48, n_lay
     tokenizer.save_pretrained(root / "base")
     peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj", "o_proj",
                                                                                      "gate_proj", "up_proj", "down_proj"]))
-    generator = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for name, param in peft_model.named_parameters():
-            if "lora_" in name:
-                param.copy_(torch.randn(param.shape, generator=generator) * 0.1)
+    fill_lora(peft_model, torch.Generator().manual_seed(seed + 1))
     peft_model.peft_config["default"].base_model_name_or_path = str(root / "base")
     peft_model.save_pretrained(root / "expert")
     return {"base": root / "base", "expert": root / "expert"}
