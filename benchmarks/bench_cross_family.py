@@ -171,6 +171,7 @@ def main() -> None:
     meta = {"mode": args.mode, "settings": asdict(mode), "commit": git_commit(), "date": date.today().isoformat(),
             "device": device_name(), "target_task": TARGET_TASK, "source_tasks": list(mode.sources)}
     results = {**meta, "experts": {}, "runs": [], "chosen_lr": {}, "validation": {}}
+    results.update(earlier_results(work / "results.json", meta))
     publish = HERE / "results" if args.publish else None
 
     def record(run: dict, adapter: Path | None, step: str | None) -> None:
@@ -258,6 +259,20 @@ def main() -> None:
                     record({"name": name, "method": method, "seed": seed, **setting, "source_labels_per_task": n,
                             "null_source": null, "lr_chosen_at_source_labels": tune_at}, adapter, name)
     console.success(f"results in {work / 'results.md'}" + (f" and {publish}" if publish else ""))
+
+
+def earlier_results(path: Path, meta: dict) -> dict:
+    """What an earlier invocation on the same work folder measured with the same settings (other ``--labels`` or
+    ``--methods`` allowed), so that results accumulate instead of being replaced."""
+    if not path.exists():
+        return {}
+    earlier = json.loads(path.read_text())
+
+    before, now = earlier.get("settings", {}), json.loads(json.dumps(meta["settings"]))  # tuples and lists alike
+    shared = (set(before) & set(now)) - {"labels"}  # a setting added since (for a new method) does not count
+    if earlier.get("mode") != meta["mode"] or any(before[k] != now[k] for k in shared):
+        return {}
+    return {key: earlier[key] for key in ("experts", "expert_scores", "runs", "chosen_lr", "validation") if key in earlier}
 
 
 def _prf(score: dict) -> dict:

@@ -86,3 +86,17 @@ def test_report_gives_means_shares_and_paired_intervals(tmp_path):
     assert "| 0 | hypernet (null sources) | 3 | 0.0001 | 50.0 ± 0.0 | 0.0 ± 0.0 |" in text
     assert "b 50 %" in text  # fusion recovers half of the expert's F1 on its task
     assert "+50.0 [+0.0, +100.0]" in text  # the two-example interval of task b
+
+
+def test_results_accumulate_across_invocations_with_the_same_settings(tmp_path):
+    from dataclasses import asdict, replace
+
+    settings = asdict(bench.MODES["cpu"])
+    earlier = {"mode": "cpu", "settings": settings, "runs": [{"name": "hypernet-L0-lr0.0003-s0"}], "experts": {"x": 0.5}}
+    (tmp_path / "results.json").write_text(json.dumps(earlier))
+    other_labels = {"mode": "cpu", "settings": asdict(replace(bench.MODES["cpu"], labels=(0,)))}
+    kept = bench.earlier_results(tmp_path / "results.json", other_labels)
+    assert kept["runs"] == earlier["runs"] and kept["experts"] == {"x": 0.5}
+    other_budget = {"mode": "cpu", "settings": asdict(replace(bench.MODES["cpu"], n_heldout=60))}
+    assert bench.earlier_results(tmp_path / "results.json", other_budget) == {}
+    assert bench.earlier_results(tmp_path / "missing.json", other_labels) == {}
