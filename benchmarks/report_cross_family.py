@@ -116,12 +116,43 @@ def render(results: dict) -> str:
                      f"{100 * comp['tasks'][t]['high']:+.1f}]" for t in [*tasks, "macro"]]
             lines.append(f"| {comp['source_labels_per_task']} | {comp['comparison']} | {len(comp['seeds'])} | "
                          + " | ".join(cells) + " |")
+    bar = bar_rows(results)
+    if bar:
+        lines += ["", "## The bar of issue 11 (0 source labels, mean over seeds)", "",
+                  "Pass needs all three: each source task at least 50 % of its expert's F1; the null-source twin at "
+                  "least 20 F1 points lower there; the target task at most 1 F1 point below the target alone.", "",
+                  "| method | source task F1 (share of expert) | null-source twin F1 | gap | target task change | pass |",
+                  "|---|---|---|---|---|---|", *bar]
     lines += ["", "## Every run", "", "| run | " + " | ".join(f"{t} P / R / F1" for t in tasks) + " | train s | peak MiB |",
               "|---|" + "---|" * (len(tasks) + 2)]
     for run in results["runs"]:
         cells = [" / ".join(f"{100 * run['tasks'][t][k]:.1f}" for k in ("precision", "recall", "f1")) for t in tasks]
         lines.append(f"| {run['name']} | " + " | ".join(cells) + f" | {run['train_seconds']:.0f} | {run['train_peak_mib']:.0f} |")
     return "\n".join(lines) + "\n"
+
+
+def bar_rows(results: dict) -> list[str]:
+    """Per method with a null-source twin, at 0 source labels: the three conditions of the bar."""
+    target_task, experts = results["target_task"], results.get("experts", {})
+    alone = next((r["tasks"][target_task]["f1"] for r in results["runs"] if r["method"] == "target"), None)
+    by_group = groups(results["runs"])
+    rows = []
+    for (labels, method, null), runs in sorted(by_group.items(), key=lambda kv: str(kv[0])):
+        twin = by_group.get((labels, method, True))
+        if labels != 0 or null or not twin or alone is None:
+            continue
+        cells, ok = [], True
+        for task in results["source_tasks"]:
+            real = mean_std([r["tasks"][task]["f1"] for r in runs])[0]
+            noise = mean_std([r["tasks"][task]["f1"] for r in twin])[0]
+            share = real / experts[task] if experts.get(task) else 0.0
+            ok &= share >= 0.5 and real - noise >= 0.2
+            cells.append((f"{task} {100 * real:.1f} ({100 * share:.0f} %)", f"{100 * noise:.1f}", f"{100 * (real - noise):+.1f}"))
+        change = mean_std([r["tasks"][target_task]["f1"] for r in runs])[0] - alone
+        ok &= change >= -0.01
+        rows.append(f"| {method} | {'; '.join(c[0] for c in cells)} | {'; '.join(c[1] for c in cells)} | "
+                    f"{'; '.join(c[2] for c in cells)} | {100 * change:+.1f} | {'yes' if ok else 'no'} |")
+    return rows
 
 
 def write_report(work: Path, results: dict, publish: Path | None = None) -> None:
