@@ -224,8 +224,11 @@ def main() -> None:
         return train
 
     def project(n: int, weight: float, seed: int = 0, null: bool = False) -> tuple[str, Path]:
-        name = f"project{'-null' if null else ''}-L{n}-w{weight:g}-s{seed}"  # training-free: n and seed name the twin
-        return name, study.fuse(name, null_plan(seed) if null else real_plan, replay_for(n), lr=1e-4, seed=seed,
+        # Training-free and deterministic: the real projection is computed once and scored under each seed's name
+        # (no spread by construction); the null twin's noise differs by seed.
+        name = f"project{'-null' if null else ''}-L{n}-w{weight:g}-s{seed}"
+        step = name if null else f"project-L{n}-w{weight:g}"
+        return name, study.fuse(step, null_plan(seed) if null else real_plan, replay_for(n), lr=1e-4, seed=seed,
                                 extra=["--method", "project", *source_models, "--project-weight", weight])
 
     runners = {  # method -> (trainer, its grid, whether it has a null-source twin)
