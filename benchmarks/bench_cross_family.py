@@ -176,7 +176,7 @@ def main() -> None:
 
     def record(run: dict, adapter: Path | None, step: str | None) -> None:
         scores = study.evaluate(run["name"], adapter, heldout)
-        cost = exp.records.get(step, {}) if step else {}
+        cost = (exp.records.get(step) or exp.records.get(adapter.name, {})) if step and adapter else {}
         results["runs"] = [r for r in results["runs"] if r["name"] != run["name"]]
         results["runs"].append({**run, "tasks": {t: _prf(s) for t, s in scores["tasks"].items()},
                                 "macro": _prf(scores["macro"]), "eval_dir": str(work / f"eval-{run['name']}"),
