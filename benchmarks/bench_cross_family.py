@@ -115,7 +115,7 @@ def split(data_dir: Path, work: Path, mode: Mode) -> dict[str, dict]:
             rows = parts["train"][:mode.n_unlabeled]
             path.write_text(json.dumps([{k: v for k, v in r.items() if k != "output"} for r in rows]))
             paths[task]["unlabeled"] = path
-        for n in mode.labels:
+        for n in {*mode.labels, *([mode.tune_at] if mode.tune_at is not None else [])}:  # the grid's setting too
             if task != TARGET_TASK and 0 < n < len(parts["train"]):
                 path = out / f"train-{n}" / f"{task}.json"
                 path.parent.mkdir(parents=True, exist_ok=True)
