@@ -46,7 +46,7 @@ from report_cross_family import write_report  # noqa: E402
 
 from hf_common.console import Console  # noqa: E402
 from hf_eval.experiment import Experiment, StepFailed  # noqa: E402
-from hf_eval.study import Study, TrainBudget  # noqa: E402
+from hf_eval.study import Study, TrainBudget, repeated  # noqa: E402
 
 FILES = {"mit-movie": "mit-movie_sample300.json", "conll04": "RE_conll04_sample300.json",
          "findvehicle": "ET_FindVehicle_sample300.json", "tweetner7": "TweetNER7_sample_15000_sample300.json"}
@@ -211,8 +211,8 @@ def main() -> None:
         return name, study.replay_tune(name, target, replay_for(n), lr=lr, seed=seed)
 
     unlabeled = {t: data[t]["unlabeled"] for t in mode.sources}
-    source_models = [x for i, t in enumerate(mode.sources) for x in ("--source-model", f"{i}={EXPERT_BASE[t]}")]
-    prompts = [x for i, t in enumerate(mode.sources) for x in ("--unlabeled", f"{i}={unlabeled[t]}")]
+    source_models = repeated("--source-model", [f"{i}={EXPERT_BASE[t]}" for i, t in enumerate(mode.sources)])
+    prompts = repeated("--unlabeled", [f"{i}={unlabeled[t]}" for i, t in enumerate(mode.sources)])
 
     def distill(student: str):
         def train(n: int, lr: float, seed: int = 0, null: bool = False) -> tuple[str, Path]:

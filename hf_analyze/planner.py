@@ -9,6 +9,7 @@ written, one group at a time, so memory stays at one group's data.
 
 from __future__ import annotations
 
+import filecmp
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -163,10 +164,8 @@ def _text(value) -> str | None:
 
 
 def _same_adapter(a: Adapter, b: Adapter) -> bool:
-    if a.folder.resolve() == b.folder.resolve():
-        return True
-    return a.weights_path.stat().st_size == b.weights_path.stat().st_size and \
-        a.weights_path.read_bytes() == b.weights_path.read_bytes()
+    """Same folder, or byte-identical weights (``filecmp`` compares sizes first, then streams the bytes)."""
+    return a.folder.resolve() == b.folder.resolve() or filecmp.cmp(a.weights_path, b.weights_path, shallow=False)
 
 
 def _duplicates(target: Adapter, sources: list[Adapter]) -> list[str]:

@@ -148,6 +148,13 @@ def pattern_value(patterns: dict, module: str, default):
     return default
 
 
+def lora_scale(config: dict, module: str, rank: int) -> tuple[float, float]:
+    """``(alpha, scale)`` of one module as PEFT resolves them: ``alpha_pattern`` first, ``alpha / r`` or, with rsLoRA,
+    ``alpha / sqrt(r)``."""
+    alpha = float(pattern_value(config.get("alpha_pattern") or {}, module, config["lora_alpha"]))
+    return alpha, alpha / math.sqrt(rank) if config.get("use_rslora") else alpha / rank
+
+
 def _positive_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
 
@@ -242,9 +249,7 @@ def load_adapter(folder: str | Path) -> Adapter:
         else:
             extra.append(key)
 
-    use_rslora = bool(config.get("use_rslora"))
     rank_pattern = config.get("rank_pattern") or {}
-    alpha_pattern = config.get("alpha_pattern") or {}
     modules: dict[str, LoraModule] = {}
     for module, slot in sorted(pairs.items()):
         if set(slot) != {peft_keys.LORA_A, peft_keys.LORA_B}:
@@ -266,8 +271,7 @@ def load_adapter(folder: str | Path) -> Adapter:
         expected = int(pattern_value(rank_pattern, module, config["r"]))
         if rank != expected:
             raise AdapterFormatError(f"module {module!r} has rank {rank}, adapter_config.json says {expected}", weights_path)
-        alpha = float(pattern_value(alpha_pattern, module, config["lora_alpha"]))
-        scale = alpha / math.sqrt(rank) if use_rslora else alpha / rank
+        alpha, scale = lora_scale(config, module, rank)
         modules[module] = LoraModule(module, a_key, b_key, rank, d_in, d_out, alpha, scale)
     if not modules:
         raise AdapterFormatError("no LoRA A/B tensor pairs found", weights_path)

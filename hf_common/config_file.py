@@ -13,10 +13,11 @@ from pathlib import Path
 
 import click
 
-from .errors import ConfigError, FileAccessError
+from .errors import ConfigError, FileAccessError, one_line
 
-NOT_RECORDED = {"config", "force", "debug", "quiet", "resume", "version", "help", "json_path", "log_file",
-                "checkpoint_dir"}  # how to run and where to report, not what to compute
+NOT_KEYS = {"config", "help", "version"}  # options about the command itself, never in a config file
+NOT_RECORDED = NOT_KEYS | {"force", "debug", "quiet", "resume", "json_path", "log_file",
+                           "checkpoint_dir"}  # how to run and where to report, not what to compute
 
 
 def _key(param: click.Parameter) -> str:
@@ -30,7 +31,7 @@ def _params(command: click.Command) -> dict[str, click.Parameter]:
     """Every parameter by its key, ``-`` and ``_`` alike."""
     out = {}
     for param in command.params:
-        if param.name and param.name not in ("config", "help", "version"):
+        if param.name and param.name not in NOT_KEYS:
             out[_key(param).replace("-", "_")] = param
     return out
 
@@ -56,9 +57,9 @@ def _apply(ctx: click.Context, path: Path) -> None:
     except FileNotFoundError:
         raise FileAccessError("config file not found", path) from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise FileAccessError(f"cannot read the config file ({exc})", path) from None
+        raise FileAccessError(f"cannot read the config file ({one_line(exc)})", path) from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from None
+        raise ConfigError(f"{path}: not valid YAML ({one_line(exc)})") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -127,7 +128,7 @@ def reference_table(command: click.Command) -> list[str]:
     """Markdown rows documenting every key of ``command`` (``schemas/config-files.md`` is made of these)."""
     rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
     for param in command.params:
-        if not param.name or param.name in ("config", "help", "version"):
+        if not param.name or param.name in NOT_KEYS:
             continue
         kind = " / ".join(param.type.choices) if isinstance(param.type, click.Choice) else param.type.name
         if getattr(param, "is_flag", False):
@@ -145,4 +146,4 @@ def reference_table(command: click.Command) -> list[str]:
 
 
 def not_recorded_keys(command: click.Command) -> list[str]:
-    return sorted(_key(p) for p in command.params if p.name in NOT_RECORDED and p.name not in ("config", "help", "version"))
+    return sorted(_key(p) for p in command.params if p.name in NOT_RECORDED - NOT_KEYS)

@@ -330,11 +330,12 @@ class Plan:
         """The target adapter held in the plan has the rank and widths its groups were built for (a plan whose
         target was swapped for another adapter, checksums recomputed, is refused here)."""
         tensors = self.target_safetensors()
+        keys = set(tensors.keys())
         for group in self.groups:
             a = group.array
             for key_a, key_b, d_in in zip(a("target/unit_key_a"), a("target/unit_key_b"), a("target/unit_d_in")):
                 for key, expected in ((str(key_a), (group.rank, int(d_in))), (str(key_b), None)):
-                    if key not in tensors.keys():
+                    if key not in keys:
                         raise PlanFormatError(f"group {group.name}: the plan's target adapter has no tensor {key!r}", self.path)
                     shape = tensors.shape(key)
                     if (expected and shape != expected) or (expected is None and shape[1:] != (group.rank,)):
@@ -344,10 +345,6 @@ class Plan:
     @property
     def n_sources(self) -> int:
         return sum(1 for entry in self.provenance["inputs"] if entry["role"] == "source")
-
-    def source_info(self, index: int) -> dict:
-        """What the plan records of source ``index``: path, base model, family, files."""
-        return [entry for entry in self.provenance["inputs"] if entry["role"] == "source"][index]
 
     def source_adapter(self, index: int) -> tuple[dict, SafetensorsFile]:
         """Source ``index``'s adapter config and tensors, as stored in the plan."""

@@ -28,8 +28,10 @@ class TrainBudget:
 
     def args(self) -> list:
         length = ["--max-steps", self.steps] if self.steps is not None else ["--epochs", self.epochs]
-        return [*length, "--batch-size", self.batch_size, "--grad-accum", self.grad_accum,
-                *(["--drop-history"] if self.drop_history else [])]
+        return [*length, "--batch-size", self.batch_size, "--grad-accum", self.grad_accum, *self.history_flag()]
+
+    def history_flag(self) -> list:
+        return ["--drop-history"] if self.drop_history else []
 
 
 @dataclass
@@ -51,7 +53,7 @@ class Study:
         out = self.work / name
         self.exp.run(name, [self.tool("hf-eval"), "train-expert", "--base-model", base_model, "--data", data, "-o", out,
                             "--epochs", epochs, "--batch-size", 4, "--lr", lr, "--seed", seed,
-                            *(["--drop-history"] if self.budget.drop_history else []), "--force"], out)
+                            *self.budget.history_flag(), "--force"], out)
         return out
 
     def null_source(self, source: Path, seed: int) -> Path:
@@ -61,22 +63,22 @@ class Study:
 
     def plan(self, name: str, target: Path, sources: Sequence[Path]) -> Path:
         out = self.work / f"{name}.h5"
-        self.exp.run(name, [self.tool("hf-analyze"), "--target", target, *[x for s in sources for x in ("--source", s)],
+        self.exp.run(name, [self.tool("hf-analyze"), "--target", target, *repeated("--source", sources),
                             "--block-size", "auto", "-o", out, "--force"], out)
         return out
 
     def fuse(self, name: str, plan: Path, replay: Sequence[Path], *, lr: float, seed: int, extra: Sequence = ()) -> Path:
         out = self.work / name
-        self.exp.run(name, [self.tool("hf-fuse"), plan, "--base-model", self.base_model,
-                            *[x for r in replay for x in ("--replay", r)], *self.budget.args(), "--lr", lr, "--seed", seed,
-                            *self.fuse_args, *extra, "-o", out, "--force"], out)
+        self.exp.run(name, [self.tool("hf-fuse"), plan, "--base-model", self.base_model, *repeated("--replay", replay),
+                            *self.budget.args(), "--lr", lr, "--seed", seed, *self.fuse_args, *extra, "-o", out, "--force"],
+                     out)
         return out
 
     def replay_tune(self, name: str, target: Path, replay: Sequence[Path], *, lr: float, seed: int) -> Path:
         out = self.work / name
         self.exp.run(name, [self.tool("hf-eval"), "replay-tune", "--base-model", self.base_model, "--adapter", target,
-                            *[x for r in replay for x in ("--replay", r)], *self.budget.args(), "--lr", lr, "--seed", seed,
-                            "-o", out, "--force"], out)
+                            *repeated("--replay", replay), *self.budget.args(), "--lr", lr, "--seed", seed, "-o", out,
+                            "--force"], out)
         return out
 
     def evaluate(self, name: str, adapter: Path | None, data: Sequence[Path], *, base_model: str | None = None) -> dict:
@@ -87,10 +89,10 @@ class Study:
                       base_model: str | None = None) -> dict[str, dict]:
         """Several adapters of the target's base model in one process; ``None`` is the base model alone."""
         out = self.work / f"eval-{step}"
-        named = [x for name, path in adapters.items() if path for x in ("--adapter", f"{name}={path}")]
+        named = repeated("--adapter", [f"{name}={path}" for name, path in adapters.items() if path])
         self.exp.run(f"eval-{step}", [self.tool("hf-eval"), "evaluate", "--base-model", base_model or self.base_model,
-                                      *named, *[x for d in data for x in ("--data", d)], *self.eval_args,
-                                      *(["--drop-history"] if self.budget.drop_history else []), "-o", out, "--force"], out)
+                                      *named, *repeated("--data", data), *self.eval_args, *self.budget.history_flag(),
+                                      "-o", out, "--force"], out)
         return {name: load_scores(out, name if path else "base") for name, path in adapters.items()}
 
     def pick_lr(self, train, grid: Sequence[float], validation: Sequence[Path], label: str) -> tuple[float, dict]:
@@ -105,6 +107,11 @@ class Study:
         self.exp.console.info(f"{label}: validation macro F1 " +
                               ", ".join(f"lr {lr:g}: {100 * f:.1f}" for lr, f in scores.items()) + f" -> lr {best:g}")
         return best, scores
+
+
+def repeated(flag: str, values) -> list:
+    """``flag v1 flag v2 ...``: a repeatable option on a command line."""
+    return [x for value in values for x in (flag, value)]
 
 
 def load_scores(folder: Path, name: str) -> dict:

@@ -26,6 +26,7 @@ def generate_batches(model, tokenizer, prompts: dict[int, list[int]], max_new_to
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     order = sorted(prompts, key=lambda i: len(prompts[i]))
     stops = stop_token_ids(tokenizer)
+    stop_ids = torch.tensor(stops)
     for start in range(0, len(order), batch_size):
         batch = order[start:start + batch_size]
         width = max(len(prompts[i]) for i in batch)
@@ -37,8 +38,8 @@ def generate_batches(model, tokenizer, prompts: dict[int, list[int]], max_new_to
         out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=False,
                              max_new_tokens=max_new_tokens, pad_token_id=pad, eos_token_id=stops)
         new = out[:, width:].cpu()
-        yield [(i, tokenizer.decode(new[row], skip_special_tokens=True), bool(torch.isin(new[row], torch.tensor(stops)).any()))
-               for row, i in enumerate(batch)]
+        finished = torch.isin(new, stop_ids).any(dim=1).tolist()
+        yield [(i, tokenizer.decode(new[row], skip_special_tokens=True), finished[row]) for row, i in enumerate(batch)]
 
 
 def generate(model, tokenizer, prompts: list[list[int]], config,

@@ -93,9 +93,9 @@ class FuseJob:
         return self.checkpoint_dir or self.output.with_name(self.output.name + ".ckpt")
 
 
-def preflight(job: FuseJob, warnings: list[str] | None = None) -> tuple[list[Plan], BaseModelRef]:
-    """Everything that can fail in seconds: plans, output folder, replay files, base model config and shapes.
-    What is suspicious but not wrong is appended to ``warnings``."""
+def preflight(job: FuseJob, warnings: list[str] | None = None, method=None) -> tuple[list[Plan], BaseModelRef]:
+    """Everything that can fail in seconds: plans, output folder, replay files, base model config and shapes, and
+    ``method``'s own checks.  What is suspicious but not wrong is appended to ``warnings``."""
     check_output_path(job.output, job.force, "output folder")
     plans = [Plan(path) for path in job.plans]
     try:
@@ -115,6 +115,8 @@ def preflight(job: FuseJob, warnings: list[str] | None = None) -> tuple[list[Pla
             if plan is not plans[0] and sorted(plan.target_safetensors().keys()) != sorted(first.keys()):
                 raise InputError("a later task's target adapter must be the same adapter as the first task's "
                                  "(its fused output becomes the next target)", plan.path)
+        if method is not None:
+            method.preflight(job, plans)
     except BaseException:
         for plan in plans:
             plan.close()
@@ -134,15 +136,9 @@ def run(job: FuseJob, on_event: Callable[[str, object], None] = lambda kind, pay
     started = time.perf_counter()
     method = get_method(job.method)(job.method_settings)
     warnings: list[str] = []
-    plans, ref = preflight(job, warnings)
+    plans, ref = preflight(job, warnings, method)
     for warning in warnings:
         logger.warning(warning)
-    try:
-        method.preflight(job, plans)
-    except BaseException:
-        for plan in plans:
-            plan.close()
-        raise
     device = pick_device(job.device)
     dtype = pick_dtype(job.dtype, device)
     on_event("stage", f"loading {ref.label} on {device} ({str(dtype).removeprefix('torch.')})")

@@ -41,6 +41,12 @@ class MethodResult:
     extra: dict = field(default_factory=dict)  # method-specific report section
 
 
+def lora_task(plan: Plan, history: list[dict]) -> dict:
+    """The report's task entry of a method that changes the LoRA factors itself (no HyperNet, no groups)."""
+    return {"plan": str(plan.path), "plan_checksum": plan.checksum, "groups": {}, "hypernet_parameters": 0,
+            "carried_over": [], "steps": len(history), "history": history}
+
+
 class FusionMethod:
     """One fusion method.  ``preflight`` runs before any model loads (seconds); ``fuse`` does the work."""
 

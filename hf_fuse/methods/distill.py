@@ -28,7 +28,7 @@ from ..data import Conversation, Example, check_replay_files, format_example, lo
 from ..generation import generate_batches
 from ..lora import train_lora
 from ..model import attach_target, load_model_and_tokenizer, resolve_base_model, tensors_from_blob
-from .base import FuseContext, FusionMethod, MethodResult
+from .base import FuseContext, FusionMethod, MethodResult, lora_task
 from .hypernet import HyperNetMethod
 from .sources import check_sources
 
@@ -162,9 +162,7 @@ class DistillMethod(FusionMethod):
             raise RuntimeError("the trained adapter's keys differ from the target adapter's")  # a bug, not bad input
         tensors = {k: trained[k].detach().to(target[k].dtype).cpu() for k in target}
         ctx.model = peft_model.unload()
-        task = {"plan": str(plan.path), "plan_checksum": plan.checksum, "groups": {}, "hypernet_parameters": 0,
-                "carried_over": [], "steps": len(history), "history": history}
-        return MethodResult(tensors, plan.target_config, [task])
+        return MethodResult(tensors, plan.target_config, [lora_task(plan, history)])
 
 
 def _read_cache(path: Path) -> dict[int, tuple[str, bool]]:

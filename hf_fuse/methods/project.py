@@ -27,11 +27,12 @@ import numpy as np
 import torch
 
 from hf_common import peft_keys
+from hf_common.adapter import lora_scale
 from hf_common.errors import ConfigError, InputError
 
 from ..data import load_records
 from ..model import load_model_and_tokenizer, resolve_base_model, tensors_from_blob, tensors_from_plan
-from .base import FuseContext, FusionMethod, MethodResult
+from .base import FuseContext, FusionMethod, MethodResult, lora_task
 from .sources import check_sources
 
 logger = logging.getLogger(__name__)
@@ -146,9 +147,8 @@ class ProjectMethod(FusionMethod):
             report[str(source)] = self._fit(ctx, source, mine, texts)
         tensors, config = self._combine(plan, target, links)
         ctx.on_event("stage", f"project: {sum('p_in' in link.stats for link in links)} module updates carried over")
-        task = {"plan": str(plan.path), "plan_checksum": plan.checksum, "groups": {}, "hypernet_parameters": 0,
-                "carried_over": [], "steps": 0, "history": []}
-        return MethodResult(tensors, config, [task], {"project": {"sources": report, "rank": "target rank + source rank"}})
+        return MethodResult(tensors, config, [lora_task(plan, [])],
+                            {"project": {"sources": report, "rank": "target rank + source rank"}})
 
     @torch.no_grad()
     def _fit(self, ctx: FuseContext, source: int, links: list[Link], texts: list[str]) -> dict:
@@ -195,12 +195,15 @@ class ProjectMethod(FusionMethod):
                              str(s.source_models[source]))
         config, blob = ctx.plans[0].source_adapter(source)
         source_tensors = tensors_from_blob(blob)
+        keys = {(parsed.module, parsed.part): key for key in source_tensors for parsed in [peft_keys.parse_key(key)]}
         fits = []
         fit = _ridge if s.map == "lstsq" else _assignment
         for shared in inputs.values():
             shared["p_in"] = fit(shared, "in", s.ridge)
         for link, shared in zip(links, input_of):
-            a_s, b_s, scale_s = _source_factors(config, source_tensors, link.source_module)
+            a_s = source_tensors[keys[link.source_module, peft_keys.LORA_A]]
+            b_s = source_tensors[keys[link.source_module, peft_keys.LORA_B]]
+            scale_s = lora_scale(config, link.source_module, a_s.shape[0])[1]
             p_in, p_out = shared["p_in"], fit(link.stats, "out", s.ridge)
             link.stats.clear()
             if b_s.shape[0] != p_out.shape[0]:
@@ -277,15 +280,3 @@ def _assignment(stats: dict, side: str, ridge: float) -> torch.Tensor:
     out[rows, cols] = gain[rows, cols]
     return out
 
-
-def _source_factors(config: dict, tensors: dict[str, torch.Tensor], module: str) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """A, B and the LoRA scale of one source module (rank and alpha patterns as PEFT resolves them)."""
-    from hf_common.adapter import pattern_value
-
-    keys = {(parsed.module, parsed.part): key for key in tensors for parsed in [peft_keys.parse_key(key)]}
-    a = tensors[keys[module, peft_keys.LORA_A]]
-    b = tensors[keys[module, peft_keys.LORA_B]]
-    rank = a.shape[0]
-    alpha = float(pattern_value(config.get("alpha_pattern") or {}, module, config["lora_alpha"]))
-    scale = alpha / math.sqrt(rank) if config.get("use_rslora") else alpha / rank
-    return a, b, scale
