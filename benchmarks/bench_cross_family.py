@@ -91,7 +91,7 @@ MODES = {
 }
 
 
-def split(data_dir: Path, work: Path, mode: Mode) -> dict[str, dict]:
+def split(data_dir: Path, work: Path, mode: Mode, n_unlabeled: int | None = None) -> dict[str, dict]:
     """Write each task's training pool, validation and held-out files; label subsets of the pool for sources."""
     out = work / "data"
     paths: dict[str, dict] = {}
@@ -110,9 +110,10 @@ def split(data_dir: Path, work: Path, mode: Mode) -> dict[str, dict]:
             path.write_text(json.dumps(rows))
             paths[task][part] = path
         if task != TARGET_TASK:
-            path = out / "unlabeled" / f"{task}.json"
+            count = n_unlabeled or mode.n_unlabeled
+            path = out / ("unlabeled" if count == mode.n_unlabeled else f"unlabeled-{count}") / f"{task}.json"
             path.parent.mkdir(parents=True, exist_ok=True)
-            rows = parts["train"][:mode.n_unlabeled]
+            rows = parts["train"][:count]
             path.write_text(json.dumps([{k: v for k, v in r.items() if k != "output"} for r in rows]))
             paths[task]["unlabeled"] = path
         for n in {*mode.labels, *([mode.tune_at] if mode.tune_at is not None else [])}:  # the grid's setting too
@@ -153,6 +154,11 @@ def main() -> None:
                              "(default: hypernet,replay-tune)")
     parser.add_argument("--labels", type=lambda v: tuple(int(x) for x in v.split(",")), default=None,
                         help="labelled source-task examples in the replay, comma-separated (default: the mode's)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="optimiser steps per run instead of the mode's (runs are named -T<steps>; results join the "
+                             "same report as their own rows, so a longer budget sits beside the mode's)")
+    parser.add_argument("--unlabeled-count", type=int, default=None,
+                        help="unlabelled prompts per source task for distill instead of the mode's (runs named -U<n>)")
     parser.add_argument("--publish", action="store_true",
                         help="also copy the results to benchmarks/results/cross_family.{json,md}")
     args = parser.parse_args()
@@ -162,8 +168,14 @@ def main() -> None:
     work = args.work or Path(f"/tmp/hf-cross-family-{args.mode}")
     console = Console()
     exp = Experiment(work, console)
-    data = split(args.data_dir, work, mode)
-    study = Study(exp, "smollm2", mode.budget, eval_args=["--max-new-tokens", mode.new_tokens, "--batch-size", 16],
+    data = split(args.data_dir, work, mode, args.unlabeled_count)
+    budget = mode.budget if args.steps is None else replace(mode.budget, steps=args.steps)
+    if budget.steps is not None and budget.steps < 1:
+        raise SystemExit("--steps must be a positive integer")
+    n_unlabeled = args.unlabeled_count or mode.n_unlabeled
+    tag = ("" if budget == mode.budget else f"-T{budget.steps}")
+    distill_tag = tag + ("" if n_unlabeled == mode.n_unlabeled else f"-U{n_unlabeled}")
+    study = Study(exp, "smollm2", budget, eval_args=["--max-new-tokens", mode.new_tokens, "--batch-size", 16],
                   fuse_args=["--embed-dim", "auto", "--no-gradient-checkpointing", "-q"])
     tasks = [TARGET_TASK, *mode.sources]
     heldout = [data[t]["heldout"] for t in tasks]
@@ -177,6 +189,11 @@ def main() -> None:
     def record(run: dict, adapter: Path | None, step: str | None) -> None:
         scores = study.evaluate(run["name"], adapter, heldout)
         cost = (exp.records.get(step) or exp.records.get(adapter.name, {})) if step and adapter else {}
+        report = adapter / "fusion_report.json" if adapter else None
+        if report and report.exists() and "distill" in (fused := json.loads(report.read_text())):
+            run["distill"] = {"n_generated_examples": fused["distill"]["n_generated_examples"],
+                              "sources": {i: {k: v[k] for k in ("prompts", "kept", "empty", "truncated")}
+                                          for i, v in fused["distill"]["sources"].items()}}
         results["runs"] = [r for r in results["runs"] if r["name"] != run["name"]]
         results["runs"].append({**run, "tasks": {t: _prf(s) for t, s in scores["tasks"].items()},
                                 "macro": _prf(scores["macro"]), "eval_dir": str(work / f"eval-{run['name']}"),
@@ -203,20 +220,20 @@ def main() -> None:
                                               for t in mode.sources if n > 0]]
 
     def fusion(n: int, lr: float, seed: int = 0, null: bool = False) -> tuple[str, Path]:
-        name = f"hypernet{'-null' if null else ''}-L{n}-lr{lr:g}-s{seed}"
+        name = f"hypernet{'-null' if null else ''}-L{n}-lr{lr:g}-s{seed}{tag}"
         return name, study.fuse(name, null_plan(seed) if null else real_plan, replay_for(n), lr=lr, seed=seed)
 
     def tune(n: int, lr: float, seed: int = 0, null: bool = False) -> tuple[str, Path]:
-        name = f"replay-tune-L{n}-lr{lr:g}-s{seed}"
+        name = f"replay-tune-L{n}-lr{lr:g}-s{seed}{tag}"
         return name, study.replay_tune(name, target, replay_for(n), lr=lr, seed=seed)
 
-    unlabeled = {t: data[t]["unlabeled"] for t in mode.sources}
+    unlabeled = {t: data[t]["unlabeled"] for t in mode.sources}  # the first n_unlabeled prompts of the pool
     source_models = repeated("--source-model", [f"{i}={EXPERT_BASE[t]}" for i, t in enumerate(mode.sources)])
     prompts = repeated("--unlabeled", [f"{i}={unlabeled[t]}" for i, t in enumerate(mode.sources)])
 
     def distill(student: str):
         def train(n: int, lr: float, seed: int = 0, null: bool = False) -> tuple[str, Path]:
-            name = f"distill-{student}{'-null' if null else ''}-L{n}-lr{lr:g}-s{seed}"
+            name = f"distill-{student}{'-null' if null else ''}-L{n}-lr{lr:g}-s{seed}{distill_tag}"
             extra = ["--method", "distill", "--student", student, *source_models, *prompts, "--gen-cache", work / "gen-cache",
                      "--gen-max-new-tokens", mode.new_tokens, "--gen-batch-size", 16]
             return name, study.fuse(name, null_plan(seed) if null else real_plan, replay_for(n), lr=lr, seed=seed,
@@ -236,6 +253,7 @@ def main() -> None:
         "distill-lora": (distill("lora"), mode.grid, True), "distill-hypernet": (distill("hypernet"), mode.grid, True),
         "project": (project, mode.weights, True),
     }
+    tags = {"distill-lora": distill_tag, "distill-hypernet": distill_tag, "project": ""}  # project trains nothing
     unknown = set(args.methods) - set(runners)
     if unknown:
         raise SystemExit(f"--methods: unknown {', '.join(sorted(unknown))} (known: {', '.join(runners)})")
@@ -250,8 +268,9 @@ def main() -> None:
             knob, scores = study.pick_lr(lambda x, train=train, at=tune_at: train(at, x), grid, validation,
                                          f"{method} at {tune_at} source labels")
             chosen[tune_at][method] = knob
-            results["chosen_lr"].setdefault(f"L{tune_at}", {})[method] = knob
-            results["validation"].setdefault(f"L{tune_at}", {})[method] = {f"{x:g}": f for x, f in scores.items()}
+            key = f"L{tune_at}{tags.get(method, tag)}"
+            results["chosen_lr"].setdefault(key, {})[method] = knob
+            results["validation"].setdefault(key, {})[method] = {f"{x:g}": f for x, f in scores.items()}
         for seed in range(mode.seeds):
             for method in args.methods:
                 train, _, has_twin = runners[method]
@@ -259,8 +278,11 @@ def main() -> None:
                     knob = chosen[tune_at][method]
                     name, adapter = train(n, knob, seed, null)
                     setting = {"lr": None, "project_weight": knob} if method == "project" else {"lr": knob}
+                    variant = {"steps": budget.steps} if method != "project" else {}
+                    if method.startswith("distill"):
+                        variant["n_unlabeled"] = n_unlabeled
                     record({"name": name, "method": method, "seed": seed, **setting, "source_labels_per_task": n,
-                            "null_source": null, "lr_chosen_at_source_labels": tune_at}, adapter, name)
+                            "null_source": null, "lr_chosen_at_source_labels": tune_at, **variant}, adapter, name)
     console.success(f"results in {work / 'results.md'}" + (f" and {publish}" if publish else ""))
 
 

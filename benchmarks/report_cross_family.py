@@ -19,17 +19,28 @@ from hf_eval.compare import mean_std, paired_difference  # noqa: E402
 from hf_eval.study import per_example_counts  # noqa: E402
 
 
-def groups(runs: list[dict]) -> dict[tuple, list[dict]]:
-    """Runs by (source labels, method, null source); the target-alone run is its own group."""
+def groups(runs: list[dict], settings: dict) -> dict[tuple, list[dict]]:
+    """Runs by (source labels, method, null source, steps, unlabelled prompts); the target-alone run is its own group.
+
+    Steps and prompts are the mode's unless a run says otherwise (``bench_cross_family.py --steps`` /
+    ``--unlabeled-count``); prompts count only for distill."""
     out: dict[tuple, list[dict]] = defaultdict(list)
     for run in runs:
-        out[(run["source_labels_per_task"], run["method"], run["null_source"])].append(run)
+        steps = run.get("steps", settings["budget"]["steps"])
+        prompts = run.get("n_unlabeled", settings.get("n_unlabeled")) if run["method"].startswith("distill") else None
+        out[(run["source_labels_per_task"], run["method"], run["null_source"], steps, prompts)].append(run)
     return out
 
 
-def _label(key: tuple) -> str:
-    labels, method, null = key
-    return method if labels is None else f"{method}{' (null sources)' if null else ''}"
+def _label(key: tuple, settings: dict) -> str:
+    labels, method, null, steps, prompts = key
+    if labels is None:
+        return method
+    variant = [f"{steps} steps"] if steps != settings["budget"]["steps"] and method != "project" else []
+    if prompts is not None and prompts != settings.get("n_unlabeled"):
+        variant.append(f"{prompts} prompts")
+    shown = f" [{', '.join(variant)}]" if variant else ""
+    return f"{method}{shown}{' (null sources)' if null else ''}"
 
 
 def _counts(runs: list[dict], tasks: list[str]) -> dict[str, list]:
@@ -38,14 +49,19 @@ def _counts(runs: list[dict], tasks: list[str]) -> dict[str, list]:
 
 
 def comparisons(results: dict) -> list[dict]:
-    """Paired bootstrap of fusion - replay-tune and fusion - null-source at each label count (same seeds only)."""
+    """Paired bootstrap, at each label count and budget (same seeds only), of every fusion method against
+    replay-tune of the same steps and against its own null-source twin."""
     tasks = [results["target_task"], *results["source_tasks"]]
-    by_group = groups(results["runs"])
+    s = results["settings"]
+    by_group = groups(results["runs"], s)
     out = []
-    for labels in sorted({k[0] for k in by_group if k[0] is not None}):
-        fused = by_group.get((labels, "hypernet", False), [])
-        for other_key, what in (((labels, "replay-tune", False), "fusion - replay-tune"),
-                                ((labels, "hypernet", True), "fusion - null-source")):
+    for key in sorted((k for k in by_group if k[0] is not None and not k[2] and k[1] != "replay-tune"), key=str):
+        labels, method, _, steps, prompts = key
+        fused = by_group[key]
+        name = _label(key, s)
+        tune_key = (labels, "replay-tune", False, s["budget"]["steps"] if method == "project" else steps, None)
+        for other_key, what in ((tune_key, f"{name} - {_label(tune_key, s)}"),
+                                ((labels, method, True, steps, prompts), f"{name} - null-source")):
             other = by_group.get(other_key, [])
             seeds = sorted({r["seed"] for r in fused} & {r["seed"] for r in other})
             if not seeds:
@@ -55,7 +71,8 @@ def comparisons(results: dict) -> list[dict]:
                 diff = paired_difference(_counts(pick[0], tasks), _counts(pick[1], tasks))
             except (OSError, ValueError):  # an evaluation folder of another machine: numbers only, no interval
                 continue
-            out.append({"source_labels_per_task": labels, "comparison": what, "seeds": seeds, "tasks": diff})
+            out.append({"source_labels_per_task": labels, "comparison": what, "seeds": seeds, "tasks": diff,
+                        "method": method, "steps": steps})
     return out
 
 
@@ -82,14 +99,17 @@ def render(results: dict) -> str:
     for tag, methods in results.get("validation", {}).items():
         for method, scores in methods.items():
             grid = ", ".join(f"{lr}: {100 * f:.1f}" for lr, f in scores.items())
-            lines.append(f"| {tag[1:]} | {method} | {results['chosen_lr'][tag][method]:g} | {grid} |")
+            labels, _, budget = tag[1:].partition("-")
+            lines.append(f"| {labels} | {method}{f' [{budget}]' if budget else ''} | "
+                         f"{results['chosen_lr'][tag][method]:g} | {grid} |")
     header = " | ".join(f"{t} F1" for t in tasks)
     lines += ["", "## Held-out F1 (%), mean ± std over seeds", "",
               "Share of ceiling: the source task's F1 as a share of its expert's; the target task's as a share of the "
               "target alone.", "",
               f"| source labels | run | seeds | lr | {header} | macro F1 | share of ceiling | train s |",
               "|---|---|---|---|" + "---|" * len(tasks) + "---|---|---|"]
-    for key, runs in sorted(groups(results["runs"]).items(), key=lambda kv: (-1 if kv[0][0] is None else kv[0][0], kv[0][1:])):
+    for key, runs in sorted(groups(results["runs"], s).items(),
+                            key=lambda kv: (-1 if kv[0][0] is None else kv[0][0], str(kv[0][1:]))):
         cells = []
         for task in tasks:
             mean, std = mean_std([r["tasks"][task]["f1"] for r in runs])
@@ -103,7 +123,7 @@ def render(results: dict) -> str:
                 shares.append(f"{task} {100 * mean_std([r['tasks'][task]['f1'] for r in runs])[0] / ceiling:.0f} %")
         lrs = sorted({r["lr"] for r in runs if r["lr"] is not None})
         seconds = mean_std([r["train_seconds"] for r in runs])[0]
-        lines.append(f"| {'-' if key[0] is None else key[0]} | {_label(key)} | {len(runs)} | "
+        lines.append(f"| {'-' if key[0] is None else key[0]} | {_label(key, s)} | {len(runs)} | "
                      f"{', '.join(f'{lr:g}' for lr in lrs) or '-'} | " + " | ".join(cells) +
                      f" | {100 * mean:.1f} ± {100 * std:.1f} | {'; '.join(shares)} | {seconds:.0f} |")
     comps = results.get("comparisons", [])
@@ -135,10 +155,11 @@ def bar_rows(results: dict) -> list[str]:
     """Per method with a null-source twin, at 0 source labels: the three conditions of the bar."""
     target_task, experts = results["target_task"], results.get("experts", {})
     alone = next((r["tasks"][target_task]["f1"] for r in results["runs"] if r["method"] == "target"), None)
-    by_group = groups(results["runs"])
+    by_group = groups(results["runs"], results["settings"])
     rows = []
-    for (labels, method, null), runs in sorted(by_group.items(), key=lambda kv: str(kv[0])):
-        twin = by_group.get((labels, method, True))
+    for key, runs in sorted(by_group.items(), key=lambda kv: str(kv[0])):
+        labels, method, null, steps, prompts = key
+        twin = by_group.get((labels, method, True, steps, prompts))
         if labels != 0 or null or not twin or alone is None:
             continue
         cells, ok = [], True
@@ -150,7 +171,8 @@ def bar_rows(results: dict) -> list[str]:
             cells.append((f"{task} {100 * real:.1f} ({100 * share:.0f} %)", f"{100 * noise:.1f}", f"{100 * (real - noise):+.1f}"))
         change = mean_std([r["tasks"][target_task]["f1"] for r in runs])[0] - alone
         ok &= change >= -0.01
-        rows.append(f"| {method} | {'; '.join(c[0] for c in cells)} | {'; '.join(c[1] for c in cells)} | "
+        rows.append(f"| {_label(key, results['settings'])} | {'; '.join(c[0] for c in cells)} | "
+                    f"{'; '.join(c[1] for c in cells)} | "
                     f"{'; '.join(c[2] for c in cells)} | {100 * change:+.1f} | {'yes' if ok else 'no'} |")
     return rows
 

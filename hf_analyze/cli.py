@@ -33,6 +33,8 @@ from . import __version__
 @click.option("--layer-map", default="tail", show_default=True, metavar="tail|proportional|FILE.json",
               help="How target layers map to source layers: tail alignment, relative depth, or your own pairs.")
 @click.option("--json", "json_path", metavar="PATH|-", help="Also write the machine-readable report ('-': stdout).")
+@click.option("--report", "report_path", type=click.Path(path_type=Path), metavar="FILE.html",
+              help="Also write a self-contained HTML report: layer maps, token spectra, untouched modules, warnings.")
 @click.option("--check", is_flag=True, help="Judge and validate every tensor, but write no plan.")
 @click.option("--force", is_flag=True, help="Overwrite an existing plan or JSON report.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only errors.")
@@ -40,8 +42,8 @@ from . import __version__
 @click.version_option(__version__, prog_name="hf-analyze")
 @config_option
 @click.pass_context
-def main(ctx: click.Context, target, sources, output, block_size, transfer_ratio, layer_map, json_path, check,
-         force, quiet, debug) -> None:
+def main(ctx: click.Context, target, sources, output, block_size, transfer_ratio, layer_map, json_path, report_path,
+         check, force, quiet, debug) -> None:
     """Analyse a target LoRA adapter and source adapters from any supported family.
 
     \b
@@ -67,16 +69,32 @@ def main(ctx: click.Context, target, sources, output, block_size, transfer_ratio
         if output is not None and not check:
             check_output_path(output, force, "plan")
         check_json_target(json_path, force)
+        if report_path is not None:
+            check_output_path(report_path, force, "HTML report")
         settings = AnalyzeSettings(block_size=int_or_auto(block_size), transfer_ratio=transfer_ratio,
                                    layer_map=layer_map)
         analysis = analyze(target, list(sources), settings)
         report = build_report(analysis)
         if analysis.compatible:
-            with console.err.status("tokenising and writing the plan" if not check else "validating tensors"):
-                execute(analysis, report, None if check else output, force=force,
-                        config_text=dump(resolved_config(ctx)))
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                          console=console.err, disable=quiet, transient=True) as progress:
+                bar = progress.add_task("validating groups" if check else "writing the plan's groups",
+                                        total=len(analysis.groups))
+                arrays = execute(analysis, report, None if check else output, force=force,
+                                 config_text=dump(resolved_config(ctx)), on_group=lambda name: progress.advance(bar))
         render(report, console)
         write_json(json_path, report, force=force)
+        if report_path is not None:
+            if analysis.compatible and check:
+                _write_html(report_path, report, lambda group, key: arrays[group][key], "hf-analyze --check", force)
+            elif analysis.compatible:
+                with Plan(output, verify=False) as written:
+                    _write_html(report_path, report, _plan_arrays(written), f"plan {output}", force)
+            else:
+                _write_html(report_path, report, None, "hf-analyze (nothing to fuse)", force)
+            console.success(f"HTML report written to {report_path}")
         if analysis.compatible and not check:
             console.success(f"plan written to {output}")
     ctx.exit(EXIT_OK if analysis.compatible else EXIT_NOTHING_TO_FUSE)
@@ -85,21 +103,30 @@ def main(ctx: click.Context, target, sources, output, block_size, transfer_ratio
 @main.command()
 @click.argument("plan", type=click.Path(path_type=Path))
 @click.option("--json", "json_path", metavar="PATH|-", help="Write the plan's report as JSON ('-': stdout).")
+@click.option("--report", "report_path", type=click.Path(path_type=Path), metavar="FILE.html",
+              help="Also write a self-contained HTML report of the plan.")
 @click.option("--no-verify", is_flag=True, help="Skip recomputing the checksums of every dataset.")
-@click.option("--force", is_flag=True, help="Overwrite an existing JSON report.")
+@click.option("--force", is_flag=True, help="Overwrite an existing JSON or HTML report.")
+@click.option("-q", "--quiet", is_flag=True, help="Print only errors.")
 @click.pass_context
-def show(ctx: click.Context, plan: Path, json_path, no_verify, force) -> None:
+def show(ctx: click.Context, plan: Path, json_path, report_path, no_verify, force, quiet) -> None:
     """Print the report of an existing plan (same JSON object as the analysis)."""
     from .report import render
 
-    console = Console(debug=ctx.obj.get("debug", False), report_to_stderr=json_path == "-")
+    console = Console(quiet=quiet, debug=ctx.obj.get("debug", False), report_to_stderr=json_path == "-")
     with errors_to_exit_codes(console):
         check_json_target(json_path, force)
+        if report_path is not None:
+            check_output_path(report_path, force, "HTML report")
         with Plan(plan, verify=not no_verify) as opened:
             report = opened.report
             console.info(f"{plan}: format version {opened.version}, checksum {opened.checksum[:16]}…")
-        render(report, console)
-        write_json(json_path, report, force=force)
+            render(report, console)
+            write_json(json_path, report, force=force)
+            if report_path is not None:
+                _write_html(report_path, report, _plan_arrays(opened), f"plan {plan} (sha256 {opened.checksum[:16]}…)",
+                            force)
+                console.success(f"HTML report written to {report_path}")
     ctx.exit(EXIT_OK if report["compatible"] else EXIT_NOTHING_TO_FUSE)
 
 
@@ -114,3 +141,15 @@ def families() -> None:
          "; ".join(f"{s.suffix}→{'+'.join(s.roles)}" for s in f.modules.values()), f.description]
         for f in known().values()
     ])
+
+
+def _plan_arrays(plan: Plan):
+    groups = {g.name: g for g in plan.groups}
+    return lambda group, key: groups[group].array(key)
+
+
+def _write_html(path: Path, report: dict, array, origin: str, force: bool) -> None:
+    from .html import spectra, write_plan_report
+
+    names = [g["name"] for g in report["groups"]]
+    write_plan_report(path, report, spectra(names, array) if array and names else None, origin, force=force)

@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -61,8 +62,11 @@ def _adapter_blob(target: Adapter) -> np.ndarray:
 
 
 def execute(analysis: Analysis, report: dict, output: Path | None, *, force: bool = False,
-            config_text: str | None = None) -> None:
-    """Write the plan to ``output`` atomically; with ``output=None`` only validate all tensor data."""
+            config_text: str | None = None,
+            on_group: Callable[[str], None] = lambda name: None) -> dict[str, dict[str, np.ndarray]]:
+    """Write the plan to ``output`` atomically; with ``output=None`` only validate all tensor data.
+
+    Returns, with ``output=None``, each group's small arrays (everything but the rows) for the HTML report."""
     adapters = [analysis.target, *analysis.sources]
     files = [path for adapter in adapters for path in adapter.files]
     with ThreadPoolExecutor(max_workers=1) as pool:  # hashing releases the GIL: it overlaps the numpy work
@@ -70,9 +74,13 @@ def execute(analysis: Analysis, report: dict, output: Path | None, *, force: boo
         if output is None:
             for adapter in adapters:
                 _adapter_blob(adapter)
+            small = {}
             for group in analysis.groups:
-                materialize(analysis, group, MemorySink())
-            return
+                sink = MemorySink()
+                materialize(analysis, group, sink)
+                on_group(group.name)
+                small[group.name] = {k: v for k, v in sink.arrays.items() if not k.endswith("/rows")}
+            return small
         with PlanWriter(output, force=force, created_by=f"hf-analyze {__version__}") as writer:
             settings = dict(report["settings"])
             writer.write_text("settings", json.dumps(settings))
@@ -90,5 +98,7 @@ def execute(analysis: Analysis, report: dict, output: Path | None, *, force: boo
                 sink = writer.group(group.name, group.role, group.rank)
                 materialize(analysis, group, sink)
                 sink.close()
+                on_group(group.name)
             hashes = {path: future.result() for path, future in futures.items()}
             writer.write_text("provenance", json.dumps(_provenance(analysis, hashes)))
+    return {}

@@ -43,12 +43,45 @@ def card(*, title: str, base_model: str | None, how: str, details: dict[str, obj
         lines += [f"| {key} | {_cell(value)} |" for key, value in details.items()]
         lines.append("")
     if scores:
-        lines += ["## Scores (`hf-eval evaluate`)", "", "| task | precision | recall | F1 |", "|---|---|---|---|"]
-        lines += [f"| {task} | {100 * s['precision']:.1f} | {100 * s['recall']:.1f} | {100 * s['f1']:.1f} |"
-                  for task, s in scores.items()]
-        lines.append("")
+        lines += [scores_section(scores), ""]
     lines.append("Written by the HeteroFusion toolkit. Load with `PeftModel.from_pretrained(base_model, this_folder)`.")
     return "\n".join(lines) + "\n"
+
+
+_SCORES = re.compile(r"<!-- hf-eval scores -->.*?<!-- /hf-eval scores -->\n?", re.S)
+
+
+def scores_section(scores: dict, note: str = "") -> str:
+    """The card's scores, between markers so that a later evaluation replaces them."""
+    lines = ["<!-- hf-eval scores -->", "## Scores (`hf-eval evaluate`)", ""]
+    if note:
+        lines += [note, ""]
+    lines += ["| task | precision | recall | F1 |", "|---|---|---|---|"]
+    lines += [f"| {task} | {100 * s['precision']:.1f} | {100 * s['recall']:.1f} | {100 * s['f1']:.1f} |"
+              for task, s in scores.items()]
+    return "\n".join(lines) + "\n<!-- /hf-eval scores -->"
+
+
+def update_scores(folder: Path, scores: dict, note: str) -> None:
+    """Write ``scores`` into ``folder``'s card (atomically), replacing the scores of an earlier evaluation; an
+    adapter without a card gets a short one naming its base model."""
+    import json
+
+    from .atomic import write_text_atomic
+
+    path = Path(folder) / CARD_NAME
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        config = json.loads((Path(folder) / "adapter_config.json").read_text())
+        text = card(title="LoRA adapter", base_model=config.get("base_model_name_or_path"),
+                    how="This adapter came without a model card; `hf-eval evaluate --update-cards` wrote this one.")
+    section = scores_section(scores, note)
+    if _SCORES.search(text):
+        text = _SCORES.sub(lambda _: section + "\n", text, count=1)
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    write_text_atomic(path, text, force=True, what="model card")
 
 
 def _cell(value: object) -> str:

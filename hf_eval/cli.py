@@ -43,6 +43,10 @@ TRAINING = [
     click.option("--drop-history", is_flag=True, help="Zero-shot prompts: drop earlier turns."),
     click.option("--seed", type=int, default=0, show_default=True, help="Seed of data order and initialisation."),
     click.option("--gradient-checkpointing", is_flag=True, help="Recompute activations in backward."),
+    click.option("--report-to", type=click.Choice(["none", "tensorboard", "wandb"]), default="none", show_default=True,
+                 help="Log every optimiser step to TensorBoard event files or an offline W&B run (Accelerate's trackers)."),
+    click.option("--tracker-dir", type=click.Path(path_type=Path), default=None,
+                 help="Where the tracker writes (default: OUT_DIR.runs beside the output)."),
 ]
 
 
@@ -55,13 +59,14 @@ def _options(options):
     return decorate
 
 
-def _quiet_libraries() -> None:
+def _quiet_libraries(quiet: bool) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     warnings.filterwarnings("ignore", category=FutureWarning)
     from transformers.utils import logging as transformers_logging
 
-    transformers_logging.disable_progress_bar()
+    if quiet:  # otherwise transformers' own bars show the long loads (the one-time GGUF conversion)
+        transformers_logging.disable_progress_bar()
 
 
 def _load(base_model: Path, device: str | None, dtype: str | None):
@@ -101,14 +106,16 @@ def main() -> None:
               help="How answers are scored (auto: from the instruction and gold answers).")
 @click.option("--json", "json_path", metavar="PATH|-", help="Also write the scores as JSON ('-': stdout), as hf-analyze and "
               "hf-fuse do.")
+@click.option("--update-cards", is_flag=True,
+              help="Write the scores into each evaluated adapter's model card (README.md), replacing earlier ones.")
 def evaluate(base_model, device, dtype, force, quiet, debug, adapters, data, output, max_new_tokens, batch_size, max_examples,
-             drop_history, metric, json_path) -> None:
+             drop_history, metric, json_path, update_cards) -> None:
     """Generate answers (greedy) for held-out data and score them."""
     from .evaluate import evaluate_adapters, render
 
     console = Console(quiet=quiet, debug=debug, report_to_stderr=json_path == "-")
     with errors_to_exit_codes(console):
-        _quiet_libraries()
+        _quiet_libraries(quiet)
         setup_logging(debug)
         from .generate import EvalConfig
 
@@ -126,6 +133,14 @@ def evaluate(base_model, device, dtype, force, quiet, debug, adapters, data, out
         results = evaluate_adapters(model, tokenizer, named, list(data), config, output, force=force, console=console)
         render(results, console)
         write_json(json_path, results, force=force)
+        if update_cards:
+            from hf_common.model_card import update_scores
+
+            note = (f"Measured on {', '.join(str(d) for d in data)} with {base_model}, greedy, at most {max_new_tokens} new "
+                    f"tokens{f', first {max_examples} examples per file' if max_examples else ''}; details in {output}.")
+            for name, path in named.items():
+                if path:
+                    update_scores(path, results["adapters"][name]["tasks"], note)
         console.success(f"results in {output}")
 
 
@@ -166,13 +181,15 @@ def _parse_adapters(values: tuple[str, ...]) -> dict[str, Path]:
 @click.option("--rank", type=int, default=8, show_default=True, help="LoRA rank.")
 @click.option("--alpha", type=float, default=16, show_default=True, help="LoRA alpha.")
 def train_expert(base_model, device, dtype, force, quiet, debug, epochs, max_steps, batch_size, grad_accum, lr, cutoff_len,
-                 max_examples_per_file, drop_history, seed, gradient_checkpointing, data, output, rank, alpha) -> None:
+                 max_examples_per_file, drop_history, seed, gradient_checkpointing, report_to, tracker_dir, data, output, rank,
+                 alpha) -> None:
     """Train a LoRA expert (all seven projections) with PEFT."""
     console = Console(quiet=quiet, debug=debug)
     with errors_to_exit_codes(console):
-        _quiet_libraries()
+        _quiet_libraries(quiet)
         setup_logging(debug)
         check_output_path(output, force, "output folder")
+        tracking = _tracking(report_to, tracker_dir, output, "train-expert", locals())
         import torch
 
         from hf_fuse.data import ReplayConfig, load_replay
@@ -185,7 +202,7 @@ def train_expert(base_model, device, dtype, force, quiet, debug, epochs, max_ste
                                                                    max_examples_per_file=max_examples_per_file)).examples
         torch.manual_seed(seed)
         peft_model = new_lora(model, rank, alpha)
-        history = _train_with_progress(console, peft_model, examples, tokenizer, settings, torch_device)
+        history = _train_with_progress(console, peft_model, examples, tokenizer, settings, torch_device, tracking)
         save_adapter(peft_model, output, force=force, base_model_name=ref.label, card_text=_card(
             "LoRA expert", ref.label, "Trained by `hf-eval train-expert` (PEFT LoRA on all seven projections).",
             {"data": [str(d) for d in data], "rank / alpha": f"{rank} / {alpha}", "settings": _settings_line(settings),
@@ -199,13 +216,15 @@ def train_expert(base_model, device, dtype, force, quiet, debug, epochs, max_ste
 @click.option("--replay", "replay", multiple=True, required=True, type=click.Path(path_type=Path), help="Replay data.")
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Adapter folder to write.")
 def replay_tune(base_model, device, dtype, force, quiet, debug, epochs, max_steps, batch_size, grad_accum, lr, cutoff_len,
-                max_examples_per_file, drop_history, seed, gradient_checkpointing, adapter, replay, output) -> None:
+                max_examples_per_file, drop_history, seed, gradient_checkpointing, report_to, tracker_dir, adapter, replay,
+                output) -> None:
     """Train the target adapter further on the replay mix (the paper's same-backbone baseline)."""
     console = Console(quiet=quiet, debug=debug)
     with errors_to_exit_codes(console):
-        _quiet_libraries()
+        _quiet_libraries(quiet)
         setup_logging(debug)
         check_output_path(output, force, "output folder")
+        tracking = _tracking(report_to, tracker_dir, output, "replay-tune", locals())
         load_target = _parse_adapters((str(adapter),))
         from hf_fuse.data import ReplayConfig, check_replay_files, load_replay
 
@@ -219,7 +238,7 @@ def replay_tune(base_model, device, dtype, force, quiet, debug, epochs, max_step
         examples = load_replay(list(replay), tokenizer, ReplayConfig(cutoff_len=cutoff_len, seed=seed, drop_history=drop_history,
                                                                      max_examples_per_file=max_examples_per_file)).examples
         peft_model = trainable_from(model, next(iter(load_target.values())))
-        history = _train_with_progress(console, peft_model, examples, tokenizer, settings, torch_device)
+        history = _train_with_progress(console, peft_model, examples, tokenizer, settings, torch_device, tracking)
         save_adapter(peft_model, output, force=force, base_model_name=ref.label, card_text=_card(
             "Replay-tuned adapter (baseline)", ref.label,
             "The target adapter trained further on replay data by `hf-eval replay-tune`: the baseline a fusion must beat.",
@@ -241,7 +260,7 @@ def merge(base_model, device, dtype, force, quiet, debug, adapters, weights, met
     """Homogeneous merge through PEFT (refused when the adapters' base models differ)."""
     console = Console(quiet=quiet, debug=debug)
     with errors_to_exit_codes(console):
-        _quiet_libraries()
+        _quiet_libraries(quiet)
         setup_logging(debug)
         check_output_path(output, force, "output folder")
         from .baselines import check_homogeneous, save_adapter
@@ -290,17 +309,30 @@ def _settings_line(settings) -> str:
     return f"lr {settings.lr}, {length}, batch {settings.batch_size} x {settings.grad_accum}, seed {settings.seed}"
 
 
-def _train_with_progress(console, peft_model, examples, tokenizer, settings, device):
+def _tracking(report_to: str, tracker_dir: Path | None, output: Path, command: str, options: dict) -> tuple:
+    """What ``_train_with_progress`` needs to open the tracker, checked before any model loads."""
+    from hf_fuse.trackers import check_report_to
+
+    check_report_to(report_to)
+    config = {k: str(v) if isinstance(v, Path) else v for k, v in options.items()
+              if k not in ("console", "force", "quiet", "debug", "report_to", "tracker_dir")}
+    return report_to, Path(tracker_dir or output.with_name(output.name + ".runs")), f"{command}-{output.name}", config
+
+
+def _train_with_progress(console, peft_model, examples, tokenizer, settings, device, tracking):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from hf_fuse.lora import train_lora
+    from hf_fuse.trackers import StepTracker
 
-    with Progress(TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[loss]}"),
-                  TimeElapsedColumn(), console=console.err) as progress:
+    with StepTracker(*tracking) as tracker, Progress(
+            TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[loss]}"),
+            TimeElapsedColumn(), console=console.err, disable=console.quiet) as progress:
         task = progress.add_task("", total=None, loss="")
 
         def on_step(record, total):
             progress.update(task, total=total, completed=record["step"], loss=f"loss {record['loss']:.4f}")
+            tracker.step(record)
 
         return train_lora(peft_model, examples, tokenizer.pad_token_id, settings, device, on_step)
 

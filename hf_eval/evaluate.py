@@ -47,6 +47,9 @@ def evaluate_adapters(model, tokenizer, adapters: dict[str, Path | None], data: 
                     "seconds": round(time.perf_counter() - started, 1),
                 }
         (tmp / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+        from .html import evaluation_report
+
+        (tmp / "report.html").write_text(evaluation_report(results).render())
     return results
 
 

@@ -100,6 +100,11 @@ EXIT_DIVERGED = 3
 @click.option("--json", "json_path", metavar="PATH|-", help="Also write the fusion report as JSON ('-': stdout).")
 @click.option("--log-file", type=click.Path(path_type=Path), default=None,
               help="Training log (default: OUT_DIR.log beside the output).")
+@click.option("--report-to", type=click.Choice(["none", "tensorboard", "wandb"]), default="none", show_default=True,
+              help="Log every optimiser step (loss, LM, RDM, lr, α per group) to TensorBoard event files or an offline "
+                   "W&B run, through Accelerate's trackers.")
+@click.option("--tracker-dir", type=click.Path(path_type=Path), default=None,
+              help="Where the tracker writes (default: OUT_DIR.runs beside the output).")
 @click.option("--force", is_flag=True, help="Replace an existing output folder / JSON file.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only errors.")
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logging.")
@@ -108,7 +113,7 @@ def main(plans, base_model, replay, output, method, source_models, unlabeled, st
          project_weight, project_map, epochs, max_steps, batch_size, grad_accum, lr, warmup_ratio, alpha_init, mu_gate,
          lambda_reg, mu_target, sigma, n_proj, embed_dim, n_heads, max_positions, cutoff_len, max_examples_per_file,
          drop_history, ablate, no_gradient_checkpointing, seed, device, dtype, checkpoint_every, checkpoint_dir, resume,
-         json_path, log_file, force, quiet, debug) -> None:
+         json_path, log_file, report_to, tracker_dir, force, quiet, debug) -> None:
     """Fuse the sources of PLAN.h5 into its target adapter; several plans run as a sequential pipeline."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is ever downloaded at run time
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -122,10 +127,13 @@ def main(plans, base_model, replay, output, method, source_models, unlabeled, st
         from .data import ReplayConfig
         from .report import Progress, render
         from .run import FuseJob, NetSettings, run
+        from .trackers import StepTracker, check_report_to
         from .train import TrainingDiverged, TrainSettings
 
-        transformers_logging.disable_progress_bar()
+        if quiet:  # otherwise transformers' own bars show the long loads (the one-time GGUF conversion)
+            transformers_logging.disable_progress_bar()
         check_json_target(json_path, force)
+        check_report_to(report_to)
         chosen = resolve_preset(preset, init=init, weight_decay=weight_decay, max_grad_norm=max_grad_norm,
                                 warmup_rounding=warmup_rounding, reset_alpha=reset_alpha)
         method_settings = _method_settings(method, source_models, unlabeled, student, gen_max_new_tokens, gen_batch_size,
@@ -148,8 +156,10 @@ def main(plans, base_model, replay, output, method, source_models, unlabeled, st
         )
         setup_logging(debug, str(log_path))
         try:
-            with Progress(console) as progress:
-                report = run(job, progress.event)
+            runs = Path(tracker_dir or output.with_name(output.name + ".runs"))
+            with Progress(console) as progress, StepTracker(report_to, runs, f"hf-fuse-{output.name}",
+                                                            resolved_config(click.get_current_context())) as tracker:
+                report = run(job, lambda kind, payload: (progress.event(kind, payload), tracker.event(kind, payload)))
         except TrainingDiverged as exc:
             console.abort(str(exc), EXIT_DIVERGED)
         render(report, console)

@@ -44,15 +44,19 @@ def _group_metrics(group: GroupTensors, hypernet: nn.Module, output, target: dic
     deltas = group.delta_b(output.delta_tokens)
     delta_sq = base_sq = 0.0
     bound_max = actual_max = 0.0
+    per_module = []
     for unit, delta in zip(group.units, deltas):
         b_rows = originals[unit.module].index_select(0, unit.rows)
         a = target[unit.key_a].to(delta.device).float()
-        delta_sq += float(delta.pow(2).sum())
-        base_sq += float(b_rows.pow(2).sum())
+        unit_delta_sq, unit_base_sq = float(delta.pow(2).sum()), float(b_rows.pow(2).sum())
+        delta_sq += unit_delta_sq
+        base_sq += unit_base_sq
         # Eq. 11 with the LoRA scale: ||s·α·ΔB·A||_F <= s·|α|·||ΔB||_F·||A||_2
         bound = unit.scale * abs(alpha) * float(delta.norm()) * float(torch.linalg.matrix_norm(a, ord=2))
         actual = unit.scale * abs(alpha) * float(torch.linalg.matrix_norm(delta @ a))
         bound_max, actual_max = max(bound_max, bound), max(actual_max, actual)
+        per_module.append({"module": unit.module, "layer": unit.layer, "eq11_bound": bound, "eq11_actual": actual,
+                           "alpha_delta_b_over_b": abs(alpha) * unit_delta_sq ** 0.5 / max(unit_base_sq ** 0.5, 1e-30)})
     attention = output.attention  # (U, Tt, Ts)
     real = group.target_mask.float()
     per_source = {}
@@ -67,11 +71,13 @@ def _group_metrics(group: GroupTensors, hypernet: nn.Module, output, target: dic
         "eq11_actual_max": actual_max,
         "attention_per_source": per_source,
         "n_modules": len(group.units),
+        "per_module": per_module,
     }
 
 
 def write_adapter(out_dir: Path, config: dict, tensors: dict[str, torch.Tensor], *, force: bool,
-                  extra_files: dict[str, dict] | None = None, extra_texts: dict[str, str] | None = None) -> None:
+                  extra_files: dict[str, dict] | None = None, extra_texts: dict[str, str] | None = None,
+                  extra_bytes: dict[str, bytes] | None = None) -> None:
     """Write the adapter folder to a temporary name, then rename it into place."""
     with atomic_folder(out_dir, force=force) as tmp:
         write_adapter_folder(tmp, config, tensors)
@@ -79,3 +85,5 @@ def write_adapter(out_dir: Path, config: dict, tensors: dict[str, torch.Tensor],
             (tmp / name).write_text(json.dumps(payload, indent=2) + "\n")
         for name, text in (extra_texts or {}).items():
             (tmp / name).write_text(text)
+        for name, data in (extra_bytes or {}).items():
+            (tmp / name).write_bytes(data)

@@ -22,6 +22,7 @@ class TargetUnit:
     key_b: str
     rows: torch.Tensor  # rows of the module's full B that this unit covers (int64, on device)
     scale: float
+    layer: int = -1  # the target layer (the plan's target/unit_layer)
 
 
 @dataclass
@@ -118,9 +119,9 @@ def build_group(plan: Plan, group: PlanGroup, device: torch.device,
                 gather.append((u * max_t + j) * bs + np.arange(n_rows[token]))
     d_out = a("target/unit_d_out")
     b_rows = np.split(a("target/unit_b_rows"), np.cumsum(d_out)[:-1])
-    units = [TargetUnit(str(m), str(ka), str(kb), torch.from_numpy(rows).to(device), float(s))
-             for m, ka, kb, rows, s in zip(a("target/unit_module"), a("target/unit_key_a"), a("target/unit_key_b"),
-                                           b_rows, a("target/unit_scale"))]
+    units = [TargetUnit(str(m), str(ka), str(kb), torch.from_numpy(rows).to(device), float(s), int(layer))
+             for m, ka, kb, rows, s, layer in zip(a("target/unit_module"), a("target/unit_key_a"), a("target/unit_key_b"),
+                                                  b_rows, a("target/unit_scale"), a("target/unit_layer"))]
 
     def tensor(x: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(x).to(device)

@@ -16,7 +16,7 @@ class Progress:
         self._bar = RichProgress(TextColumn("[bold]task {task.fields[task_no]}"), BarColumn(), MofNCompleteColumn(),
                                  TextColumn("{task.fields[metrics]}"), TimeElapsedColumn(), TimeRemainingColumn(),
                                  console=console.err, disable=console.quiet, transient=False)
-        self._tasks: dict[int, int] = {}
+        self._tasks: dict[object, int] = {}
 
     def __enter__(self) -> "Progress":
         self._bar.__enter__()
@@ -30,11 +30,12 @@ class Progress:
             if not self.console.quiet:
                 self._bar.console.print(str(payload))
             return
-        if kind == "generate":  # (source, answers so far, prompts)
+        if kind in ("generate", "align"):  # (source, answers or aligned tokens so far, their total)
             source, done, total = payload
-            key = -1 - source
+            key = (kind, source)
             if key not in self._tasks:
-                self._tasks[key] = self._bar.add_task("", total=total, task_no=f"source {source} answers", metrics="")
+                what = "answers" if kind == "generate" else "aligned tokens"
+                self._tasks[key] = self._bar.add_task("", total=total, task_no=f"source {source} {what}", metrics="")
             self._bar.update(self._tasks[key], completed=done)
             return
         task, record, total = payload

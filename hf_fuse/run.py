@@ -164,9 +164,12 @@ def run(job: FuseJob, on_event: Callable[[str, object], None] = lambda kind, pay
     }
     if device.type == "cuda":
         report["peak_gpu_memory_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
-    texts = {**job.record, "README.md": fused_card(job, plans, result.config, report)}
+    from .html import fusion_report
+
+    page = fusion_report(report)  # report.html and its figures as PNG files beside it
+    texts = {**job.record, "README.md": fused_card(job, plans, result.config, report), "report.html": page.render()}
     write_adapter(job.output, result.config, result.tensors, force=job.force, extra_files={"fusion_report.json": report},
-                  extra_texts=texts)
+                  extra_texts=texts, extra_bytes=page.pngs)
     for plan in plans:
         plan.close()
     return report
@@ -191,7 +194,7 @@ def fused_card(job: FuseJob, plans: list[Plan], config: dict, report: dict) -> s
                "sources": sources, "plans": [f"{p.path} (sha256 {p.checksum[:16]}…)" for p in plans],
                "settings": f"lr {job.train.lr}, {steps} optimiser steps, batch {job.train.batch_size} x "
                            f"{job.train.grad_accum}, seed {job.train.seed}", "replay": [str(p) for p in job.replay],
-               "fusion report": "fusion_report.json (per group: alpha, update norms, Eq. 11 bound)"}
+               "fusion report": "fusion_report.json (per group: alpha, update norms, Eq. 11 bound); report.html (plots)"}
     target_folder = Path(target["path"])
     return card(title=f"Fused LoRA adapter ({report['method']})", base_model=config.get("base_model_name_or_path"),
                 how=f"Made by `hf-fuse --method {report['method']}`: what the source experts know, fused into the target "

@@ -185,6 +185,7 @@ class ProjectMethod(FusionMethod):
                         _moments(shared, "in", x_t, x_s, gram=s.map == "lstsq")  # x_s ~ P_in.T x_t
                     _moments(link.stats, "out", y_s, y_t, gram=s.map == "lstsq")  # y_t ~ P_out.T y_s
                 n_tokens += keep
+                ctx.on_event("align", (source, n_tokens, s.max_tokens))
                 if n_tokens >= s.max_tokens:
                     break
         finally:

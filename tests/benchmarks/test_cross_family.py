@@ -3,6 +3,7 @@
 import importlib.util
 import json
 import sys
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
@@ -70,7 +71,14 @@ def test_report_gives_means_shares_and_paired_intervals(tmp_path):
         runs.append(_run(tmp_path, f"hn-s{seed}", "hypernet", seed, False, {"a": [right, wrong], "b": [right, wrong]}))
         runs.append(_run(tmp_path, f"null-s{seed}", "hypernet", seed, True, {"a": [right, wrong], "b": [wrong, wrong]}))
         runs.append(_run(tmp_path, f"rt-s{seed}", "replay-tune", seed, False, {"a": [right, right], "b": [wrong, wrong]}))
-    results = {"mode": "test", "settings": {**bench.MODES["smoke"].__dict__, "budget": {}}, "commit": "abc", "date": "d",
+    for seed in range(2):  # a longer budget of distill: its own rows, compared with replay-tune of the same steps
+        runs.append({**_run(tmp_path, f"d-s{seed}", "distill-lora", seed, False, {"a": [right, wrong], "b": [right, right]}),
+                     "steps": 60, "n_unlabeled": 100})
+        runs.append({**_run(tmp_path, f"dn-s{seed}", "distill-lora", seed, True, {"a": [right, wrong], "b": [wrong, wrong]}),
+                     "steps": 60, "n_unlabeled": 100})
+        runs.append({**_run(tmp_path, f"rt60-s{seed}", "replay-tune", seed, False, {"a": [right, wrong], "b": [wrong, wrong]}),
+                     "steps": 60})
+    results = {"mode": "test", "settings": asdict(bench.MODES["smoke"]), "commit": "abc", "date": "d",
                "device": "cpu", "target_task": "a", "source_tasks": ["b"], "experts": {"b": 1.0},
                "expert_scores": {"b": {"precision": 1.0, "recall": 1.0, "f1": 1.0}}, "runs": runs,
                "chosen_lr": {"L0": {"hypernet": 1e-4, "replay-tune": 3e-4}},
@@ -78,19 +86,23 @@ def test_report_gives_means_shares_and_paired_intervals(tmp_path):
     report.write_report(tmp_path, results)
     written = json.loads((tmp_path / "results.json").read_text())
     by = {c["comparison"]: c for c in written["comparisons"]}
-    assert by["fusion - null-source"]["seeds"] == [0, 1, 2]
-    assert by["fusion - null-source"]["tasks"]["b"]["diff"] == pytest.approx(0.5)  # F1 1/2 vs 0 on task b
-    assert by["fusion - null-source"]["tasks"]["a"] == {"diff": 0.0, "low": 0.0, "high": 0.0}
-    assert by["fusion - replay-tune"]["tasks"]["a"]["diff"] == pytest.approx(0.5 - 1.0)
+    assert by["hypernet - null-source"]["seeds"] == [0, 1, 2]
+    assert by["hypernet - null-source"]["tasks"]["b"]["diff"] == pytest.approx(0.5)  # F1 1/2 vs 0 on task b
+    assert by["hypernet - null-source"]["tasks"]["a"] == {"diff": 0.0, "low": 0.0, "high": 0.0}
+    assert by["hypernet - replay-tune"]["tasks"]["a"]["diff"] == pytest.approx(0.5 - 1.0)
+    longer = by["distill-lora [60 steps, 100 prompts] - replay-tune [60 steps]"]
+    assert longer["seeds"] == [0, 1] and longer["tasks"]["b"]["diff"] == pytest.approx(1.0)
+    assert by["distill-lora [60 steps, 100 prompts] - null-source"]["tasks"]["b"]["diff"] == pytest.approx(1.0)
     text = (tmp_path / "results.md").read_text()
     assert "| 0 | hypernet (null sources) | 3 | 0.0001 | 50.0 ± 0.0 | 0.0 ± 0.0 |" in text
     assert "b 50 %" in text  # fusion recovers half of the expert's F1 on its task
     assert "+50.0 [+0.0, +100.0]" in text  # the two-example interval of task b
     assert "| hypernet | b 50.0 (50 %) | 0.0 | +50.0 | +0.0 | yes |" in text  # the bar: 50 % of the expert, 50 above null
+    assert "| distill-lora [60 steps, 100 prompts] | b 100.0 (100 %) | 0.0 | +100.0 | +0.0 | yes |" in text
 
 
 def test_results_accumulate_across_invocations_with_the_same_settings(tmp_path):
-    from dataclasses import asdict, replace
+    from dataclasses import asdict
 
     settings = asdict(bench.MODES["cpu"])
     earlier = {"mode": "cpu", "settings": settings, "runs": [{"name": "hypernet-L0-lr0.0003-s0"}], "experts": {"x": 0.5}}

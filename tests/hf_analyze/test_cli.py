@@ -225,3 +225,23 @@ def test_licences_are_shown_side_by_side_and_a_difference_is_warned_about(adapte
     assert any("licences differ (apache-2.0, cc-by-nc-4.0)" in w for w in report["warnings"])
     plain = run("--target", adapters["llama"], "--source", adapters["qwen2"], "--check", "--json", "-")
     assert all(e["license"] is None for e in json.loads(plain.stdout)["licenses"])  # nothing written, nothing guessed
+
+
+def test_html_report_of_an_analysis_of_a_check_and_of_show(adapters, tmp_path):
+    from html_check import check_report
+
+    sources = ["--source", adapters["qwen2"], "--source", adapters["gemma3"]]
+    result = run("--target", adapters["llama"], *sources, "-o", tmp_path / "plan.h5", "--report", tmp_path / "a.html",
+                 "--block-size", "auto", "-q")
+    assert result.exit_code == 0, result.output
+    held = check_report(tmp_path / "a.html")
+    assert held["images"] == 2 + 7  # one layer map per source, one spectra figure per group
+    assert "q_proj" in held["text"] and "compatible: 7 groups" in held["text"]
+    checked = run("--target", adapters["llama"], *sources, "--check", "--report", tmp_path / "c.html", "--block-size", "auto")
+    assert checked.exit_code == 0 and check_report(tmp_path / "c.html")["images"] == 9
+    shown = run("show", tmp_path / "plan.h5", "--report", tmp_path / "s.html", "-q")
+    assert shown.exit_code == 0 and shown.output == ""
+    assert check_report(tmp_path / "s.html")["images"] == 9
+    before = (tmp_path / "s.html").read_bytes()
+    again = run("show", tmp_path / "plan.h5", "--report", tmp_path / "s.html")
+    assert again.exit_code == 2 and "--force" in again.output and (tmp_path / "s.html").read_bytes() == before

@@ -11,7 +11,8 @@ def test_the_config_reference_lists_every_key_of_both_commands():
 
 
 def test_not_recorded_options_exist():
-    from hf_fuse.cli import main
+    from hf_analyze.cli import main as analyze
+    from hf_fuse.cli import main as fuse
 
-    names = {p.name for p in main.params}
+    names = {p.name for command in (fuse, analyze) for p in command.params}
     assert NOT_RECORDED - {"config", "help", "version"} <= names

@@ -21,6 +21,12 @@ def test_evaluate_writes_scores_and_every_prediction(fusion, tmp_path):
     assert task["metric"] == "set" and task["n_examples"] == 5 and 0.0 <= task["f1"] <= 1.0
     rows = (tmp_path / "results/predictions/target/replay.jsonl").read_text().splitlines()
     assert len(rows) == 5 and {"prompt", "gold", "prediction", "n_correct"} <= set(json.loads(rows[0]))
+    from html_check import check_report
+
+    held = check_report(tmp_path / "results/report.html")
+    assert held["images"] == 2 and held["links"] == ["predictions/target/replay.jsonl"]
+    assert all((tmp_path / "results" / link).is_file() for link in held["links"])
+    assert f"{100 * task['f1']:.1f}" in held["text"]
     again = run("evaluate", "--base-model", fusion["base"], "--data", fusion["replay"], "-o", tmp_path / "results")
     assert again.exit_code == 2 and "--force" in again.stderr
 
@@ -39,8 +45,11 @@ def test_greedy_generation_is_batch_independent(fusion):
 
 def test_train_expert_and_replay_tune(fusion, tmp_path):
     result = run("train-expert", "--base-model", fusion["base"], "--data", fusion["replay"], "-o", tmp_path / "expert",
-                 "--max-steps", "3", "--batch-size", "4", "--lr", "1e-3")
+                 "--max-steps", "3", "--batch-size", "4", "--lr", "1e-3", "--report-to", "tensorboard")
     assert result.exit_code == 0, result.output
+    from tb_events import scalars
+
+    assert [step for step, _ in scalars(tmp_path / "expert.runs")["train/loss"]] == [1, 2, 3]
     from hf_common.model_card import read_front_matter
 
     assert read_front_matter(tmp_path / "expert")["base_model"] == str(fusion["base"])
@@ -103,3 +112,23 @@ def test_evaluate_json_to_stdout_and_quiet(fusion, tmp_path):
                                        "--max-new-tokens", "4", "--json", "-", "-q"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["adapters"]["t"]["tasks"]["replay"]["n_examples"] == 2  # stdout is pure JSON
+
+
+def test_update_cards_writes_the_scores_into_the_card_and_replaces_them_later(fusion, tmp_path):
+    import shutil
+
+    from hf_common.model_card import read_front_matter
+
+    adapter = shutil.copytree(fusion["target"], tmp_path / "adapter")
+    (adapter / "README.md").unlink(missing_ok=True)  # a card-less adapter gets a card naming its base model
+    for round_ in range(2):
+        result = CliRunner().invoke(main, ["evaluate", "--base-model", str(fusion["base"]), "--adapter", f"t={adapter}",
+                                           "--data", str(fusion["replay"]), "-o", str(tmp_path / f"r{round_}"),
+                                           "--max-examples", str(2 + round_), "--max-new-tokens", "4", "--update-cards", "-q"])
+        assert result.exit_code == 0, result.output
+    text = (adapter / "README.md").read_text()
+    f1 = json.loads((tmp_path / "r1/results.json").read_text())["adapters"]["t"]["tasks"]["replay"]["f1"]
+    assert text.count("## Scores") == 1 and "| replay | " in text and f"{100 * f1:.1f} |" in text
+    assert "first 3 examples per file" in text and "first 2 examples" not in text
+    assert read_front_matter(adapter)["base_model"] == json.loads((adapter / "adapter_config.json").read_text())[
+        "base_model_name_or_path"]

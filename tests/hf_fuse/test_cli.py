@@ -18,7 +18,8 @@ def _run(fusion, tmp_path, **overrides):
     argv = [str(args.pop("plan"))]
     for key, value in args.items():
         argv += [key] if value is True else [key, str(value)]
-    argv += ["--max-steps", "1", "--grad-accum", "1", "--embed-dim", "auto", "--n-heads", "2", "--n-proj", "16"]
+    defaults = {"--max-steps": "1", "--grad-accum": "1", "--embed-dim": "auto", "--n-heads": "2", "--n-proj": "16"}
+    argv += [x for key, value in defaults.items() if key not in args for x in (key, value)]
     return CliRunner().invoke(main, argv, catch_exceptions=False)
 
 
@@ -37,6 +38,15 @@ def test_cli_fuses_and_writes_report(fusion, tmp_path):
     assert front["library_name"] == "peft" and "fusion-hypernet" in front["tags"] and "llama" in front["tags"]
     assert front["base_model"] == json.loads((tmp_path / "out/adapter_config.json").read_text())["base_model_name_or_path"]
     assert str(fusion["plan"]) in (tmp_path / "out/README.md").read_text()
+    from html_check import check_report
+
+    held = check_report(tmp_path / "out/report.html")
+    pngs = sorted(p.name for p in (tmp_path / "out").glob("*.png"))
+    assert pngs == ["task1-alpha.png", "task1-attention.png", "task1-eq11.png", "task1-loss.png",
+                    "task1-update-by-layer.png"] and held["images"] == len(pngs)
+    group = report["tasks"][0]["groups"]["q_proj.r4"]
+    assert f"{group['alpha']:.4g}" in held["text"] and len(group["per_module"]) == group["n_modules"]
+    assert all(m["eq11_actual"] <= m["eq11_bound"] * (1 + 1e-5) for m in group["per_module"])
 
 
 def _bad(fusion, tmp_path, how):
@@ -171,3 +181,25 @@ def test_bad_config_files_are_refused_naming_the_key_and_the_file(fusion, tmp_pa
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.exit_code == 2 and len(lines) == 1 and message in result.stderr, result.output
     assert str(config) in result.stderr and not (tmp_path / "out").exists()
+
+
+def test_report_to_tensorboard_logs_every_step_through_accelerate(fusion, tmp_path):
+    from tb_events import scalars
+
+    result = _run(fusion, tmp_path, **{"--report-to": "tensorboard", "--max-steps": "3", "-q": True})
+    assert result.exit_code == 0, result.output
+    logged = scalars(tmp_path / "out.runs")
+    history = json.loads((tmp_path / "out/fusion_report.json").read_text())["tasks"][0]["history"]
+    assert [step for step, _ in logged["train/loss"]] == [1, 2, 3]
+    assert [round(v, 4) for _, v in logged["train/loss"]] == [round(h["loss"], 4) for h in history]
+    assert "train/alpha/q_proj.r4" in logged and "train/rdm" in logged
+    assert "report-to" not in (tmp_path / "out/fusion_config.yaml").read_text()  # how to run, not what to compute
+
+
+def test_report_to_wandb_without_wandb_is_refused_before_loading(fusion, tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
+    result = _run(fusion, tmp_path, **{"--report-to": "wandb"})
+    assert result.exit_code == 2 and "pip install wandb" in result.output and not (tmp_path / "out").exists()
