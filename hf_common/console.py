@@ -25,15 +25,20 @@ EXIT_INTERRUPTED = 130
 class Console:
     """Rich output on stdout (reports) and stderr (messages)."""
 
-    def __init__(self, *, quiet: bool = False, debug: bool = False, report_to_stderr: bool = False):
+    def __init__(self, *, quiet: bool = False, debug: bool = False, report_to_stderr: bool = False,
+                 process: int | None = None):
         self.debug = debug
         self.quiet = quiet
+        # a secondary process of a data-parallel run: silent, and its errors name it; bad input, which every
+        # process meets alike, is left to the main process to say once
+        self.process = process
         self.err = RichConsole(stderr=True, highlight=False, soft_wrap=True)
         self.out = self.err if report_to_stderr else RichConsole(highlight=False)
 
     # -- messages --------------------------------------------------------
     def error(self, message: str) -> None:
-        self.err.print(f"[bold red]error:[/] {_escape(message)}")
+        where = f"process {self.process}: " if self.process is not None else ""
+        self.err.print(f"[bold red]error:[/] {where}{_escape(message)}")
 
     def warning(self, message: str) -> None:
         if not self.quiet:
@@ -48,7 +53,8 @@ class Console:
             self.err.print(f"[bold green]✓[/] {_escape(message)}")
 
     def abort(self, message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
-        self.error(message)
+        if self.process is None or code != EXIT_BAD_INPUT:
+            self.error(message)
         raise SystemExit(code)
 
     # -- reports ---------------------------------------------------------

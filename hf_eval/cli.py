@@ -70,19 +70,37 @@ def _quiet_libraries(quiet: bool) -> None:
 
 
 def _load(base_model: Path, device: str | None, dtype: str | None):
+    from hf_fuse.distributed import device_for
     from hf_fuse.model import load_model_and_tokenizer, pick_device, pick_dtype, resolve_base_model
 
     ref = resolve_base_model(base_model)
-    torch_device = pick_device(device)
+    torch_device = pick_device(device_for(device))
     model, tokenizer = load_model_and_tokenizer(ref, torch_device, pick_dtype(dtype, torch_device))
     return ref, model, tokenizer, torch_device
 
 
+def _console(quiet: bool, debug: bool, report_to_stderr: bool = False) -> Console:
+    """The console of a command that runs a model: under accelerate launch / torchrun, only the main process talks."""
+    from hf_fuse.distributed import processes
+
+    procs = processes()
+    return Console(quiet=quiet or not procs.is_main, debug=debug, report_to_stderr=report_to_stderr,
+                   process=None if procs.is_main else procs.rank)
+
+
+def _is_main() -> bool:
+    from hf_fuse.distributed import processes
+
+    return processes().is_main
+
+
 def _train_settings(epochs, max_steps, batch_size, grad_accum, lr, seed, gradient_checkpointing):
+    """Data parallel: --grad-accum counts each process's micro-batches; the settings count the whole step's."""
+    from hf_fuse.distributed import per_step
     from hf_fuse.train import TrainSettings
 
-    return TrainSettings(epochs=epochs, max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum, lr=lr,
-                         seed=seed, gradient_checkpointing=gradient_checkpointing)
+    return per_step(TrainSettings(epochs=epochs, max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum, lr=lr,
+                         seed=seed, gradient_checkpointing=gradient_checkpointing))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -113,7 +131,7 @@ def evaluate(base_model, device, dtype, force, quiet, debug, adapters, data, out
     """Generate answers (greedy) for held-out data and score them."""
     from .evaluate import evaluate_adapters, render
 
-    console = Console(quiet=quiet, debug=debug, report_to_stderr=json_path == "-")
+    console = _console(quiet, debug, report_to_stderr=json_path == "-")
     with errors_to_exit_codes(console):
         _quiet_libraries(quiet)
         setup_logging(debug)
@@ -132,7 +150,8 @@ def evaluate(base_model, device, dtype, force, quiet, debug, adapters, data, out
         _, model, tokenizer, _ = _load(base_model, device, dtype)
         results = evaluate_adapters(model, tokenizer, named, list(data), config, output, force=force, console=console)
         render(results, console)
-        write_json(json_path, results, force=force)
+        if _is_main():
+            write_json(json_path, results, force=force)
         if update_cards:
             from hf_common.model_card import update_scores
 
@@ -184,7 +203,7 @@ def train_expert(base_model, device, dtype, force, quiet, debug, epochs, max_ste
                  max_examples_per_file, drop_history, seed, gradient_checkpointing, report_to, tracker_dir, data, output, rank,
                  alpha) -> None:
     """Train a LoRA expert (all seven projections) with PEFT."""
-    console = Console(quiet=quiet, debug=debug)
+    console = _console(quiet, debug)
     with errors_to_exit_codes(console):
         _quiet_libraries(quiet)
         setup_logging(debug)
@@ -203,10 +222,11 @@ def train_expert(base_model, device, dtype, force, quiet, debug, epochs, max_ste
         torch.manual_seed(seed)
         peft_model = new_lora(model, rank, alpha)
         history = _train_with_progress(console, peft_model, examples, tokenizer, settings, torch_device, tracking)
-        save_adapter(peft_model, output, force=force, base_model_name=ref.label, card_text=_card(
-            "LoRA expert", ref.label, "Trained by `hf-eval train-expert` (PEFT LoRA on all seven projections).",
-            {"data": [str(d) for d in data], "rank / alpha": f"{rank} / {alpha}", "settings": _settings_line(settings),
-             "loss": f"{history[0]['loss']:.4f} -> {history[-1]['loss']:.4f}"}, ["expert"]))
+        if _is_main():
+            save_adapter(peft_model, output, force=force, base_model_name=ref.label, card_text=_card(
+                "LoRA expert", ref.label, "Trained by `hf-eval train-expert` (PEFT LoRA on all seven projections).",
+                {"data": [str(d) for d in data], "rank / alpha": f"{rank} / {alpha}", "settings": _settings_line(settings),
+                 "loss": f"{history[0]['loss']:.4f} -> {history[-1]['loss']:.4f}"}, ["expert"]))
         console.success(f"expert written to {output} (loss {history[0]['loss']:.4f} -> {history[-1]['loss']:.4f})")
 
 
@@ -219,7 +239,7 @@ def replay_tune(base_model, device, dtype, force, quiet, debug, epochs, max_step
                 max_examples_per_file, drop_history, seed, gradient_checkpointing, report_to, tracker_dir, adapter, replay,
                 output) -> None:
     """Train the target adapter further on the replay mix (the paper's same-backbone baseline)."""
-    console = Console(quiet=quiet, debug=debug)
+    console = _console(quiet, debug)
     with errors_to_exit_codes(console):
         _quiet_libraries(quiet)
         setup_logging(debug)
@@ -239,11 +259,12 @@ def replay_tune(base_model, device, dtype, force, quiet, debug, epochs, max_step
                                                                      max_examples_per_file=max_examples_per_file)).examples
         peft_model = trainable_from(model, next(iter(load_target.values())))
         history = _train_with_progress(console, peft_model, examples, tokenizer, settings, torch_device, tracking)
-        save_adapter(peft_model, output, force=force, base_model_name=ref.label, card_text=_card(
-            "Replay-tuned adapter (baseline)", ref.label,
-            "The target adapter trained further on replay data by `hf-eval replay-tune`: the baseline a fusion must beat.",
-            {"target adapter": str(adapter), "replay": [str(r) for r in replay], "settings": _settings_line(settings),
-             "loss": f"{history[0]['loss']:.4f} -> {history[-1]['loss']:.4f}"}, ["baseline", "replay-tune"], adapter))
+        if _is_main():
+            save_adapter(peft_model, output, force=force, base_model_name=ref.label, card_text=_card(
+                "Replay-tuned adapter (baseline)", ref.label,
+                "The target adapter trained further on replay data by `hf-eval replay-tune`: the baseline a fusion must beat.",
+                {"target adapter": str(adapter), "replay": [str(r) for r in replay], "settings": _settings_line(settings),
+                 "loss": f"{history[0]['loss']:.4f} -> {history[-1]['loss']:.4f}"}, ["baseline", "replay-tune"], adapter))
         console.success(f"replay-tuned adapter written to {output}")
 
 
@@ -258,7 +279,7 @@ def replay_tune(base_model, device, dtype, force, quiet, debug, epochs, max_step
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Adapter folder to write.")
 def merge(base_model, device, dtype, force, quiet, debug, adapters, weights, method, density, output) -> None:
     """Homogeneous merge through PEFT (refused when the adapters' base models differ)."""
-    console = Console(quiet=quiet, debug=debug)
+    console = _console(quiet, debug)
     with errors_to_exit_codes(console):
         _quiet_libraries(quiet)
         setup_logging(debug)
@@ -269,10 +290,11 @@ def merge(base_model, device, dtype, force, quiet, debug, adapters, weights, met
         check_homogeneous(list(adapters))  # before loading any weights
         ref, model, _, _ = _load(base_model, device, dtype)
         peft_model = merge_adapters(model, list(adapters), list(weights) or [1.0] * len(adapters), method, density)
-        save_adapter(peft_model, output, force=force, base_model_name=ref.label, adapter_name="merged", card_text=_card(
-            f"Merged adapter ({method})", ref.label, f"PEFT `add_weighted_adapter` ({method}) of adapters of one base model, "
-            "by `hf-eval merge`.", {"adapters": [str(a) for a in adapters], "weights": list(weights) or "1 each",
-                                   "density": density}, ["merge", method], *adapters))
+        if _is_main():
+            save_adapter(peft_model, output, force=force, base_model_name=ref.label, adapter_name="merged", card_text=_card(
+                f"Merged adapter ({method})", ref.label, f"PEFT `add_weighted_adapter` ({method}) of adapters of one base model, "
+                "by `hf-eval merge`.", {"adapters": [str(a) for a in adapters], "weights": list(weights) or "1 each",
+                                       "density": density}, ["merge", method], *adapters))
         console.success(f"{method} merge of {len(adapters)} adapters written to {output}")
 
 

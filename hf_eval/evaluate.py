@@ -19,38 +19,49 @@ def evaluate_adapters(model, tokenizer, adapters: dict[str, Path | None], data: 
     from peft import PeftModel
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    results = {"format": "heterofusion-evaluation", "version": 1, "settings": config.__dict__, "adapters": {}}
-    n_examples = sum(min(config.max_examples or 10**9, _count(path)) for path in data) * len(adapters)
-    with atomic_folder(output, force=force, what="results folder") as tmp:
-        with Progress(TextColumn("[bold]{task.fields[what]}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      console=(console or Console()).err, disable=console is None or console.quiet) as progress:
-            bar = progress.add_task("", total=n_examples, what="generating")
-            for name, adapter in adapters.items():
-                started = time.perf_counter()
-                evaluated = PeftModel.from_pretrained(model, adapter) if adapter else model
-                evaluated.eval()
-                scores = {}
-                (tmp / "predictions" / name).mkdir(parents=True)
-                for path in data:
-                    progress.update(bar, what=f"{name} · {path.stem}")
-                    score, rows = evaluate_file(evaluated, tokenizer, path, config,
-                                                lambda n: progress.advance(bar, n))
-                    scores[path.stem] = score
-                    with open(tmp / "predictions" / name / f"{path.stem}.jsonl", "w") as handle:
-                        handle.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-                if adapter:
-                    model = evaluated.unload()
-                results["adapters"][name] = {
-                    "adapter": str(adapter) if adapter else None,
-                    "tasks": {task: score.summary() for task, score in scores.items()},
-                    "macro": macro(scores),
-                    "seconds": round(time.perf_counter() - started, 1),
-                }
-        (tmp / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-        from .html import evaluation_report
+    from hf_fuse.distributed import processes
 
-        (tmp / "report.html").write_text(evaluation_report(results).render())
+    procs = processes()  # data parallel: examples are shared out (hf_eval.generate), the main process writes
+    results = {"format": "heterofusion-evaluation", "version": 1, "settings": config.__dict__, "adapters": {},
+               "processes": procs.world}
+    predictions: dict[tuple[str, str], list[dict]] = {}
+    n_examples = sum(min(config.max_examples or 10**9, _count(path)) for path in data) * len(adapters)
+    with Progress(TextColumn("[bold]{task.fields[what]}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=(console or Console()).err, disable=console is None or console.quiet) as progress:
+        bar = progress.add_task("", total=n_examples // procs.world, what="generating")
+        for name, adapter in adapters.items():
+            started = time.perf_counter()
+            evaluated = PeftModel.from_pretrained(model, adapter) if adapter else model
+            evaluated.eval()
+            scores = {}
+            for path in data:
+                progress.update(bar, what=f"{name} · {path.stem}")
+                scores[path.stem], predictions[name, path.stem] = evaluate_file(evaluated, tokenizer, path, config,
+                                                                                lambda n: progress.advance(bar, n))
+            if adapter:
+                model = evaluated.unload()
+            results["adapters"][name] = {
+                "adapter": str(adapter) if adapter else None,
+                "tasks": {task: score.summary() for task, score in scores.items()},
+                "macro": macro(scores),
+                "seconds": round(time.perf_counter() - started, 1),
+            }
+    if procs.is_main:
+        _write(output, results, predictions, force)
     return results
+
+
+def _write(output: Path, results: dict, predictions: dict[tuple[str, str], list[dict]], force: bool) -> None:
+    """The results folder, atomically: results.json, every prediction as JSONL, report.html."""
+    from .html import evaluation_report
+
+    with atomic_folder(output, force=force, what="results folder") as tmp:
+        for (name, task), rows in predictions.items():
+            (tmp / "predictions" / name).mkdir(parents=True, exist_ok=True)
+            with open(tmp / "predictions" / name / f"{task}.jsonl", "w") as handle:
+                handle.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+        (tmp / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+        (tmp / "report.html").write_text(evaluation_report(results).render())
 
 
 def _count(path: Path) -> int:

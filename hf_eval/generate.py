@@ -39,8 +39,13 @@ def evaluate_file(model, tokenizer, path: Path, config: EvalConfig,
     records = load_records(path)[: config.max_examples]
     golds = [conv.turns[-1][1] for conv in records]
     metric = config.metric if config.metric != "auto" else infer_metric(records[0].turns[-1][0], golds)
-    prompts = [prompt_ids(tokenizer, conv, config.cutoff_len, config.drop_history) for conv in records]
-    predictions = generate(model, tokenizer, prompts, config, on_batch)
+    from hf_fuse.distributed import gather, processes
+
+    procs = processes()  # data parallel: each process answers every world-th prompt; all get every answer
+    mine = list(range(procs.rank, len(records), procs.world))
+    prompts = [prompt_ids(tokenizer, records[i], config.cutoff_len, config.drop_history) for i in mine]
+    answered = dict(gather(list(zip(mine, generate(model, tokenizer, prompts, config, on_batch)))))
+    predictions = [answered[i] for i in range(len(records))]
     score = TaskScore(metric)
     rows = []
     for conv, gold, prediction in zip(records, golds, predictions):

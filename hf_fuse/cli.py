@@ -119,7 +119,11 @@ def main(plans, base_model, replay, output, method, source_models, unlabeled, st
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     warnings.filterwarnings("ignore", category=FutureWarning)  # transformers' own deprecation notices
-    console = Console(quiet=quiet, debug=debug, report_to_stderr=json_path == "-")
+    from .distributed import processes
+
+    procs = processes()  # several under accelerate launch / torchrun: only the main one reports and writes
+    console = Console(quiet=quiet or not procs.is_main, debug=debug, report_to_stderr=json_path == "-",
+                      process=None if procs.is_main else procs.rank)
     log_path = Path(log_file or output.with_name(output.name + ".log"))
     with _no_log_on_bad_input(log_path), errors_to_exit_codes(console):
         from transformers.utils import logging as transformers_logging
@@ -154,16 +158,18 @@ def main(plans, base_model, replay, output, method, source_models, unlabeled, st
             method=method, method_settings=method_settings,
             record={"fusion_config.yaml": dump(resolved_config(click.get_current_context()))},
         )
-        setup_logging(debug, str(log_path))
+        setup_logging(debug, str(log_path) if procs.is_main else None)
         try:
             runs = Path(tracker_dir or output.with_name(output.name + ".runs"))
-            with Progress(console) as progress, StepTracker(report_to, runs, f"hf-fuse-{output.name}",
-                                                            resolved_config(click.get_current_context())) as tracker:
+            tracking = (report_to if procs.is_main else "none", runs, f"hf-fuse-{output.name}",
+                        resolved_config(click.get_current_context()))
+            with Progress(console) as progress, StepTracker(*tracking) as tracker:
                 report = run(job, lambda kind, payload: (progress.event(kind, payload), tracker.event(kind, payload)))
         except TrainingDiverged as exc:
             console.abort(str(exc), EXIT_DIVERGED)
         render(report, console)
-        write_json(json_path, report, force=force)
+        if procs.is_main:
+            write_json(json_path, report, force=force)
         console.success(f"fused adapter written to {output}")
     raise SystemExit(EXIT_OK)
 

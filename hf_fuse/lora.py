@@ -14,6 +14,7 @@ from collections.abc import Callable
 import torch
 
 from .data import Example
+from .distributed import broadcast, my_share, sum_gradients, sum_value
 from .train import TrainingDiverged, TrainSettings, lm_loss, micro_batches, schedule_length
 
 logger = logging.getLogger(__name__)
@@ -32,16 +33,22 @@ def train_lora(peft_model, examples: list[Example], pad_id: int, settings: Train
     if settings.gradient_checkpointing:
         peft_model.base_model.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         peft_model.base_model.model.enable_input_require_grads()
+    broadcast(params)
     peft_model.train()
     history = []
     for step in range(total):
         started = time.perf_counter()
         batches = micro_batches(step, examples, settings, micro_per_epoch)
         total_loss = 0.0
-        for batch in batches:
+        for micro, batch in my_share(list(enumerate(batches))):  # data parallel: this process's share
+            # LoRA dropout draws its masks from the global RNG: seeding it per micro-batch of the whole stream makes
+            # the masks, and so the run, the same however a step's micro-batches are shared out among processes
+            torch.manual_seed(settings.seed * 1_000_003 + step * len(batches) + micro)
             loss = lm_loss(peft_model, batch, pad_id, device) / len(batches)
             loss.backward()
             total_loss += loss.item()
+        sum_gradients(params)
+        total_loss = sum_value(total_loss)
         if not math.isfinite(total_loss):
             raise TrainingDiverged(f"non-finite loss at step {step + 1} ({total_loss}); nothing was written")
         grad_norm = torch.nn.utils.clip_grad_norm_(params, settings.clip_norm)

@@ -10,7 +10,7 @@ import math
 import resource
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from hf_common.errors import ConfigError, InputError
 from hf_common.plan import Plan
 
 from . import data as replay_data
+from .distributed import device_for, per_step, processes
 from .export import write_adapter
 from .hypernet import HyperNetConfig
 from .methods import FuseContext, get_method
@@ -134,12 +135,14 @@ def _fingerprint(job: FuseJob, plans: list[Plan]) -> dict:
 
 def run(job: FuseJob, on_event: Callable[[str, object], None] = lambda kind, payload: None) -> dict:
     started = time.perf_counter()
+    procs = processes()
+    job = replace(job, train=per_step(job.train))  # data parallel: --grad-accum per process -> per step
     method = get_method(job.method)(job.method_settings)
     warnings: list[str] = []
     plans, ref = preflight(job, warnings, method)
     for warning in warnings:
         logger.warning(warning)
-    device = pick_device(job.device)
+    device = pick_device(device_for(job.device))
     dtype = pick_dtype(job.dtype, device)
     on_event("stage", f"loading {ref.label} on {device} ({str(dtype).removeprefix('torch.')})")
     model, tokenizer = load_model_and_tokenizer(ref, device, dtype)
@@ -159,6 +162,7 @@ def run(job: FuseJob, on_event: Callable[[str, object], None] = lambda kind, pay
         "tasks": result.tasks,
         **result.extra,
         "warnings": warnings,
+        "processes": procs.world,
         "time_s": round(time.perf_counter() - started, 2),
         "peak_memory_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
@@ -168,8 +172,9 @@ def run(job: FuseJob, on_event: Callable[[str, object], None] = lambda kind, pay
 
     page = fusion_report(report)  # report.html and its figures as PNG files beside it
     texts = {**job.record, "README.md": fused_card(job, plans, result.config, report), "report.html": page.render()}
-    write_adapter(job.output, result.config, result.tensors, force=job.force, extra_files={"fusion_report.json": report},
-                  extra_texts=texts, extra_bytes=page.pngs)
+    if procs.is_main:  # every process holds the same result; one writes it
+        write_adapter(job.output, result.config, result.tensors, force=job.force,
+                      extra_files={"fusion_report.json": report}, extra_texts=texts, extra_bytes=page.pngs)
     for plan in plans:
         plan.close()
     return report

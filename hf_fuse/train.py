@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from hf_common.errors import ConfigError, HFError, InputError, one_line
 
 from .data import Example, collate
+from .distributed import broadcast, my_share, processes, sum_gradients, sum_value
 from .hypernet import HyperNetOutput, HyperNets
 from .patching import backward_through_patch, original_b, patched, predicted_b
 from .plan_tensors import GroupTensors
@@ -162,6 +163,8 @@ class Checkpointer:
         return self.folder / f"task{task}.pt"
 
     def save(self, task: int, state: TrainState, hypernets: nn.Module, optimizer, scheduler, generator) -> None:
+        if not processes().is_main:  # every process holds the same state; one writes it
+            return
         self.folder.mkdir(parents=True, exist_ok=True)
         tmp = self.path(task).with_suffix(".tmp")
         torch.save({"fingerprint": self.fingerprint, "state": asdict(state), "hypernets": hypernets.state_dict(),
@@ -213,6 +216,7 @@ def train(peft_model: nn.Module, examples: list[Example], pad_id: int, groups: l
             raise InputError(f"the checkpoint does not fit this run ({type(exc).__name__}: {one_line(exc, 200)}); remove it or "
                              "drop --resume", checkpointer.path(task)) from None
         logger.info("resumed task %d at step %d", task, state.step)
+    broadcast(params)
     prepare_model(peft_model, settings)
     rng_after_last_step = generator.get_state()
     originals = original_b(peft_model, {u.module for g in groups for u in g.units})
@@ -225,10 +229,12 @@ def train(peft_model: nn.Module, examples: list[Example], pad_id: int, groups: l
             lm_started = time.perf_counter()
             lm_total = 0.0
             with patched(peft_model, new_b) as leaves:
-                for batch in batches:
+                for batch in my_share(batches):  # all of them in a one-process run
                     loss = lm_loss(peft_model, batch, pad_id, device) / len(batches)
                     loss.backward()
                     lm_total += loss.item()
+            sum_gradients(list(leaves.values()))  # data parallel: the whole step's LM gradient in every process
+            lm_total = sum_value(lm_total)
             update_started = time.perf_counter()
             reg = rdm_term(outputs, settings, generator)
             reg_value = float(reg.detach()) if reg is not None else 0.0

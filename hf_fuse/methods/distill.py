@@ -25,6 +25,7 @@ from hf_common.errors import ConfigError
 from hf_common.plan import Plan
 
 from ..data import Conversation, Example, check_replay_files, format_example, load_records, prompt_ids
+from ..distributed import main_first
 from ..generation import generate_batches
 from ..lora import train_lora
 from ..model import attach_target, load_model_and_tokenizer, resolve_base_model, tensors_from_blob
@@ -107,28 +108,29 @@ class DistillMethod(FusionMethod):
             "max_new_tokens": s.max_new_tokens, "cutoff": job.replay_config.cutoff_len,
             "drop_history": job.replay_config.drop_history}, sort_keys=True).encode()).hexdigest()[:16]
         cache = work / f"generations-source{index}-{key}.jsonl"
-        done = _read_cache(cache)
-        todo = [i for i in range(len(conversations)) if i not in done]
-        ctx.on_event("stage", f"source {index}: {len(done)} cached answers, {len(todo)} to generate ({cache.name})")
-        if todo:
-            ref = resolve_base_model(s.source_models[index])
-            model, tokenizer = load_model_and_tokenizer(ref, ctx.device, ctx.dtype)
-            expert = attach_target(model, config, tensors_from_blob(blob)).eval()
-            prompts = {i: prompt_ids(tokenizer, conversations[i], job.replay_config.cutoff_len, job.replay_config.drop_history)
-                       for i in todo}
-            with open(cache, "a", encoding="utf-8") as handle:
-                if cache.stat().st_size and not cache.read_bytes().endswith(b"\n"):
-                    handle.write("\n")  # an interrupted last line stays on its own (and is ignored)
-                for batch in generate_batches(expert, tokenizer, prompts, s.max_new_tokens, s.batch_size):
-                    for i, text, finished in batch:
-                        done[i] = (text, finished)
-                        handle.write(json.dumps({"i": i, "answer": text, "finished": finished}, ensure_ascii=False) + "\n")
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                    ctx.on_event("generate", (index, len(done), len(conversations)))
-            del expert, model
-            if ctx.device.type == "cuda":
-                torch.cuda.empty_cache()
+        with main_first():  # data parallel: the main process generates, the others then read its cache
+            done = _read_cache(cache)
+            todo = [i for i in range(len(conversations)) if i not in done]
+            ctx.on_event("stage", f"source {index}: {len(done)} cached answers, {len(todo)} to generate ({cache.name})")
+            if todo:
+                ref = resolve_base_model(s.source_models[index])
+                model, tokenizer = load_model_and_tokenizer(ref, ctx.device, ctx.dtype)
+                expert = attach_target(model, config, tensors_from_blob(blob)).eval()
+                replay = job.replay_config
+                prompts = {i: prompt_ids(tokenizer, conversations[i], replay.cutoff_len, replay.drop_history) for i in todo}
+                with open(cache, "a", encoding="utf-8") as handle:
+                    if cache.stat().st_size and not cache.read_bytes().endswith(b"\n"):
+                        handle.write("\n")  # an interrupted last line stays on its own (and is ignored)
+                    for batch in generate_batches(expert, tokenizer, prompts, s.max_new_tokens, s.batch_size):
+                        for i, text, finished in batch:
+                            done[i] = (text, finished)
+                            handle.write(json.dumps({"i": i, "answer": text, "finished": finished}, ensure_ascii=False) + "\n")
+                        handle.flush()
+                        os.fsync(handle.fileno())
+                        ctx.on_event("generate", (index, len(done), len(conversations)))
+                del expert, model
+                if ctx.device.type == "cuda":
+                    torch.cuda.empty_cache()
         answers: list[str | None] = []
         counts = {"prompts": len(conversations), "kept": 0, "empty": 0, "truncated": 0, "cached": len(conversations) - len(todo)}
         for i in range(len(conversations)):

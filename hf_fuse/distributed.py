@@ -1,0 +1,147 @@
+"""Data-parallel runs on Hugging Face Accelerate (torch.distributed underneath).
+
+``accelerate launch --num_processes N -m hf_fuse PLAN ...`` (or ``torchrun --nproc_per_node N -m hf_fuse``)
+starts N copies of the same command.  Each optimiser step has one stream of micro-batches, the same for
+every process count: ``N x --grad-accum`` micro-batches, of which each process runs its own contiguous
+share.  The LM gradient each process accumulates (on the patched B's, or on the LoRA weights of a LoRA
+student) is summed across processes before the optimiser step, and every loss is divided by the step's
+*total* micro-batch count, so N processes with ``--grad-accum k`` take the optimiser steps of one process
+with ``--grad-accum N*k`` on the same examples.  Everything downstream of that gradient (the HyperNets,
+the RDM term, AdamW) then runs identically in every process, so their weights stay equal without any
+further communication.  Only the main process writes outputs, logs and checkpoints.
+
+A single process (the usual case) never initialises torch.distributed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+
+
+@dataclass(frozen=True)
+class Processes:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world > 1
+
+
+def launched_world() -> int:
+    """How many processes the launcher started (``WORLD_SIZE``, set by accelerate launch and torchrun)."""
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        return 1
+
+
+@lru_cache(maxsize=1)
+def processes() -> Processes:
+    """This process's place in the run; starts Accelerate's process group when launched with several."""
+    if launched_world() <= 1:
+        return Processes()
+    from accelerate import PartialState
+
+    cpu = not torch.cuda.is_available()
+    state = PartialState(cpu=cpu)  # gloo on CPU, NCCL on GPUs
+    return Processes(state.process_index, state.num_processes, state.local_process_index)
+
+
+def device_for(requested: str | None) -> str | None:
+    """Each process of a GPU run takes its own GPU (``cuda:LOCAL_RANK``) unless a device was named."""
+    procs = processes()
+    if procs.distributed and requested in (None, "cuda") and torch.cuda.is_available():
+        return f"cuda:{procs.local_rank}"
+    return requested
+
+
+def per_step(settings):
+    """Training settings whose ``grad_accum`` counts the micro-batches of the whole step (every process's)."""
+    from dataclasses import replace
+
+    world = processes().world
+    return settings if world == 1 else replace(settings, grad_accum=settings.grad_accum * world)
+
+
+def my_share(batches: Sequence, procs: Processes | None = None) -> list:
+    """This process's contiguous share of a step's micro-batches (the stream of ``world x grad_accum``)."""
+    procs = procs or processes()
+    per = len(batches) // procs.world
+    return list(batches[procs.rank * per:(procs.rank + 1) * per])
+
+
+def sum_gradients(tensors: Sequence[torch.Tensor]) -> None:
+    """Sum the ``.grad`` of ``tensors`` across processes, in place, in one flat all-reduce."""
+    procs = processes()
+    if not procs.distributed:
+        return
+    grads = [t.grad if t.grad is not None else torch.zeros_like(t) for t in tensors]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1).float() for g in grads])
+    torch.distributed.all_reduce(flat, op=torch.distributed.ReduceOp.SUM)
+    offset = 0
+    for tensor, grad in zip(tensors, grads):
+        n = grad.numel()
+        summed = flat[offset:offset + n].view_as(grad).to(grad.dtype)
+        if tensor.grad is None:
+            tensor.grad = summed
+        else:
+            tensor.grad.copy_(summed)
+        offset += n
+
+
+def sum_value(value: float) -> float:
+    """A number summed across processes (the step's loss)."""
+    procs = processes()
+    if not procs.distributed:
+        return value
+    tensor = torch.tensor([value], dtype=torch.float64)
+    if torch.distributed.get_backend() == "nccl":
+        tensor = tensor.cuda()
+    torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.SUM)
+    return float(tensor.item())
+
+
+def broadcast(tensors: Sequence[torch.Tensor]) -> None:
+    """Every process starts from the main process's weights (they are seeded alike; this makes it certain)."""
+    if processes().distributed:
+        for tensor in tensors:
+            torch.distributed.broadcast(tensor.data, src=0)
+
+
+def barrier() -> None:
+    if processes().distributed:
+        torch.distributed.barrier()
+
+
+@contextlib.contextmanager
+def main_first() -> Iterator[None]:
+    """The main process runs the block first (generation into a shared cache); the others run it after."""
+    procs = processes()
+    if procs.distributed and not procs.is_main:
+        barrier()
+    yield
+    if procs.distributed and procs.is_main:
+        barrier()
+
+
+def gather(objects: list) -> list:
+    """Every process's list, concatenated in rank order, on every process (Accelerate's ``gather_object``)."""
+    if not processes().distributed:
+        return list(objects)
+    from accelerate.utils import gather_object
+
+    return gather_object(objects)
