@@ -75,6 +75,7 @@ def _curves(history: list[dict], fields: list[tuple[str, str]], ylabel: str):
     steps = [h["step"] for h in history]
     for (key, label), style in zip(fields, ("--", "-", "-")):  # total ≈ LM when the RDM weight is small: dashed
         ax.plot(steps, [h[key] for h in history], style, label=label)
+    _integer_ticks(ax)
     ax.set_xlabel("optimiser step")
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
@@ -87,6 +88,7 @@ def _alpha(history: list[dict]):
     steps = [h["step"] for h in history]
     for group in history[0]["alpha"]:
         ax.plot(steps, [h["alpha"].get(group, np.nan) for h in history], label=group)
+    _integer_ticks(ax)
     ax.set_xlabel("optimiser step")
     ax.set_ylabel("α")
     ax.grid(alpha=0.3)
@@ -117,6 +119,7 @@ def _by_layer(groups: dict[str, dict]):
             by_layer.setdefault(m["layer"], []).append(m["alpha_delta_b_over_b"])
         layers = sorted(by_layer)
         ax.plot(layers, [float(np.mean(by_layer[layer])) for layer in layers], "o-", markersize=3, label=name)
+    _integer_ticks(ax)
     ax.set_xlabel("target layer")
     ax.set_ylabel("‖αΔB‖ / ‖B_t‖")
     ax.grid(alpha=0.3)
@@ -138,3 +141,9 @@ def _eq11(groups: dict[str, dict]):
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     return fig
+
+
+def _integer_ticks(ax) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
