@@ -45,7 +45,7 @@ sys.path[:0] = [str(HERE.parent), str(HERE)]
 from report_cross_family import write_report  # noqa: E402
 
 from hf_common.console import Console  # noqa: E402
-from hf_eval.experiment import Experiment, StepFailed  # noqa: E402
+from hf_eval.experiment import Experiment, StepFailed, locked  # noqa: E402
 from hf_eval.study import Study, TrainBudget, repeated  # noqa: E402
 
 FILES = {"mit-movie": "mit-movie_sample300.json", "conll04": "RE_conll04_sample300.json",
@@ -194,11 +194,13 @@ def main() -> None:
             run["distill"] = {"n_generated_examples": fused["distill"]["n_generated_examples"],
                               "sources": {i: {k: v[k] for k in ("prompts", "kept", "empty", "truncated")}
                                           for i, v in fused["distill"]["sources"].items()}}
-        results["runs"] = [r for r in results["runs"] if r["name"] != run["name"]]
-        results["runs"].append({**run, "tasks": {t: _prf(s) for t, s in scores["tasks"].items()},
-                                "macro": _prf(scores["macro"]), "eval_dir": str(work / f"eval-{run['name']}"),
-                                "train_seconds": cost.get("seconds", 0.0), "train_peak_mib": cost.get("peak_mib", 0.0)})
-        write_report(work, results, publish)
+        entry = {**run, "tasks": {t: _prf(s) for t, s in scores["tasks"].items()}, "macro": _prf(scores["macro"]),
+                 "eval_dir": str(work / f"eval-{run['name']}"), "train_seconds": cost.get("seconds", 0.0),
+                 "train_peak_mib": cost.get("peak_mib", 0.0)}
+        with locked(work):  # what another invocation on this folder recorded meanwhile is kept
+            merge_results(results, earlier_results(work / "results.json", meta))
+            results["runs"] = [r for r in results["runs"] if r["name"] != run["name"]] + [entry]
+            write_report(work, results, publish)
 
     experts = {t: study.expert(f"expert-{t}", EXPERT_BASE[t], data[t]["train"], epochs=mode.expert_epochs,
                                lr=mode.expert_lr) for t in tasks}
@@ -284,6 +286,17 @@ def main() -> None:
                     record({"name": name, "method": method, "seed": seed, **setting, "source_labels_per_task": n,
                             "null_source": null, "lr_chosen_at_source_labels": tune_at, **variant}, adapter, name)
     console.success(f"results in {work / 'results.md'}" + (f" and {publish}" if publish else ""))
+
+
+def merge_results(results: dict, other: dict) -> None:
+    """Add to ``results`` the runs and choices of ``other`` that it does not hold (its own entries win)."""
+    names = {r["name"] for r in results["runs"]}
+    results["runs"] += [r for r in other.get("runs", []) if r["name"] not in names]
+    for key in ("experts", "expert_scores"):
+        results[key] = {**other.get(key, {}), **results.get(key, {})}
+    for key in ("chosen_lr", "validation"):
+        for tag, methods in other.get(key, {}).items():
+            results[key][tag] = {**methods, **results[key].get(tag, {})}
 
 
 def earlier_results(path: Path, meta: dict) -> dict:

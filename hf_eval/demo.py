@@ -87,6 +87,8 @@ def main(work: Path) -> None:
     console.info(f"From the source expert: {100 * (gain - control):+.1f} macro F1 (fused - fused with a null source); "
                  f"fusion vs. a tuned replay fine-tune: {100 * (gain - scores['replay-tune']['macro']['f1']):+.1f}. "
                  "One seed and 12 examples per task: differences of a few points are noise (see the benchmark).")
+    console.info(f"Pages to look at: {fused / 'report.html'} (the fusion run) and {work / 'eval-heldout' / 'report.html'} "
+                 "(the scores side by side).")
 
 
 if __name__ == "__main__":

@@ -7,10 +7,14 @@ when its output exists (all outputs are written atomically) and its record says 
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import os
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from hf_common.console import Console
@@ -44,8 +48,24 @@ class Experiment:
             raise StepFailed(f"step {name}: the measuring wrapper wrote no record; rerun to resume from it")
         record = {**json.loads(measure.read_text()), "cmd": [str(c) for c in cmd]}
         measure.unlink()
-        self.records[name] = record
-        self.records_path.write_text(json.dumps(self.records, indent=2) + "\n")
+        with locked(self.work):  # another invocation may be working in the same folder: merge, never overwrite
+            on_disk = json.loads(self.records_path.read_text()) if self.records_path.exists() else {}
+            self.records = {**on_disk, **self.records, name: record}
+            tmp = self.records_path.with_name(f".{self.records_path.name}.tmp-{os.getpid()}")
+            tmp.write_text(json.dumps(self.records, indent=2) + "\n")
+            tmp.replace(self.records_path)
         if record["rc"] != 0 or not output.exists():
             raise StepFailed(f"step {name} failed (exit {record['rc']}); rerun to resume from it")
         return record
+
+
+@contextlib.contextmanager
+def locked(work: Path) -> Iterator[None]:
+    """An exclusive lock on a work folder, for read-modify-write of its shared files (``steps.json``,
+    ``results.json``) by several invocations at once (e.g. one method per core)."""
+    with open(work / ".lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -113,3 +113,15 @@ def test_results_accumulate_across_invocations_with_the_same_settings(tmp_path):
     other_budget = {"mode": "cpu", "settings": asdict(replace(bench.MODES["cpu"], n_heldout=60))}
     assert bench.earlier_results(tmp_path / "results.json", other_budget) == {}
     assert bench.earlier_results(tmp_path / "missing.json", other_labels) == {}
+
+
+def test_results_of_two_invocations_merge_and_each_keeps_its_own_entries():
+    mine = {"runs": [{"name": "a", "x": 1}], "experts": {"t": 0.5}, "chosen_lr": {"L0": {"hypernet": 1e-4}},
+            "validation": {"L0": {"hypernet": {"0.0001": 0.1}}}}
+    other = {"runs": [{"name": "a", "x": 2}, {"name": "b"}], "experts": {"u": 0.7},
+             "chosen_lr": {"L0": {"hypernet": 3e-4, "project": 1.0}}, "validation": {"L0": {"project": {"1": 0.2}}}}
+    bench.merge_results(mine, other)
+    assert mine["runs"] == [{"name": "a", "x": 1}, {"name": "b"}]
+    assert mine["experts"] == {"t": 0.5, "u": 0.7}
+    assert mine["chosen_lr"] == {"L0": {"hypernet": 1e-4, "project": 1.0}}
+    assert mine["validation"]["L0"] == {"hypernet": {"0.0001": 0.1}, "project": {"1": 0.2}}

@@ -30,3 +30,10 @@ def test_a_failing_step_raises_and_is_redone_on_the_next_run(tmp_path):
         exp.run("broken", [sys.executable, "-c", "raise SystemExit(3)"], out)
     exp.run("broken", _write(out), out)
     assert out.read_text() == "ok"
+
+
+def test_two_invocations_on_one_folder_keep_each_others_records(tmp_path):
+    first, second = (Experiment(tmp_path, Console(quiet=True)) for _ in range(2))  # both read an empty folder
+    first.run("a", _write(tmp_path / "a.txt"), tmp_path / "a.txt")
+    second.run("b", _write(tmp_path / "b.txt"), tmp_path / "b.txt")  # must not drop "a", which it never saw
+    assert set(json.loads((tmp_path / "steps.json").read_text())) == {"a", "b"}
