@@ -17,7 +17,7 @@ from .errors import ConfigError, FileAccessError, one_line
 
 NOT_KEYS = {"config", "help", "version"}  # options about the command itself, never in a config file
 NOT_RECORDED = NOT_KEYS | {"force", "debug", "quiet", "resume", "json_path", "report_path", "log_file", "checkpoint_dir",
-                           "report_to", "tracker_dir"}  # how to run and where to report, not what to compute
+                           "report_to", "tracker_dir", "shard_base_model"}  # how to run and where to report, not what to compute
 
 
 def _key(param: click.Parameter) -> str:

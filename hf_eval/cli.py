@@ -67,6 +67,7 @@ def _quiet_libraries(quiet: bool) -> None:
 
     if quiet:  # otherwise transformers' own bars show the long loads (the one-time GGUF conversion)
         transformers_logging.disable_progress_bar()
+        os.environ["TQDM_DISABLE"] = "1"  # the GGUF converter's bar is plain tqdm
 
 
 def _load(base_model: Path, device: str | None, dtype: str | None):

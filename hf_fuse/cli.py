@@ -100,6 +100,9 @@ EXIT_DIVERGED = 3
 @click.option("--json", "json_path", metavar="PATH|-", help="Also write the fusion report as JSON ('-': stdout).")
 @click.option("--log-file", type=click.Path(path_type=Path), default=None,
               help="Training log (default: OUT_DIR.log beside the output).")
+@click.option("--shard-base-model", is_flag=True,
+              help="With several processes: shard the frozen base model across them (FSDP2), for a target that does "
+                   "not fit on one device; an Accelerate FSDP config (accelerate launch --config_file) does the same.")
 @click.option("--report-to", type=click.Choice(["none", "tensorboard", "wandb"]), default="none", show_default=True,
               help="Log every optimiser step (loss, LM, RDM, lr, α per group) to TensorBoard event files or an offline "
                    "W&B run, through Accelerate's trackers.")
@@ -113,7 +116,7 @@ def main(plans, base_model, replay, output, method, source_models, unlabeled, st
          project_weight, project_map, epochs, max_steps, batch_size, grad_accum, lr, warmup_ratio, alpha_init, mu_gate,
          lambda_reg, mu_target, sigma, n_proj, embed_dim, n_heads, max_positions, cutoff_len, max_examples_per_file,
          drop_history, ablate, no_gradient_checkpointing, seed, device, dtype, checkpoint_every, checkpoint_dir, resume,
-         json_path, log_file, report_to, tracker_dir, force, quiet, debug) -> None:
+         json_path, log_file, shard_base_model, report_to, tracker_dir, force, quiet, debug) -> None:
     """Fuse the sources of PLAN.h5 into its target adapter; several plans run as a sequential pipeline."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is ever downloaded at run time
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -136,6 +139,7 @@ def main(plans, base_model, replay, output, method, source_models, unlabeled, st
 
         if quiet:  # otherwise transformers' own bars show the long loads (the one-time GGUF conversion)
             transformers_logging.disable_progress_bar()
+            os.environ["TQDM_DISABLE"] = "1"  # the GGUF converter's bar is plain tqdm
         check_json_target(json_path, force)
         check_report_to(report_to)
         chosen = resolve_preset(preset, init=init, weight_decay=weight_decay, max_grad_norm=max_grad_norm,
@@ -155,7 +159,7 @@ def main(plans, base_model, replay, output, method, source_models, unlabeled, st
             replay_config=ReplayConfig(cutoff_len=cutoff_len, max_examples_per_file=max_examples_per_file, seed=seed,
                                        drop_history=drop_history),
             device=device, dtype=dtype, checkpoint_dir=checkpoint_dir, resume=resume, force=force,
-            method=method, method_settings=method_settings,
+            method=method, method_settings=method_settings, shard_base_model=shard_base_model,
             record={"fusion_config.yaml": dump(resolved_config(click.get_current_context()))},
         )
         setup_logging(debug, str(log_path) if procs.is_main else None)

@@ -145,3 +145,36 @@ def gather(objects: list) -> list:
     from accelerate.utils import gather_object
 
     return gather_object(objects)
+
+
+def shard_base_model(peft_model: torch.nn.Module, device: torch.device) -> dict:
+    """Shard the frozen base model of ``peft_model`` across the processes with FSDP2 (``fully_shard``, what
+    Accelerate applies for ``fsdp_version: 2``): one unit per decoder layer (the model's ``_no_split_modules``, as
+    Accelerate's transformer-based wrap policy picks them) and one for the rest.  The LoRA weights stay whole in
+    every process (``ignored_params``): hf-fuse swaps predicted B's into them each step and sums their gradients
+    itself.  Each shard lands on ``device``.  Returns how many base parameters this process now holds."""
+    from peft.tuners.lora import LoraLayer
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    procs = processes()
+    lora = {p for m in peft_model.modules() if isinstance(m, LoraLayer)
+            for d in (m.lora_A, m.lora_B) for p in d.parameters()}
+    full = sum(p.numel() for p in peft_model.parameters() if p not in lora)
+    mesh = init_device_mesh(device.type, (procs.world,))
+    units = set(getattr(peft_model.get_base_model(), "_no_split_modules", None) or [])
+    for module in list(peft_model.modules()):
+        if type(module).__name__ in units:
+            fully_shard(module, mesh=mesh, ignored_params={p for p in module.parameters() if p in lora})
+    fully_shard(peft_model, mesh=mesh, ignored_params=lora)
+    for param in lora:  # not FSDP's to move
+        param.data = param.data.to(device)
+    local = sum(p.to_local().numel() if hasattr(p, "to_local") else p.numel()
+                for p in peft_model.parameters() if p not in lora)
+    return {"processes": procs.world, "base_parameters": full, "base_parameters_here": local, "units": sorted(units)}
+
+
+def sharding_requested(flag: bool) -> bool:
+    """``--shard-base-model``, or an Accelerate FSDP config (``accelerate launch --config_file fsdp.yaml``
+    exports ``ACCELERATE_USE_FSDP``)."""
+    return flag or os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("1", "true")

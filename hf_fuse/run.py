@@ -21,7 +21,7 @@ from hf_common.errors import ConfigError, InputError
 from hf_common.plan import Plan
 
 from . import data as replay_data
-from .distributed import device_for, per_step, processes
+from .distributed import device_for, per_step, processes, sharding_requested
 from .export import write_adapter
 from .hypernet import HyperNetConfig
 from .methods import FuseContext, get_method
@@ -87,6 +87,7 @@ class FuseJob:
     force: bool = False
     method: str = "hypernet"
     method_settings: Any = None  # the method's own settings dataclass (e.g. DistillSettings), if it has one
+    shard_base_model: bool = False  # FSDP across the processes (or an Accelerate FSDP config): hf_fuse.distributed
     record: dict[str, str] = field(default_factory=dict)  # extra text files for the output folder (the resolved config)
 
     @property
@@ -137,6 +138,7 @@ def run(job: FuseJob, on_event: Callable[[str, object], None] = lambda kind, pay
     started = time.perf_counter()
     procs = processes()
     job = replace(job, train=per_step(job.train))  # data parallel: --grad-accum per process -> per step
+    shard = _check_sharding(job, procs)
     method = get_method(job.method)(job.method_settings)
     warnings: list[str] = []
     plans, ref = preflight(job, warnings, method)
@@ -145,13 +147,15 @@ def run(job: FuseJob, on_event: Callable[[str, object], None] = lambda kind, pay
     device = pick_device(device_for(job.device))
     dtype = pick_dtype(job.dtype, device)
     on_event("stage", f"loading {ref.label} on {device} ({str(dtype).removeprefix('torch.')})")
-    model, tokenizer = load_model_and_tokenizer(ref, device, dtype)
+    model, tokenizer = load_model_and_tokenizer(ref, torch.device("cpu") if shard else device, dtype)
     replay = replay_data.load_replay(job.replay, tokenizer, job.replay_config)
     on_event("stage", f"replay: {len(replay.examples)} examples, {replay.n_tokens} tokens "
                       f"({replay.n_answer_tokens} answer tokens), {replay.skipped} skipped")
     context = FuseContext(job, plans, ref, model, tokenizer, device, dtype, replay,
-                          Checkpointer(job.checkpoints, _fingerprint(job, plans)), on_event)
+                          Checkpointer(job.checkpoints, _fingerprint(job, plans)), on_event, shard=shard)
     result = method.fuse(context)
+    if context.shard_info:
+        result.extra["sharded_base_model"] = context.shard_info
     report = {
         "format": REPORT_FORMAT, "version": 1, "output": str(job.output), "base_model": ref.label,
         "device": str(device), "dtype": str(dtype).removeprefix("torch."), "seed": job.train.seed, "method": method.name,
@@ -178,6 +182,19 @@ def run(job: FuseJob, on_event: Callable[[str, object], None] = lambda kind, pay
     for plan in plans:
         plan.close()
     return report
+
+
+def _check_sharding(job: FuseJob, procs) -> bool:
+    if not sharding_requested(job.shard_base_model):
+        return False
+    if not procs.distributed:
+        raise ConfigError("--shard-base-model needs several processes (accelerate launch or torchrun)")
+    if len(job.plans) > 1:
+        raise ConfigError("--shard-base-model fuses one plan at a time (sequential pipelines are not sharded)")
+    if job.method == "project":
+        raise ConfigError("--shard-base-model: --method project trains nothing and reads whole activations; run it "
+                          "unsharded")
+    return True
 
 
 def _method_settings(job: FuseJob) -> dict:

@@ -31,6 +31,19 @@ class FuseContext:
     replay: ReplaySet
     checkpointer: Checkpointer
     on_event: Callable[[str, object], None] = lambda kind, payload: None
+    shard: bool = False  # FSDP: the base model is on the CPU until a method shards it onto ``device``
+    shard_info: dict | None = None  # what sharding did (``hf_fuse.distributed.shard_base_model``), for the report
+
+    def attach_for_training(self, model: Any, config: dict, tensors: dict, *, trainable: bool = False):
+        """The target adapter on ``model`` (``hf_fuse.model.attach_target``), sharded when the run shards."""
+        from ..model import attach_target
+
+        peft_model = attach_target(model, config, tensors, trainable=trainable)
+        if self.shard:
+            from ..distributed import shard_base_model
+
+            self.shard_info = shard_base_model(peft_model, self.device)
+        return peft_model
 
 
 @dataclass

@@ -155,7 +155,7 @@ class DistillMethod(FusionMethod):
 
         plan, job = ctx.plans[0], ctx.job
         target = tensors_from_blob(plan.target_safetensors())
-        peft_model = attach_target(ctx.model, plan.target_config, target, trainable=True)
+        peft_model = ctx.attach_for_training(ctx.model, plan.target_config, target, trainable=True)
         torch.manual_seed(job.train.seed)
         history = train_lora(peft_model, examples, ctx.tokenizer.pad_token_id, job.train, ctx.device,
                              on_step=lambda record, total: ctx.on_event("step", (0, record, total)))

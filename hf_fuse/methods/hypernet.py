@@ -9,7 +9,7 @@ import torch
 from ..data import Example
 from ..export import fused_tensors
 from ..hypernet import HyperNet, HyperNets, count_parameters
-from ..model import attach_target, tensors_from_plan
+from ..model import tensors_from_plan
 from ..plan_tensors import build_group
 from ..train import train
 from .base import FuseContext, FusionMethod, MethodResult
@@ -27,7 +27,7 @@ class HyperNetMethod(FusionMethod):
         tasks = []
         torch.manual_seed(job.train.seed)
         for index, plan in enumerate(ctx.plans):
-            peft_model = attach_target(model, plan.target_config, target)
+            peft_model = ctx.attach_for_training(model, plan.target_config, target)
             groups = [build_group(plan, g, ctx.device, target if index else None) for g in plan.groups]
             carried = []
             for group in groups:

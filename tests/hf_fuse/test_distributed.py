@@ -96,3 +96,48 @@ def test_hf_eval_in_two_processes_equals_one(fusion, tmp_path, command):
                 for n in (1, 2)}
         assert all(r.returncode == 0 for r in runs.values()), runs[2].stderr[-2000:]
         assert _close(tmp_path / "r1", tmp_path / "r2") < RTOL
+
+
+def test_sharded_base_model_equals_the_unsharded_run_and_holds_half_the_base_per_process(fusion, tmp_path):
+    common = [fusion["plan"], "--base-model", fusion["base"], "--replay", fusion["replay"], *FUSE]
+    sharded = _launch(2, "hf_fuse", [*common, "--grad-accum", "2", "--shard-base-model", "-o", tmp_path / "sharded"],
+                      tmp_path)
+    assert sharded.returncode == 0, sharded.stderr[-2000:]
+    one = _launch(1, "hf_fuse", [*common, "--grad-accum", "4", "-o", tmp_path / "one"], tmp_path)
+    assert one.returncode == 0, one.stderr[-2000:]
+    assert _close(tmp_path / "one", tmp_path / "sharded") < RTOL
+    info = json.loads((tmp_path / "sharded/fusion_report.json").read_text())["sharded_base_model"]
+    assert info["processes"] == 2 and info["base_parameters_here"] <= info["base_parameters"] // 2 + 1
+    assert info["units"] == ["LlamaDecoderLayer"]
+
+
+def test_sharding_needs_several_processes_and_says_so_before_loading(fusion, tmp_path):
+    one = _launch(1, "hf_fuse", [fusion["plan"], "--base-model", fusion["base"], "--replay", fusion["replay"], *FUSE,
+                                 "--shard-base-model", "-o", tmp_path / "out"], tmp_path)
+    assert one.returncode == 2 and "needs several processes" in one.stderr and not (tmp_path / "out").exists()
+
+
+def test_distill_lora_student_sharded_in_two_processes_equals_one(fusion, tmp_path):
+    from tiny_models import make_source_model
+
+    from hf_analyze.execute import execute
+    from hf_analyze.planner import AnalyzeSettings, analyze
+    from hf_analyze.report import build_report
+
+    source = make_source_model(tmp_path / "qwen2", "qwen2")
+    analysis = analyze(fusion["target"], [source["expert"]], AnalyzeSettings(block_size="auto"))
+    execute(analysis, build_report(analysis), tmp_path / "plan.h5")
+    unlabeled = tmp_path / "unlabeled.json"
+    rows = json.loads(fusion["replay"].read_text())[:4]
+    unlabeled.write_text(json.dumps([{"instruction": r["instruction"], "input": r["input"]} for r in rows]))
+    common = [tmp_path / "plan.h5", "--base-model", fusion["base"], "--replay", fusion["replay"], "--method", "distill",
+              "--source-model", f"0={source['base']}", "--unlabeled", unlabeled, "--gen-max-new-tokens", "6",
+              "--max-steps", "2", "--batch-size", "2", "--lr", "1e-3", "-q"]
+    two = _launch(2, "hf_fuse", [*common, "--grad-accum", "1", "--shard-base-model", "-o", tmp_path / "two"], tmp_path)
+    assert two.returncode == 0, two.stderr[-2000:]
+    one = _launch(1, "hf_fuse", [*common, "--grad-accum", "2", "-o", tmp_path / "one", "--gen-cache", tmp_path / "two.work"],
+                  tmp_path)
+    assert one.returncode == 0, one.stderr[-2000:]
+    assert _close(tmp_path / "one", tmp_path / "two") < RTOL
+    sources = json.loads((tmp_path / "one/fusion_report.json").read_text())["distill"]["sources"]["0"]
+    assert sources["cached"] == sources["prompts"]  # the two-process run generated once, into the shared cache
