@@ -159,6 +159,9 @@ def main() -> None:
                              "same report as their own rows, so a longer budget sits beside the mode's)")
     parser.add_argument("--unlabeled-count", type=int, default=None,
                         help="unlabelled prompts per source task for distill instead of the mode's (runs named -U<n>)")
+    parser.add_argument("--seeds", type=lambda v: [int(x) for x in v.split(",")], default=None,
+                        help="which seeds to run (default: 0..N-1 of the mode); e.g. another invocation on the same "
+                             "work folder can take the last seed while this one runs the first ones")
     parser.add_argument("--publish", action="store_true",
                         help="also copy the results to benchmarks/results/cross_family.{json,md}")
     args = parser.parse_args()
@@ -273,7 +276,7 @@ def main() -> None:
             key = f"L{tune_at}{tags.get(method, tag)}"
             results["chosen_lr"].setdefault(key, {})[method] = knob
             results["validation"].setdefault(key, {})[method] = {f"{x:g}": f for x, f in scores.items()}
-        for seed in range(mode.seeds):
+        for seed in args.seeds if args.seeds is not None else range(mode.seeds):
             for method in args.methods:
                 train, _, has_twin = runners[method]
                 for null in (False, True) if has_twin else (False,):
