@@ -37,9 +37,12 @@ class Experiment:
 
     def run(self, name: str, cmd: list[str], output: Path) -> dict:
         record = self.records.get(name)
-        if output.exists() and record and record["rc"] == 0:
+        same = record is not None and record.get("cmd", [str(c) for c in cmd]) == [str(c) for c in cmd]
+        if output.exists() and record and record["rc"] == 0 and same:
             self.console.info(f"· {name}: done earlier ({record['seconds']:.0f} s), skipped")
             return record
+        if output.exists() and record and not same:
+            self.console.info(f"· {name}: its command changed since it was done; running it again")
         self.console.rule(name)
         slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-")  # step names are prose; file names are not
         measure = self.work / f".{slug}.measure.json"

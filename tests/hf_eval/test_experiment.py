@@ -18,8 +18,8 @@ def test_steps_with_any_name_are_measured_recorded_and_skipped_once_done(tmp_pat
     assert record["rc"] == 0 and record["seconds"] >= 0 and record["peak_mib"] > 0
     assert json.loads((tmp_path / "work" / "steps.json").read_text())["eval (before / after)"]["rc"] == 0
     out.write_text("kept")
-    again = Experiment(tmp_path / "work", Console(quiet=True)).run("eval (before / after)", _write(out, "redone"), out)
-    assert again == record and out.read_text() == "kept"  # a finished step is never redone
+    again = Experiment(tmp_path / "work", Console(quiet=True)).run("eval (before / after)", _write(out), out)
+    assert again == record and out.read_text() == "kept"  # a finished step with the same command is never redone
     assert not list((tmp_path / "work").glob(".*measure.json"))
 
 
@@ -37,3 +37,13 @@ def test_two_invocations_on_one_folder_keep_each_others_records(tmp_path):
     first.run("a", _write(tmp_path / "a.txt"), tmp_path / "a.txt")
     second.run("b", _write(tmp_path / "b.txt"), tmp_path / "b.txt")  # must not drop "a", which it never saw
     assert set(json.loads((tmp_path / "steps.json").read_text())) == {"a", "b"}
+
+
+def test_a_step_whose_command_changed_is_run_again(tmp_path):
+    exp = Experiment(tmp_path, Console(quiet=True))
+    out = tmp_path / "out.txt"
+    exp.run("step", _write(out, "first"), out)
+    exp.run("step", _write(out, "first"), out)  # same command: skipped
+    assert out.read_text() == "first"
+    exp.run("step", _write(out, "second"), out)  # e.g. an evaluation of other adapters under the same name
+    assert out.read_text() == "second"
