@@ -73,10 +73,12 @@ def main() -> None:
     for r in results:
         speedup = r["steps_per_s"] / base
         lines.append(f"{r['processes']:>9} {r['threads_per_process']:>7} {r['seconds_per_step']:>8.2f} {r['steps_per_s']:>8.3f} "
-                     f"{r['tokens_per_s']:>9.0f} {speedup:>8.2f} {speedup / (r['processes'] / counts[0]):>10.2f}")
+                     f"{r['tokens_per_s']:>9.0f} {speedup:>8.2f} {speedup / (r['processes'] / counts[0] if gpus else 1):>10.2f}")
     if not gpus:
-        lines.append("CPU: N processes share the same cores (threads = cores / N), so efficiency 1.0 means no loss to "
-                     "communication, not N times the speed")
+        lines.append("CPU: N processes share the same cores (threads = cores / N), so efficiency is the speed-up itself: "
+                     "1.0 means nothing lost to communication (N times the speed is not possible on the same cores)")
+    else:
+        lines.append("GPU: efficiency = speed-up / (processes / first count): 1.0 is perfect scaling")
     sys.stdout.write("\n".join(lines) + "\n")
 
 
