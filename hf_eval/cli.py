@@ -89,6 +89,12 @@ def _console(quiet: bool, debug: bool, report_to_stderr: bool = False) -> Consol
                    process=None if procs.is_main else procs.rank)
 
 
+def _finish() -> None:
+    from hf_fuse.distributed import finish
+
+    finish()
+
+
 def _is_main() -> bool:
     from hf_fuse.distributed import processes
 
@@ -162,6 +168,7 @@ def evaluate(base_model, device, dtype, force, quiet, debug, adapters, data, out
                 if path:
                     update_scores(path, results["adapters"][name]["tasks"], note)
         console.success(f"results in {output}")
+        _finish()
 
 
 def _check_adapters_fit(base_model: Path, named: dict[str, Path | None]) -> None:
@@ -229,6 +236,7 @@ def train_expert(base_model, device, dtype, force, quiet, debug, epochs, max_ste
                 {"data": [str(d) for d in data], "rank / alpha": f"{rank} / {alpha}", "settings": _settings_line(settings),
                  "loss": f"{history[0]['loss']:.4f} -> {history[-1]['loss']:.4f}"}, ["expert"]))
         console.success(f"expert written to {output} (loss {history[0]['loss']:.4f} -> {history[-1]['loss']:.4f})")
+        _finish()
 
 
 @main.command("replay-tune")
@@ -267,6 +275,7 @@ def replay_tune(base_model, device, dtype, force, quiet, debug, epochs, max_step
                 {"target adapter": str(adapter), "replay": [str(r) for r in replay], "settings": _settings_line(settings),
                  "loss": f"{history[0]['loss']:.4f} -> {history[-1]['loss']:.4f}"}, ["baseline", "replay-tune"], adapter))
         console.success(f"replay-tuned adapter written to {output}")
+        _finish()
 
 
 @main.command()
@@ -297,6 +306,7 @@ def merge(base_model, device, dtype, force, quiet, debug, adapters, weights, met
                 "by `hf-eval merge`.", {"adapters": [str(a) for a in adapters], "weights": list(weights) or "1 each",
                                        "density": density}, ["merge", method], *adapters))
         console.success(f"{method} merge of {len(adapters)} adapters written to {output}")
+        _finish()
 
 
 @main.command("null-source")

@@ -175,6 +175,9 @@ def main(plans, base_model, replay, output, method, source_models, unlabeled, st
         if procs.is_main:
             write_json(json_path, report, force=force)
         console.success(f"fused adapter written to {output}")
+        from .distributed import finish
+
+        finish()
     raise SystemExit(EXIT_OK)
 
 

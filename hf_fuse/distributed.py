@@ -15,6 +15,7 @@ A single process (the usual case) never initialises torch.distributed.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 from collections.abc import Iterator, Sequence
@@ -56,7 +57,21 @@ def processes() -> Processes:
 
     cpu = not torch.cuda.is_available()
     state = PartialState(cpu=cpu)  # gloo on CPU, NCCL on GPUs
+    atexit.register(_shut_down)  # a clean shutdown, not the backend's destructors at interpreter exit
     return Processes(state.process_index, state.num_processes, state.local_process_index)
+
+
+def finish() -> None:
+    """End of a successful command: wait for every process (the main one may still be writing), then close
+    the process group, so no process leaves while another still talks to it."""
+    if processes().distributed:
+        barrier()
+        _shut_down()
+
+
+def _shut_down() -> None:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 def device_for(requested: str | None) -> str | None:
