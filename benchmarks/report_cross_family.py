@@ -139,7 +139,7 @@ def render(results: dict) -> str:
     bar = bar_rows(results)
     if bar:
         lines += ["", "## The bar of issue 11 (0 source labels, mean over seeds)", "",
-                  "Pass needs all three: each source task at least 50 % of its expert's F1; the null-source twin at "
+                  "Pass needs all four: each source task at least 50 % of its expert's F1; the null-source twin at "
                   "least 20 F1 points lower there; the target task at most 1 F1 point below the target alone; 3 seeds at least "
                   "of both (seeds: the method's / its twin's).", "",
                   "| method | seeds | source task F1 (share of expert) | null-source twin F1 | gap | target task change | pass |",
