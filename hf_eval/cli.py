@@ -63,11 +63,10 @@ def _quiet_libraries(quiet: bool) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     warnings.filterwarnings("ignore", category=FutureWarning)
-    from transformers.utils import logging as transformers_logging
+    if quiet:
+        from hf_fuse.model import quiet_progress_bars
 
-    if quiet:  # otherwise transformers' own bars show the long loads (the one-time GGUF conversion)
-        transformers_logging.disable_progress_bar()
-        os.environ["TQDM_DISABLE"] = "1"  # the GGUF converter's bar is plain tqdm
+        quiet_progress_bars()
 
 
 def _load(base_model: Path, device: str | None, dtype: str | None):
@@ -81,12 +80,9 @@ def _load(base_model: Path, device: str | None, dtype: str | None):
 
 
 def _console(quiet: bool, debug: bool, report_to_stderr: bool = False) -> Console:
-    """The console of a command that runs a model: under accelerate launch / torchrun, only the main process talks."""
-    from hf_fuse.distributed import processes
+    from hf_fuse.distributed import process_console
 
-    procs = processes()
-    return Console(quiet=quiet or not procs.is_main, debug=debug, report_to_stderr=report_to_stderr,
-                   process=None if procs.is_main else procs.rank)
+    return process_console(quiet, debug, report_to_stderr)
 
 
 def _finish() -> None:
@@ -159,7 +155,7 @@ def evaluate(base_model, device, dtype, force, quiet, debug, adapters, data, out
         render(results, console)
         if _is_main():
             write_json(json_path, results, force=force)
-        if update_cards:
+        if update_cards and _is_main():
             from hf_common.model_card import update_scores
 
             note = (f"Measured on {', '.join(str(d) for d in data)} with {base_model}, greedy, at most {max_new_tokens} new "

@@ -18,7 +18,7 @@ import click
 from hf_common import __version__
 from hf_common.cli_support import check_json_target, errors_to_exit_codes, int_or_auto, write_json
 from hf_common.config_file import config_option, dump, resolved_config
-from hf_common.console import EXIT_BAD_INPUT, EXIT_OK, Console, setup_logging
+from hf_common.console import EXIT_BAD_INPUT, EXIT_OK, setup_logging
 
 EXIT_DIVERGED = 3
 
@@ -122,28 +122,27 @@ def main(plans, base_model, replay, output, method, source_models, unlabeled, st
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     warnings.filterwarnings("ignore", category=FutureWarning)  # transformers' own deprecation notices
-    from .distributed import processes
+    from .distributed import process_console, processes
 
     procs = processes()  # several under accelerate launch / torchrun: only the main one reports and writes
-    console = Console(quiet=quiet or not procs.is_main, debug=debug, report_to_stderr=json_path == "-",
-                      process=None if procs.is_main else procs.rank)
+    console = process_console(quiet, debug, report_to_stderr=json_path == "-")
     log_path = Path(log_file or output.with_name(output.name + ".log"))
     with _no_log_on_bad_input(log_path), errors_to_exit_codes(console):
-        from transformers.utils import logging as transformers_logging
-
         from .data import ReplayConfig
         from .report import Progress, render
         from .run import FuseJob, NetSettings, run
         from .trackers import StepTracker, check_report_to
         from .train import TrainingDiverged, TrainSettings
 
-        if quiet:  # otherwise transformers' own bars show the long loads (the one-time GGUF conversion)
-            transformers_logging.disable_progress_bar()
-            os.environ["TQDM_DISABLE"] = "1"  # the GGUF converter's bar is plain tqdm
+        if quiet:
+            from .model import quiet_progress_bars
+
+            quiet_progress_bars()
         check_json_target(json_path, force)
         check_report_to(report_to)
         chosen = resolve_preset(preset, init=init, weight_decay=weight_decay, max_grad_norm=max_grad_norm,
                                 warmup_rounding=warmup_rounding, reset_alpha=reset_alpha)
+        config = resolved_config(click.get_current_context())  # recorded beside the output and given to the tracker
         method_settings = _method_settings(method, source_models, unlabeled, student, gen_max_new_tokens, gen_batch_size,
                                            gen_cache, align_tokens, ridge, project_weight, project_map)
         job = FuseJob(
@@ -160,13 +159,12 @@ def main(plans, base_model, replay, output, method, source_models, unlabeled, st
                                        drop_history=drop_history),
             device=device, dtype=dtype, checkpoint_dir=checkpoint_dir, resume=resume, force=force,
             method=method, method_settings=method_settings, shard_base_model=shard_base_model,
-            record={"fusion_config.yaml": dump(resolved_config(click.get_current_context()))},
+            record={"fusion_config.yaml": dump(config)},
         )
         setup_logging(debug, str(log_path) if procs.is_main else None)
         try:
             runs = Path(tracker_dir or output.with_name(output.name + ".runs"))
-            tracking = (report_to if procs.is_main else "none", runs, f"hf-fuse-{output.name}",
-                        resolved_config(click.get_current_context()))
+            tracking = (report_to if procs.is_main else "none", runs, f"hf-fuse-{output.name}", config)
             with Progress(console) as progress, StepTracker(*tracking) as tracker:
                 report = run(job, lambda kind, payload: (progress.event(kind, payload), tracker.event(kind, payload)))
         except TrainingDiverged as exc:

@@ -61,6 +61,16 @@ def processes() -> Processes:
     return Processes(state.process_index, state.num_processes, state.local_process_index)
 
 
+def process_console(quiet: bool, debug: bool, report_to_stderr: bool = False):
+    """The console of a command that runs a model: under accelerate launch / torchrun only the main process talks,
+    and a secondary one's errors name it."""
+    from hf_common.console import Console
+
+    procs = processes()
+    return Console(quiet=quiet or not procs.is_main, debug=debug, report_to_stderr=report_to_stderr,
+                   process=None if procs.is_main else procs.rank)
+
+
 def finish() -> None:
     """End of a successful command: wait for every process (the main one may still be writing), then close
     the process group, so no process leaves while another still talks to it."""

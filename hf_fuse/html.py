@@ -75,12 +75,7 @@ def _curves(history: list[dict], fields: list[tuple[str, str]], ylabel: str):
     steps = [h["step"] for h in history]
     for (key, label), style in zip(fields, ("--", "-", "-")):  # total ≈ LM when the RDM weight is small: dashed
         ax.plot(steps, [h[key] for h in history], style, label=label)
-    _integer_ticks(ax)
-    ax.set_xlabel("optimiser step")
-    ax.set_ylabel(ylabel)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    return fig
+    return _lines(fig, ax, "optimiser step", ylabel)
 
 
 def _alpha(history: list[dict]):
@@ -88,12 +83,7 @@ def _alpha(history: list[dict]):
     steps = [h["step"] for h in history]
     for group in history[0]["alpha"]:
         ax.plot(steps, [h["alpha"].get(group, np.nan) for h in history], label=group)
-    _integer_ticks(ax)
-    ax.set_xlabel("optimiser step")
-    ax.set_ylabel("α")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
-    return fig
+    return _lines(fig, ax, "optimiser step", "α", fontsize=7, ncol=2)
 
 
 def _attention(groups: dict[str, dict]):
@@ -119,12 +109,7 @@ def _by_layer(groups: dict[str, dict]):
             by_layer.setdefault(m["layer"], []).append(m["alpha_delta_b_over_b"])
         layers = sorted(by_layer)
         ax.plot(layers, [float(np.mean(by_layer[layer])) for layer in layers], "o-", markersize=3, label=name)
-    _integer_ticks(ax)
-    ax.set_xlabel("target layer")
-    ax.set_ylabel("‖αΔB‖ / ‖B_t‖")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
-    return fig
+    return _lines(fig, ax, "target layer", "‖αΔB‖ / ‖B_t‖", fontsize=7, ncol=2)
 
 
 def _eq11(groups: dict[str, dict]):
@@ -143,7 +128,13 @@ def _eq11(groups: dict[str, dict]):
     return fig
 
 
-def _integer_ticks(ax) -> None:
+def _lines(fig, ax, xlabel: str, ylabel: str, **legend):
+    """The finish of a line plot over steps or layers: whole-number ticks, labels, grid, legend."""
     from matplotlib.ticker import MaxNLocator
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(**legend)
+    return fig

@@ -110,6 +110,17 @@ def family_mismatch(config, plan: Plan, ref: BaseModelRef) -> str | None:
             "model: the shapes fit, the weights may not mean what the adapter expects")
 
 
+def quiet_progress_bars() -> None:
+    """``-q``: no progress bars from the libraries either (otherwise transformers' own bars show the long loads,
+    the one-time GGUF conversion among them)."""
+    import os
+
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
+    os.environ["TQDM_DISABLE"] = "1"  # the GGUF converter's bar is plain tqdm
+
+
 def pick_device(requested: str | None) -> torch.device:
     if requested:
         return torch.device(requested)

@@ -172,11 +172,11 @@ def run(job: FuseJob, on_event: Callable[[str, object], None] = lambda kind, pay
     }
     if device.type == "cuda":
         report["peak_gpu_memory_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
-    from .html import fusion_report
+    if procs.is_main:  # every process holds the same result; one writes it (and draws its report)
+        from .html import fusion_report
 
-    page = fusion_report(report)  # report.html and its figures as PNG files beside it
-    texts = {**job.record, "README.md": fused_card(job, plans, result.config, report), "report.html": page.render()}
-    if procs.is_main:  # every process holds the same result; one writes it
+        page = fusion_report(report)  # report.html and its figures as PNG files beside it
+        texts = {**job.record, "README.md": fused_card(job, plans, result.config, report), "report.html": page.render()}
         write_adapter(job.output, result.config, result.tensors, force=job.force,
                       extra_files={"fusion_report.json": report}, extra_texts=texts, extra_bytes=page.pngs)
     for plan in plans:

@@ -118,20 +118,11 @@ def test_sharding_needs_several_processes_and_says_so_before_loading(fusion, tmp
 
 
 def test_distill_lora_student_sharded_in_two_processes_equals_one(fusion, tmp_path):
-    from tiny_models import make_source_model
+    from tiny_models import make_distill_setting
 
-    from hf_analyze.execute import execute
-    from hf_analyze.planner import AnalyzeSettings, analyze
-    from hf_analyze.report import build_report
-
-    source = make_source_model(tmp_path / "qwen2", "qwen2")
-    analysis = analyze(fusion["target"], [source["expert"]], AnalyzeSettings(block_size="auto"))
-    execute(analysis, build_report(analysis), tmp_path / "plan.h5")
-    unlabeled = tmp_path / "unlabeled.json"
-    rows = json.loads(fusion["replay"].read_text())[:4]
-    unlabeled.write_text(json.dumps([{"instruction": r["instruction"], "input": r["input"]} for r in rows]))
-    common = [tmp_path / "plan.h5", "--base-model", fusion["base"], "--replay", fusion["replay"], "--method", "distill",
-              "--source-model", f"0={source['base']}", "--unlabeled", unlabeled, "--gen-max-new-tokens", "6",
+    setting = make_distill_setting(fusion, tmp_path, n_prompts=4)
+    common = [setting["plan"], "--base-model", fusion["base"], "--replay", fusion["replay"], "--method", "distill",
+              "--source-model", f"0={setting['source_base']}", "--unlabeled", setting["unlabeled"], "--gen-max-new-tokens", "6",
               "--max-steps", "2", "--batch-size", "2", "--lr", "1e-3", "-q"]
     two = _launch(2, "hf_fuse", [*common, "--grad-accum", "1", "--shard-base-model", "-o", tmp_path / "two"], tmp_path)
     assert two.returncode == 0, two.stderr[-2000:]

@@ -178,3 +178,21 @@ def make_source_model(root: Path, family: str = "qwen2", hidden: int = 48, n_lay
     peft_model.peft_config["default"].base_model_name_or_path = str(root / "base")
     peft_model.save_pretrained(root / "expert")
     return {"base": root / "base", "expert": root / "expert"}
+
+
+def make_distill_setting(fusion: dict, root: Path, n_prompts: int) -> dict:
+    """``fusion``'s target with a Qwen2 source expert of its own base model (another hidden size, depth and
+    tokenizer), their plan, and ``n_prompts`` unlabelled prompts of the replay file: what ``--method distill``
+    needs."""
+    from hf_analyze.execute import execute
+    from hf_analyze.planner import AnalyzeSettings, analyze
+    from hf_analyze.report import build_report
+
+    source = make_source_model(root / "qwen2", "qwen2")
+    analysis = analyze(fusion["target"], [source["expert"]], AnalyzeSettings(block_size="auto"))
+    execute(analysis, build_report(analysis), root / "plan.h5")
+    unlabeled = root / "unlabeled.json"
+    rows = json.loads(fusion["replay"].read_text())[:n_prompts]
+    unlabeled.write_text(json.dumps([{"instruction": r["instruction"], "input": r["input"]} for r in rows]))
+    return {**fusion, "source_base": source["base"], "source_expert": source["expert"], "plan": root / "plan.h5",
+            "unlabeled": unlabeled}

@@ -10,11 +10,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 from safetensors.torch import load_file
-from tiny_models import make_source_model
+from tiny_models import make_distill_setting
 
-from hf_analyze.execute import execute
-from hf_analyze.planner import AnalyzeSettings, analyze
-from hf_analyze.report import build_report
 from hf_fuse.cli import main
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -24,15 +21,7 @@ FAST = ["--max-steps", "2", "--grad-accum", "1", "--batch-size", "2", "--embed-d
 
 @pytest.fixture(scope="module")
 def setting(fusion, tmp_path_factory):
-    root = tmp_path_factory.mktemp("distill")
-    source = make_source_model(root / "qwen2", "qwen2")
-    analysis = analyze(fusion["target"], [source["expert"]], AnalyzeSettings(block_size="auto"))
-    execute(analysis, build_report(analysis), root / "plan.h5")
-    unlabeled = root / "unlabeled.json"
-    rows = json.loads(fusion["replay"].read_text())[:5]
-    unlabeled.write_text(json.dumps([{"instruction": r["instruction"], "input": r["input"]} for r in rows]))
-    return {**fusion, "source_base": source["base"], "source_expert": source["expert"], "plan": root / "plan.h5",
-            "unlabeled": unlabeled}
+    return make_distill_setting(fusion, tmp_path_factory.mktemp("distill"), n_prompts=5)
 
 
 def _fuse(setting, out, *extra):
