@@ -150,7 +150,7 @@ def main() -> None:
                         help="the paper's replay files (read in place, never copied into the repository)")
     parser.add_argument("--work", type=Path, default=None, help="default: /tmp/hf-cross-family-MODE")
     parser.add_argument("--methods", type=lambda v: v.split(","), default=["hypernet", "replay-tune"],
-                        help="comma-separated: hypernet, replay-tune, distill-lora, distill-hypernet, project "
+                        help="comma-separated: hypernet, replay-tune, distill-lora, distill-hypernet, project, project-hypernet "
                              "(default: hypernet,replay-tune)")
     parser.add_argument("--labels", type=lambda v: tuple(int(x) for x in v.split(",")), default=None,
                         help="labelled source-task examples in the replay, comma-separated (default: the mode's)")
@@ -253,10 +253,17 @@ def main() -> None:
         return name, study.fuse(step, null_plan(seed) if null else real_plan, replay_for(n), lr=1e-4, seed=seed,
                                 extra=["--method", "project", *source_models, "--project-weight", weight])
 
+    def project_hypernet(n: int, lr: float, seed: int = 0, null: bool = False) -> tuple[str, Path]:
+        # The projection at --project-weight 1 (the method's default: project's weight grid scored alike on
+        # validation), the HyperNet's rate tuned on the same grid as hypernet's.
+        name = f"project-hypernet{'-null' if null else ''}-L{n}-lr{lr:g}-s{seed}{tag}"
+        return name, study.fuse(name, null_plan(seed) if null else real_plan, replay_for(n), lr=lr, seed=seed,
+                                extra=["--method", "project-hypernet", *source_models])
+
     runners = {  # method -> (trainer, its grid, whether it has a null-source twin)
         "hypernet": (fusion, mode.grid, True), "replay-tune": (tune, mode.grid, False),
         "distill-lora": (distill("lora"), mode.grid, True), "distill-hypernet": (distill("hypernet"), mode.grid, True),
-        "project": (project, mode.weights, True),
+        "project": (project, mode.weights, True), "project-hypernet": (project_hypernet, mode.grid, True),
     }
     tags = {"distill-lora": distill_tag, "distill-hypernet": distill_tag, "project": ""}  # project trains nothing
     unknown = set(args.methods) - set(runners)

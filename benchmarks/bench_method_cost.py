@@ -8,10 +8,13 @@ answer cache).  Runs, each in its own process, with 0 source labels (the target 
   replay-tune      the target LoRA trained further on the replay (the plain LoRA run)
   hypernet         hf-fuse, the paper's method
   distill-lora     hf-fuse --method distill, answers from the cache (generation is timed on its own)
+  distill-hypernet the same answers, the HyperNet as the student
   distill-generate the source expert answering the unlabelled prompts, alone (a fresh cache)
   project          hf-fuse --method project (training-free)
+  project-hypernet the projection, then the HyperNet trained on top of it
 
     python benchmarks/bench_method_cost.py [--work /tmp/hf-cross-family-cpu] [--steps 60] [--unlabeled-count 216]
+                                           [--only hypernet,project-hypernet]
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--unlabeled-count", type=int, default=216)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--only", type=lambda v: v.split(","), default=None, help="comma-separated runs (default: all)")
     args = parser.parse_args()
     mode = MODES["cpu"]
     data = args.work / "data"
@@ -71,10 +75,17 @@ def main() -> None:
                         *replay, *budget(args.steps), "-o", out / "replay-tune", "-q", "--force"],
         "hypernet": [*fuse(args.steps), "-o", out / "hypernet"],
         "distill-lora": [*fuse(args.steps), *distill, "--gen-cache", args.work / "gen-cache", "-o", out / "distill-lora"],
+        "distill-hypernet": [*fuse(args.steps), *distill, "--student", "hypernet", "--gen-cache", args.work / "gen-cache",
+                             "-o", out / "distill-hypernet"],
         "distill-generate": [*fuse(0), *distill, "--gen-cache", out / "fresh-cache", "-o", out / "distill-generate"],
         "project": [*fuse(0), "--method", "project", "--source-model", "0=gemma3", "-o", out / "project"],
+        "project-hypernet": [*fuse(args.steps), "--method", "project-hypernet", "--source-model", "0=gemma3",
+                             "-o", out / "project-hypernet"],
     }
-    results = {name: measured(cmd) for name, cmd in runs.items()}
+    unknown = set(args.only or ()) - set(runs)
+    if unknown:
+        raise SystemExit(f"--only: unknown {', '.join(sorted(unknown))} (known: {', '.join(runs)})")
+    results = {name: measured(cmd) for name, cmd in runs.items() if args.only is None or name in args.only}
     lines = [f"Cost of one run per method: SmolLM2-135M target, Gemma-3-270M source, {args.steps} optimiser steps of "
              f"{mode.budget.batch_size} x {mode.budget.grad_accum} examples where a method trains, lr {args.lr:g}, "
              f"{args.unlabeled_count} unlabelled prompts for distill; {device_name()}, "

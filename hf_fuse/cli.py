@@ -34,10 +34,12 @@ EXIT_DIVERGED = 3
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), metavar="OUT_DIR",
               help="Folder for the fused PEFT adapter (must be new unless --force).")
 @click.option("--method", default="hypernet", show_default=True, metavar="NAME",
-              help="Fusion method: hypernet (the paper's), distill (the source experts answer --unlabeled prompts) "
-                   "or project (activation-aligned projection, training-free).")
+              help="Fusion method: hypernet (the paper's), distill (the source experts answer --unlabeled prompts), "
+                   "project (activation-aligned projection, training-free) or project-hypernet (the HyperNet trained "
+                   "on top of the projection).")
 @click.option("--source-model", "source_models", multiple=True, metavar="INDEX=PATH",
-              help="distill, project: base model of plan source INDEX (folder, .gguf, smollm2 / gemma3); one per source.")
+              help="distill, project(-hypernet): base model of plan source INDEX (folder, .gguf, smollm2 / gemma3); "
+                   "one per source.")
 @click.option("--unlabeled", multiple=True, metavar="[INDEX=]FILE",
               help="distill: prompts for the source experts (Alpaca/chat; any output is ignored); INDEX= sends a file "
                    "to one source only.")
@@ -49,13 +51,13 @@ EXIT_DIVERGED = 3
 @click.option("--gen-cache", type=click.Path(path_type=Path), default=None,
               help="distill: folder of cached answers (default: OUT_DIR.work); runs may share one.")
 @click.option("--align-tokens", type=int, default=4096, show_default=True,
-              help="project: aligned token positions (of the replay text) used to fit the maps.")
+              help="project(-hypernet): aligned token positions (of the replay text) used to fit the maps.")
 @click.option("--ridge", type=float, default=1e-2, show_default=True,
-              help="project: ridge of the least-squares maps, relative to the activations' mean eigenvalue.")
+              help="project(-hypernet): ridge of the least-squares maps, relative to the activations' mean eigenvalue.")
 @click.option("--project-weight", type=float, default=1.0, show_default=True,
-              help="project: scale of every projected source update.")
+              help="project(-hypernet): scale of every projected source update.")
 @click.option("--project-map", type=click.Choice(["assignment", "lstsq"]), default="assignment", show_default=True,
-              help="project: pair coordinates by neuron matching (assignment) or by ridge least squares (lstsq).")
+              help="project(-hypernet): pair coordinates by neuron matching (assignment) or by ridge least squares (lstsq).")
 @click.option("--preset", type=click.Choice(["default", "paper"]), default="default", show_default=True,
               help="paper: the authors' released code where the paper is silent (xavier init, weight decay 0.01, no "
                    "clipping, warm-up rounded down, alpha reset per task); flags given explicitly still win.")
@@ -216,7 +218,8 @@ def _method_settings(method, source_models, unlabeled, student, gen_max_new_toke
     from .methods.sources import parse_indexed, source_model_map
 
     get_method(method)
-    owners = {"--source-model": ("distill", "project"), "--unlabeled": ("distill",), "--gen-cache": ("distill",)}
+    owners = {"--source-model": ("distill", "project", "project-hypernet"), "--unlabeled": ("distill",),
+              "--gen-cache": ("distill",)}
     for flag, value in (("--source-model", source_models), ("--unlabeled", unlabeled), ("--gen-cache", gen_cache)):
         if value and method not in owners[flag]:
             raise ConfigError(f"{flag} belongs to --method {' / '.join(owners[flag])}, not --method {method}")
@@ -225,7 +228,7 @@ def _method_settings(method, source_models, unlabeled, student, gen_max_new_toke
                                unlabeled=tuple(parse_indexed(unlabeled, "--unlabeled", index_required=False)),
                                student=student, max_new_tokens=gen_max_new_tokens, batch_size=gen_batch_size,
                                work_dir=str(gen_cache) if gen_cache else None)
-    if method == "project":
+    if method in ("project", "project-hypernet"):
         return ProjectSettings(source_models=source_model_map(source_models), max_tokens=align_tokens, ridge=ridge,
                                weight=project_weight, map=project_map)
     return None

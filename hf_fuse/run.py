@@ -191,7 +191,7 @@ def _check_sharding(job: FuseJob, procs) -> bool:
         raise ConfigError("--shard-base-model needs several processes (accelerate launch or torchrun)")
     if len(job.plans) > 1:
         raise ConfigError("--shard-base-model fuses one plan at a time (sequential pipelines are not sharded)")
-    if job.method == "project":
+    if job.method in ("project", "project-hypernet"):
         raise ConfigError("--shard-base-model: --method project trains nothing and reads whole activations; run it "
                           "unsharded")
     return True

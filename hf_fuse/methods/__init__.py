@@ -7,6 +7,7 @@ it (pre-flight checks, loading, the report, the atomic export).
     hypernet   the paper's HyperNet with dynamic patching (default)
     distill    the source experts answer unlabelled prompts; their answers train the target
     project    each source update is carried into the target's coordinates by activation-aligned maps
+    project-hypernet   project's updates as the starting point, the HyperNet trained on top of them
 """
 
 from __future__ import annotations
@@ -17,8 +18,11 @@ from .base import FuseContext, FusionMethod, MethodResult
 from .distill import DistillMethod, DistillSettings
 from .hypernet import HyperNetMethod
 from .project import ProjectMethod, ProjectSettings
+from .project_hypernet import ProjectHyperNetMethod
 
-METHODS: dict[str, type[FusionMethod]] = {m.name: m for m in (HyperNetMethod, DistillMethod, ProjectMethod)}
+METHODS: dict[str, type[FusionMethod]] = {
+    m.name: m for m in (HyperNetMethod, DistillMethod, ProjectMethod, ProjectHyperNetMethod)
+}
 
 
 def get_method(name: str) -> type[FusionMethod]:

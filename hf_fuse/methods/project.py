@@ -48,7 +48,8 @@ class ProjectSettings:
 
     def __post_init__(self) -> None:
         if not self.source_models:
-            raise ConfigError("--method project needs --source-model INDEX=PATH for every source of the plan")
+            raise ConfigError("--method project / project-hypernet needs --source-model INDEX=PATH for every source "
+                              "of the plan")
         if isinstance(self.max_tokens, bool) or not isinstance(self.max_tokens, int) or self.max_tokens < 1:
             raise ConfigError(f"--align-tokens must be a positive integer (got {self.max_tokens!r})")
         if not (math.isfinite(self.ridge) and self.ridge > 0):
@@ -138,17 +139,21 @@ class ProjectMethod(FusionMethod):
 
     def fuse(self, ctx: FuseContext) -> MethodResult:
         plan = ctx.plans[0]
+        links, report = self.carry(ctx)
+        tensors, config = append_projection(plan, tensors_from_plan(plan), links)
+        return MethodResult(tensors, config, [lora_task(plan, [])], {"project": report})
+
+    def carry(self, ctx: FuseContext) -> tuple[list[Link], dict]:
+        """Every source update in the target's coordinates (the links' ``a`` and ``b``), and the report's section."""
+        plan = ctx.plans[0]
         links = links_of(plan)
         texts = [conv.turns[-1][0] + conv.turns[-1][1] for path in ctx.job.replay for conv in load_records(path)]
-        target = tensors_from_plan(plan)
         report: dict[str, dict] = {}
         for source in range(plan.n_sources):
             mine = [link for link in links if link.source == source]
             report[str(source)] = self._fit(ctx, source, mine, texts)
-        tensors, config = self._combine(plan, target, links)
         ctx.on_event("stage", f"project: {sum('p_in' in link.stats for link in links)} module updates carried over")
-        return MethodResult(tensors, config, [lora_task(plan, [])],
-                            {"project": {"sources": report, "rank": "target rank + source rank"}})
+        return links, {"sources": report, "rank": "target rank + source rank"}
 
     @torch.no_grad()
     def _fit(self, ctx: FuseContext, source: int, links: list[Link], texts: list[str]) -> dict:
@@ -217,31 +222,46 @@ class ProjectMethod(FusionMethod):
         return {"aligned_tokens": n_tokens, "modules": len(fits), "input_maps": len(inputs),
                 "source_model": str(s.source_models[source])}
 
-    def _combine(self, plan, target: dict[str, torch.Tensor], links: list[Link]) -> tuple[dict, dict]:
-        """The target's factors with every projected update appended as extra rank, and the config that says so."""
-        extra = defaultdict(list)
-        for link in links:
-            if "a" in link.stats:
-                extra[(link.target_module, link.key_a, link.key_b)].append(link)
-        tensors = dict(target)
-        config = copy.deepcopy(plan.target_config)
-        rank_pattern, alpha_pattern = dict(config.get("rank_pattern") or {}), dict(config.get("alpha_pattern") or {})
-        for (module, key_a, key_b), group in extra.items():
-            a_t, b_t = target[key_a], target[key_b]
-            blocks_a, blocks_b = [a_t.float()], [b_t.float()]
-            for link in group:
-                b_new = torch.zeros(b_t.shape[0], link.stats["b"].shape[1])
-                b_new[torch.from_numpy(link.rows)] = link.stats["b"]
-                blocks_a.append(link.stats["a"])
-                blocks_b.append(b_new)
-            tensors[key_a] = torch.cat(blocks_a, 0).to(a_t.dtype)
-            tensors[key_b] = torch.cat(blocks_b, 1).to(b_t.dtype)
-            rank = tensors[key_a].shape[0]
-            scale = group[0].scale
-            rank_pattern[module] = rank
-            alpha_pattern[module] = scale * (math.sqrt(rank) if config.get("use_rslora") else rank)
-        config["rank_pattern"], config["alpha_pattern"] = rank_pattern, alpha_pattern
-        return tensors, config
+
+
+def append_projection(plan, target: dict[str, torch.Tensor], links: list[Link]) -> tuple[dict, dict]:
+    """The target's factors (``target``: the plan's, or a trained version of them) with every projected update
+    appended as extra rank, and the adapter config that says so."""
+    extra = defaultdict(list)
+    for link in links:
+        if "a" in link.stats:
+            extra[(link.target_module, link.key_a, link.key_b)].append(link)
+    tensors = dict(target)
+    config = copy.deepcopy(plan.target_config)
+    rank_pattern, alpha_pattern = dict(config.get("rank_pattern") or {}), dict(config.get("alpha_pattern") or {})
+    for (module, key_a, key_b), group in extra.items():
+        a_t, b_t = target[key_a], target[key_b]
+        blocks_a, blocks_b = [a_t.float()], [b_t.float()]
+        for link in group:
+            b_new = torch.zeros(b_t.shape[0], link.stats["b"].shape[1])
+            b_new[torch.from_numpy(link.rows)] = link.stats["b"]
+            blocks_a.append(link.stats["a"])
+            blocks_b.append(b_new)
+        tensors[key_a] = torch.cat(blocks_a, 0).to(a_t.dtype)
+        tensors[key_b] = torch.cat(blocks_b, 1).to(b_t.dtype)
+        rank = tensors[key_a].shape[0]
+        scale = group[0].scale
+        rank_pattern[module] = rank
+        alpha_pattern[module] = scale * (math.sqrt(rank) if config.get("use_rslora") else rank)
+    config["rank_pattern"], config["alpha_pattern"] = rank_pattern, alpha_pattern
+    return tensors, config
+
+
+@torch.no_grad()
+def add_to_base(model, links: list[Link]) -> None:
+    """Add every projected update to the target base model's own weights (``W[rows] += s·B'A'``), so that a
+    method can train on top of the projection while the target adapter keeps its shapes."""
+    for link in links:
+        if "a" in link.stats:
+            weight = model.get_submodule(link.target_module).weight
+            rows = torch.from_numpy(link.rows).to(weight.device)
+            update = link.scale * (link.stats["b"].double() @ link.stats["a"].double())
+            weight.index_add_(0, rows, update.to(weight.device, weight.dtype))
 
 
 def _moments(stats: dict, side: str, u: torch.Tensor, v: torch.Tensor, *, gram: bool) -> None:
