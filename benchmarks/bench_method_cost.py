@@ -93,8 +93,9 @@ def main() -> None:
              f"{'run':<17} {'wall s':>8} {'peak RSS MiB':>13}"]
     for name, r in results.items():
         lines.append(f"{name:<17} {r['seconds']:>8.1f} {r['peak_mib']:>13.0f}")
-    lines.append("distill-generate: the source model loads and answers every prompt, then exports with 0 steps; "
-                 "distill-lora reads those answers from the cache")
+    if "distill-generate" in results:
+        lines.append("distill-generate: the source model loads and answers every prompt, then exports with 0 steps; "
+                     "distill-lora and distill-hypernet read those answers from the cache")
     sys.stdout.write("\n".join(lines) + "\n")
 
 
