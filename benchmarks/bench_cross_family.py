@@ -150,8 +150,8 @@ def main() -> None:
                         help="the paper's replay files (read in place, never copied into the repository)")
     parser.add_argument("--work", type=Path, default=None, help="default: /tmp/hf-cross-family-MODE")
     parser.add_argument("--methods", type=lambda v: v.split(","), default=["hypernet", "replay-tune"],
-                        help="comma-separated: hypernet, replay-tune, distill-lora, distill-hypernet, project, project-hypernet "
-                             "(default: hypernet,replay-tune)")
+                        help="comma-separated: hypernet, replay-tune, distill-lora, distill-hypernet, project, "
+                             "project-hypernet (default: hypernet,replay-tune)")
     parser.add_argument("--labels", type=lambda v: tuple(int(x) for x in v.split(",")), default=None,
                         help="labelled source-task examples in the replay, comma-separated (default: the mode's)")
     parser.add_argument("--steps", type=int, default=None,
@@ -224,10 +224,6 @@ def main() -> None:
         return [data[TARGET_TASK]["train"], *[data[t]["train" if n >= mode.pool else f"train-{n}"]
                                               for t in mode.sources if n > 0]]
 
-    def fusion(n: int, lr: float, seed: int = 0, null: bool = False) -> tuple[str, Path]:
-        name = f"hypernet{'-null' if null else ''}-L{n}-lr{lr:g}-s{seed}{tag}"
-        return name, study.fuse(name, null_plan(seed) if null else real_plan, replay_for(n), lr=lr, seed=seed)
-
     def tune(n: int, lr: float, seed: int = 0, null: bool = False) -> tuple[str, Path]:
         name = f"replay-tune-L{n}-lr{lr:g}-s{seed}{tag}"
         return name, study.replay_tune(name, target, replay_for(n), lr=lr, seed=seed)
@@ -236,14 +232,18 @@ def main() -> None:
     source_models = repeated("--source-model", [f"{i}={EXPERT_BASE[t]}" for i, t in enumerate(mode.sources)])
     prompts = repeated("--unlabeled", [f"{i}={unlabeled[t]}" for i, t in enumerate(mode.sources)])
 
-    def distill(student: str):
+    def fusion(label: str, extra: list | tuple = (), suffix: str = tag):
+        """Runs of one hf-fuse method: (source labels, rate, seed, null sources) -> (run name, adapter)."""
         def train(n: int, lr: float, seed: int = 0, null: bool = False) -> tuple[str, Path]:
-            name = f"distill-{student}{'-null' if null else ''}-L{n}-lr{lr:g}-s{seed}{distill_tag}"
-            extra = ["--method", "distill", "--student", student, *source_models, *prompts, "--gen-cache", work / "gen-cache",
-                     "--gen-max-new-tokens", mode.new_tokens, "--gen-batch-size", 16]
+            name = f"{label}{'-null' if null else ''}-L{n}-lr{lr:g}-s{seed}{suffix}"
             return name, study.fuse(name, null_plan(seed) if null else real_plan, replay_for(n), lr=lr, seed=seed,
                                     extra=extra)
         return train
+
+    def distill(student: str):
+        return fusion(f"distill-{student}", ["--method", "distill", "--student", student, *source_models, *prompts,
+                                             "--gen-cache", work / "gen-cache", "--gen-max-new-tokens", mode.new_tokens,
+                                             "--gen-batch-size", 16], distill_tag)
 
     def project(n: int, weight: float, seed: int = 0, null: bool = False) -> tuple[str, Path]:
         # Training-free and deterministic: the real projection is computed once and scored under each seed's name
@@ -253,17 +253,12 @@ def main() -> None:
         return name, study.fuse(step, null_plan(seed) if null else real_plan, replay_for(n), lr=1e-4, seed=seed,
                                 extra=["--method", "project", *source_models, "--project-weight", weight])
 
-    def project_hypernet(n: int, lr: float, seed: int = 0, null: bool = False) -> tuple[str, Path]:
-        # The projection at --project-weight 1 (the method's default: project's weight grid scored alike on
-        # validation), the HyperNet's rate tuned on the same grid as hypernet's.
-        name = f"project-hypernet{'-null' if null else ''}-L{n}-lr{lr:g}-s{seed}{tag}"
-        return name, study.fuse(name, null_plan(seed) if null else real_plan, replay_for(n), lr=lr, seed=seed,
-                                extra=["--method", "project-hypernet", *source_models])
-
     runners = {  # method -> (trainer, its grid, whether it has a null-source twin)
-        "hypernet": (fusion, mode.grid, True), "replay-tune": (tune, mode.grid, False),
+        "hypernet": (fusion("hypernet"), mode.grid, True), "replay-tune": (tune, mode.grid, False),
         "distill-lora": (distill("lora"), mode.grid, True), "distill-hypernet": (distill("hypernet"), mode.grid, True),
-        "project": (project, mode.weights, True), "project-hypernet": (project_hypernet, mode.grid, True),
+        "project": (project, mode.weights, True),
+        # the projection at --project-weight 1 (project's weights scored alike on validation), the HyperNet's rate tuned
+        "project-hypernet": (fusion("project-hypernet", ["--method", "project-hypernet", *source_models]), mode.grid, True),
     }
     tags = {"distill-lora": distill_tag, "distill-hypernet": distill_tag, "project": ""}  # project trains nothing
     unknown = set(args.methods) - set(runners)

@@ -191,9 +191,9 @@ def _check_sharding(job: FuseJob, procs) -> bool:
         raise ConfigError("--shard-base-model needs several processes (accelerate launch or torchrun)")
     if len(job.plans) > 1:
         raise ConfigError("--shard-base-model fuses one plan at a time (sequential pipelines are not sharded)")
-    if job.method in ("project", "project-hypernet"):
-        raise ConfigError("--shard-base-model: --method project trains nothing and reads whole activations; run it "
-                          "unsharded")
+    if not get_method(job.method).shardable:
+        raise ConfigError(f"--shard-base-model: --method {job.method} reads whole activations of both base models; "
+                          "run it unsharded")
     return True
 
 

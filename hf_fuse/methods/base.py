@@ -64,6 +64,7 @@ class FusionMethod:
     """One fusion method.  ``preflight`` runs before any model loads (seconds); ``fuse`` does the work."""
 
     name: ClassVar[str]
+    shardable: ClassVar[bool] = True  # whether --shard-base-model (FSDP) can run it
 
     def __init__(self, settings: Any = None):
         self.settings = settings

@@ -131,10 +131,11 @@ class _Capture:
 class ProjectMethod(FusionMethod):
     name = "project"
     settings: ProjectSettings
+    shardable = False  # it reads whole activations of both base models
 
     def preflight(self, job, plans) -> None:
         if self.settings is None:
-            raise ConfigError("--method project needs --source-model INDEX=PATH for every source of the plan")
+            raise ConfigError(f"--method {self.name} needs --source-model INDEX=PATH for every source of the plan")
         check_sources(self.name, plans, self.settings.source_models)
 
     def fuse(self, ctx: FuseContext) -> MethodResult:

@@ -15,25 +15,18 @@ would throw most of them away before training starts.
 
 from __future__ import annotations
 
-from hf_common.errors import ConfigError
-
-from .base import FuseContext, FusionMethod, MethodResult
+from .base import FuseContext, MethodResult
 from .hypernet import HyperNetMethod
-from .project import ProjectMethod, ProjectSettings, add_to_base, append_projection
-from .sources import check_sources
+from .project import ProjectMethod, add_to_base, append_projection
 
 
-class ProjectHyperNetMethod(FusionMethod):
+class ProjectHyperNetMethod(ProjectMethod):
+    """``project``'s settings, checks and fitting; the HyperNet's training on top."""
+
     name = "project-hypernet"
-    settings: ProjectSettings
-
-    def preflight(self, job, plans) -> None:
-        if self.settings is None:
-            raise ConfigError("--method project-hypernet needs --source-model INDEX=PATH for every source of the plan")
-        check_sources(self.name, plans, self.settings.source_models)
 
     def fuse(self, ctx: FuseContext) -> MethodResult:
-        links, report = ProjectMethod(self.settings).carry(ctx)
+        links, report = self.carry(ctx)
         add_to_base(ctx.model, links)  # the loaded base model is this run's own copy; nothing else reads it
         trained = HyperNetMethod().fuse(ctx)
         tensors, config = append_projection(ctx.plans[0], trained.tensors, links)
