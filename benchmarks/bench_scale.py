@@ -9,7 +9,7 @@ against N processes x ``--grad-accum 8/N``.  On CPU the cores are shared out (``
 cores / processes), so N processes use the same hardware as one; on GPUs each process takes one GPU.
 The first step of every run is left out of the timing (one-off allocations).
 
-    python benchmarks/bench_scale.py [--processes 1,2] [--steps 4] [--work DIR]
+    python benchmarks/bench_scale.py [--processes 1,2] [--steps 4] [--work DIR] [--json FILE]
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE)]
 
-from bench_fuse import SEQ, prepare, smollm2_gguf  # noqa: E402
+from bench_fuse import SEQ, prepare  # noqa: E402
 
 MICRO_PER_STEP = 8
 
@@ -33,7 +33,7 @@ def run(work: Path, paths: dict, n: int, steps: int, gpus: int) -> dict:
     out = work / f"scale-{n}"
     cores = os.cpu_count() or 1
     env = {**os.environ, "OMP_NUM_THREADS": str(max(1, cores // n)) if not gpus else os.environ.get("OMP_NUM_THREADS", "4")}
-    args = [str(paths["plan_auto"]), "--base-model", str(smollm2_gguf()), "--replay", str(paths["replay"]),
+    args = [str(paths["plan_auto"]), "--base-model", str(paths["base"]), "--replay", str(paths["replay"]),
             "--max-steps", str(steps), "--batch-size", "1", "--grad-accum", str(MICRO_PER_STEP // n), "--cutoff-len", str(SEQ),
             "--embed-dim", "auto", "--no-gradient-checkpointing", "--checkpoint-every", "100000", "-o", str(out), "--force",
             "-q"]
@@ -58,16 +58,19 @@ def main() -> None:
     parser.add_argument("--processes", type=lambda v: [int(x) for x in v.split(",")], default=None,
                         help="process counts to time (default: 1,2 on CPU; 1 and every power of 2 up to the GPU count)")
     parser.add_argument("--steps", type=int, default=4, help="optimiser steps per run (the first is not timed)")
+    parser.add_argument("--target", choices=["smollm2", "tiny-llama"], default="smollm2",
+                        help="target base model (tiny-llama: a smoke check of this script, not a measurement)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
     args = parser.parse_args()
     gpus = torch.cuda.device_count()
     counts = args.processes or ([1, 2] if not gpus else sorted({1, *[2 ** k for k in range(1, 4) if 2 ** k <= gpus]}))
     if any(MICRO_PER_STEP % n for n in counts):
         raise SystemExit(f"--processes must divide {MICRO_PER_STEP} (the micro-batches of a step)")
-    paths = prepare(args.work)
+    paths = prepare(args.work, args.target)
     device = torch.cuda.get_device_name(0) + f" x {gpus}" if gpus else f"CPU, {os.cpu_count()} cores"
     results = [run(args.work, paths, n, args.steps, gpus) for n in counts]
     base = results[0]["steps_per_s"]
-    lines = [f"hf-fuse data-parallel scaling: SmolLM2-135M, one Gemma-3-shaped source, {MICRO_PER_STEP} micro-batches of 1 x "
+    lines = [f"hf-fuse data-parallel scaling: {paths['label']}, one Gemma-3-shaped source, {MICRO_PER_STEP} micro-batches of 1 x "
              f"{SEQ} tokens per optimiser step, {args.steps - 1} timed steps; {device}",
              f"{'processes':>9} {'threads':>7} {'s/step':>8} {'steps/s':>8} {'tokens/s':>9} {'speed-up':>8} {'efficiency':>10}"]
     for r in results:
@@ -80,6 +83,10 @@ def main() -> None:
     else:
         lines.append("GPU: efficiency = speed-up / (processes / first count): 1.0 is perfect scaling")
     sys.stdout.write("\n".join(lines) + "\n")
+    if args.json:
+        args.json.write_text(json.dumps({"benchmark": "bench_scale", "model": paths["label"], "device": device,
+                                         "micro_batches_per_step": MICRO_PER_STEP, "tokens_per_example": SEQ,
+                                         "timed_steps": args.steps - 1, "results": results}, indent=1) + "\n")
 
 
 if __name__ == "__main__":
