@@ -73,7 +73,7 @@ def standin_model(name: str, folder: Path, corpus: list[str]) -> Path:
 def base_model(name: str, work: Path, corpus: list[str]) -> tuple[Path, str]:
     """``(model path, label)``: the registry-installed GGUF when present, else the stand-in."""
     from hf_common.errors import FileAccessError
-    from hf_fuse.local_models import locate
+    from hf_runtime.local_models import locate
 
     if not name.startswith("tiny-"):
         try:

@@ -54,7 +54,7 @@ def target_model(work: Path, name: str = "smollm2") -> tuple[Path, str]:
 def adapter_shape(model: Path):
     """The LoRA shapes of ``model``'s seven projections, read from its configuration."""
     from hf_analyze.example import AdapterShape
-    from hf_fuse.model import load_config, resolve_base_model
+    from hf_runtime.model import load_config, resolve_base_model
 
     config = load_config(resolve_base_model(model))
     head = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
@@ -106,8 +106,8 @@ def plain_step(work: Path, paths: dict, checkpointing: bool, micro_steps: int, d
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from hf_fuse.data import ReplayConfig, collate, load_replay
-    from hf_fuse.model import load_model_and_tokenizer, resolve_base_model
+    from hf_runtime.data import ReplayConfig, collate, load_replay
+    from hf_runtime.model import load_model_and_tokenizer, resolve_base_model
 
     torch.manual_seed(0)
     model, tokenizer = load_model_and_tokenizer(resolve_base_model(paths["base"]), device, dtype)
@@ -133,15 +133,17 @@ def plain_step(work: Path, paths: dict, checkpointing: bool, micro_steps: int, d
 
 
 def fuse_step(work: Path, paths: dict, variant: str, steps: int, device, dtype) -> dict:
-    from hf_fuse.data import ReplayConfig
-    from hf_fuse.run import FuseJob, NetSettings, run
-    from hf_fuse.train import TrainSettings
+    from hf_fuse.job import FuseJob
+    from hf_fuse.methods.hypernet import HyperNetSettings
+    from hf_fuse.run import run
+    from hf_runtime.data import ReplayConfig
+    from hf_runtime.trainer import TrainSettings
 
     sizes, _, no_ckpt = variant.partition("-")
     out = work / f"fused-{variant}-{int(time.time())}"
     job = FuseJob(plans=[paths[f"plan_{sizes}"]], base_model=paths["base"], replay=[paths["replay"]], output=out,
                   device=str(device), dtype=str(dtype).removeprefix("torch."),
-                  net=NetSettings(embed_dim=1024 if sizes == "paper" else "auto"),
+                  settings={"hypernet": HyperNetSettings(embed_dim=1024 if sizes == "paper" else "auto")},
                   train=TrainSettings(max_steps=steps, grad_accum=GRAD_ACCUM, checkpoint_every=10_000,
                                       gradient_checkpointing=not no_ckpt),
                   replay_config=ReplayConfig(cutoff_len=SEQ))
@@ -155,7 +157,7 @@ def fuse_step(work: Path, paths: dict, variant: str, steps: int, device, dtype) 
 def child(args: argparse.Namespace) -> None:
     import torch
 
-    from hf_fuse.model import pick_dtype
+    from hf_runtime.model import pick_dtype
 
     paths = prepare(args.work, args.target)
     device = torch.device(args.device)

@@ -80,7 +80,7 @@ def distill_run(work: Path, smoke: bool, device: str) -> dict:
                            "--method", "distill", "--source-model", f"0={source_base}", "--unlabeled", prompts,
                            "--max-steps", steps, "--batch-size", 4, "--grad-accum", 2, "--lr", "1e-3",
                            "--gen-max-new-tokens", 48, "--gen-batch-size", 16, "--cutoff-len", 256, "--device", device,
-                           "--embed-dim", "auto", "--gen-cache", work / "gen-cache", "-o", out, "--force", "-q"])
+                           "--gen-cache", work / "gen-cache", "-o", out, "--force", "-q"])
     part.update(target=paths["label"], source=source_label, prompts=n_prompts, steps=steps)
     if part["rc"] == 0:
         report = json.loads((out / "fusion_report.json").read_text())

@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from hf_common.atomic import check_output_path
-from hf_common.cli_support import check_json_target, errors_to_exit_codes, int_or_auto, write_json
+from hf_common.cli_support import Group, check_json_target, errors_to_exit_codes, int_or_auto, write_json
 from hf_common.config_file import config_option, dump, resolved_config
 from hf_common.console import EXIT_NOTHING_TO_FUSE, EXIT_OK, Console, setup_logging
 from hf_common.plan import Plan
@@ -19,7 +19,7 @@ from hf_common.plan import Plan
 from . import __version__
 
 
-@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=Group, invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--target", type=click.Path(path_type=Path), metavar="DIR",
               help="PEFT LoRA adapter folder of the target model (the one that receives knowledge).")
 @click.option("--source", "sources", multiple=True, type=click.Path(path_type=Path), metavar="DIR",

@@ -85,14 +85,22 @@ def atomic_folder(out_dir: Path, *, force: bool, what: str = "output folder") ->
                 _remove(leftover)
 
 
-def write_text_atomic(path: Path, text: str, *, force: bool, what: str = "output") -> None:
-    """Write a text file under a temporary name, then rename it into place."""
+@contextlib.contextmanager
+def atomic_file_path(path: Path, *, force: bool, what: str = "output") -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` for the caller to write; on success it replaces ``path``, on any error it
+    is removed (so a reader never sees half a file)."""
     path = Path(path)
     check_output_path(path, force, what)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        tmp.write_text(text)
+        yield tmp
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def write_text_atomic(path: Path, text: str, *, force: bool, what: str = "output") -> None:
+    """Write a text file under a temporary name, then rename it into place."""
+    with atomic_file_path(path, force=force, what=what) as tmp:
+        tmp.write_text(text)

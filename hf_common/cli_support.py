@@ -41,6 +41,34 @@ def errors_to_exit_codes(console: Console) -> Iterator[None]:
                       "--debug", EXIT_INTERNAL)
 
 
+class OneLineUsageErrors:
+    """Mixin for a click command or group: a usage error (unknown option, bad choice, missing argument) prints one
+    line, ``error: ...`` with the command's name, and exits 2, like every other refusal (click's own three-line
+    ``Usage: / Try ... / Error:`` block is for interactive shells; ``--help`` still shows the usage)."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.UsageError as exc:
+            name = exc.ctx.command_path if exc.ctx is not None else (prog_name or "")
+            Console().abort(f"{name}: {exc.format_message()}" if name else exc.format_message(), EXIT_BAD_INPUT)
+        except click.ClickException as exc:
+            Console().abort(exc.format_message(), exc.exit_code)
+        except click.exceptions.Abort:
+            Console().abort("interrupted", EXIT_INTERRUPTED)
+        raise SystemExit(rv if isinstance(rv, int) else 0)
+
+
+class Command(OneLineUsageErrors, click.Command):
+    pass
+
+
+class Group(OneLineUsageErrors, click.Group):
+    pass
+
+
 def check_json_target(json_path: str | None, force: bool) -> None:
     if json_path and json_path != "-":
         check_output_path(Path(json_path), force, "JSON report")

@@ -18,6 +18,7 @@ from rich.table import Table
 EXIT_OK = 0
 EXIT_NOTHING_TO_FUSE = 1
 EXIT_BAD_INPUT = 2
+EXIT_DIVERGED = 3  # training diverged (a non-finite loss); the last good checkpoint is kept
 EXIT_INTERNAL = 4  # an unexpected error (a bug): never to be read as a verdict
 EXIT_INTERRUPTED = 130
 

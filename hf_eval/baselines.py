@@ -1,6 +1,6 @@
 """The honest baselines: LoRA experts, replay-tune and homogeneous merges.
 
-- experts: plain PEFT LoRA fine-tuning (``hf_fuse.lora.train_lora``, the schedule machinery of hf-fuse);
+- experts: plain PEFT LoRA fine-tuning through the one training loop (``hf_runtime.lora``, ``hf_runtime.trainer``);
 - ``replay_tune``: the target adapter trained further on the same replay mix for the same
   number of optimiser steps as a fusion run: the paper's "directly adapting the same backbone".
 - ``merge``: PEFT's own ``add_weighted_adapter`` (linear, TIES, DARE-TIES) for adapters of one

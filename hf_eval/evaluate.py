@@ -19,7 +19,7 @@ def evaluate_adapters(model, tokenizer, adapters: dict[str, Path | None], data: 
     from peft import PeftModel
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from hf_fuse.distributed import processes
+    from hf_runtime.distributed import processes
 
     procs = processes()  # data parallel: examples are shared out (hf_eval.generate), the main process writes
     results = {"format": "heterofusion-evaluation", "version": 1, "settings": config.__dict__, "adapters": {},
@@ -65,7 +65,7 @@ def _write(output: Path, results: dict, predictions: dict[tuple[str, str], list[
 
 
 def _count(path: Path) -> int:
-    from hf_fuse.data import load_records
+    from hf_runtime.data import load_records
 
     return len(load_records(path))
 

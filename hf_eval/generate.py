@@ -7,8 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from hf_fuse.data import load_records, prompt_ids
-from hf_fuse.generation import generate
+from hf_runtime.data import load_records, prompt_ids
+from hf_runtime.generation import generate
 
 from .scoring import METRICS, TaskScore, infer_metric
 
@@ -39,7 +39,7 @@ def evaluate_file(model, tokenizer, path: Path, config: EvalConfig,
     records = load_records(path)[: config.max_examples]
     golds = [conv.turns[-1][1] for conv in records]
     metric = config.metric if config.metric != "auto" else infer_metric(records[0].turns[-1][0], golds)
-    from hf_fuse.distributed import gather, processes
+    from hf_runtime.distributed import gather, processes
 
     procs = processes()  # data parallel: each process answers every world-th prompt; all get every answer
     mine = list(range(procs.rank, len(records), procs.world))

@@ -2,7 +2,12 @@
 
 Exit codes: 0 fused, 2 bad input or usage (nothing written), 3 training diverged
 (non-finite loss; the last good checkpoint is kept), 4 unexpected error (please report), 130 interrupted
-(checkpoint saved).
+(checkpoint saved; ``--resume`` continues from it).
+
+The options of the fusion methods are not written here: each method's settings classes declare them
+(``hf_common.settings``), and :class:`FuseCommand` adds them from the registry (``hf_fuse.methods``) whenever the
+command's parameters are read, so a method added as one file has its options, its config-file keys and its
+``--method`` choice without an edit here.
 """
 
 from __future__ import annotations
@@ -16,14 +21,61 @@ from pathlib import Path
 import click
 
 from hf_common import __version__
-from hf_common.cli_support import check_json_target, errors_to_exit_codes, int_or_auto, write_json
+from hf_common.cli_support import Command, check_json_target, errors_to_exit_codes, write_json
 from hf_common.config_file import config_option, dump, resolved_config
-from hf_common.console import EXIT_BAD_INPUT, EXIT_OK, setup_logging
-
-EXIT_DIVERGED = 3
+from hf_common.console import EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_OK, setup_logging
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+def _registry():
+    from . import methods
+
+    return methods
+
+
+class FuseCommand(Command):
+    """``hf-fuse``: the common options written below, then every registered method's options."""
+
+    _own: list[click.Parameter]
+    _built: tuple[tuple, list[click.Parameter]] | None = None
+
+    @property
+    def params(self) -> list[click.Parameter]:
+        """The command's own parameters, ``--method`` and every registered method's options: one list (click
+        relies on the objects' identity) until the registry changes."""
+        registry = _registry()
+        key = tuple(registry.METHODS.items())
+        if self._built is None or self._built[0] != key:
+            self._built = (key, [*self._own, *_method_options(registry)])
+        return self._built[1]
+
+    @params.setter
+    def params(self, value: list[click.Parameter]) -> None:
+        self._own, self._built = value, None
+
+
+def _method_options(registry) -> list[click.Parameter]:
+    from hf_common.settings import click_options
+
+    owners: dict[str, list[str]] = {}
+    classes = []
+    for method in registry.METHODS.values():
+        for cls in method.settings_classes:
+            classes.append(cls)
+            for _, spec in _flags(cls):
+                owners.setdefault(spec.flag, []).append(method.name)
+    method_option = click.Option(["--method"], type=click.Choice(list(registry.METHODS)), default="hypernet",
+                                 show_default=True, help="Fusion method: " + "; ".join(
+                                     f"{name}: {m.help}" for name, m in registry.METHODS.items()) + ".")
+    return [method_option, *click_options(dict.fromkeys(classes), owners)]
+
+
+def _flags(cls):
+    from hf_common.settings import flags
+
+    return flags(cls)
+
+
+@click.command(cls=FuseCommand, context_settings={"help_option_names": ["-h", "--help"]})
 @config_option
 @click.version_option(__version__, prog_name="hf-fuse")
 @click.argument("plans", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="PLAN.h5...")
@@ -33,64 +85,24 @@ EXIT_DIVERGED = 3
               help="Replay data (Alpaca JSON/JSONL or chat 'messages'); repeat to mix several files.")
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), metavar="OUT_DIR",
               help="Folder for the fused PEFT adapter (must be new unless --force).")
-@click.option("--method", default="hypernet", show_default=True, metavar="NAME",
-              help="Fusion method: hypernet (the paper's), distill (the source experts answer --unlabeled prompts), "
-                   "project (activation-aligned projection, training-free) or project-hypernet (the HyperNet trained "
-                   "on top of the projection).")
-@click.option("--source-model", "source_models", multiple=True, metavar="INDEX=PATH",
-              help="distill, project(-hypernet): base model of plan source INDEX (folder, .gguf, smollm2 / gemma3); "
-                   "one per source.")
-@click.option("--unlabeled", multiple=True, metavar="[INDEX=]FILE",
-              help="distill: prompts for the source experts (Alpaca/chat; any output is ignored); INDEX= sends a file "
-                   "to one source only.")
-@click.option("--student", type=click.Choice(["lora", "hypernet"]), default="lora", show_default=True,
-              help="distill: what learns from the answers: the target LoRA itself, or the HyperNet.")
-@click.option("--gen-max-new-tokens", type=int, default=128, show_default=True,
-              help="distill: cap on an answer's tokens (answers cut at the cap are dropped).")
-@click.option("--gen-batch-size", type=int, default=8, show_default=True, help="distill: prompts per generation batch.")
-@click.option("--gen-cache", type=click.Path(path_type=Path), default=None,
-              help="distill: folder of cached answers (default: OUT_DIR.work); runs may share one.")
-@click.option("--align-tokens", type=int, default=4096, show_default=True,
-              help="project(-hypernet): aligned token positions (of the replay text) used to fit the maps.")
-@click.option("--ridge", type=float, default=1e-2, show_default=True,
-              help="project(-hypernet): ridge of the least-squares maps, relative to the activations' mean eigenvalue.")
-@click.option("--project-weight", type=float, default=1.0, show_default=True,
-              help="project(-hypernet): scale of every projected source update.")
-@click.option("--project-map", type=click.Choice(["assignment", "lstsq"]), default="assignment", show_default=True,
-              help="project(-hypernet): pair coordinates by neuron matching (assignment) or by ridge least squares (lstsq).")
 @click.option("--preset", type=click.Choice(["default", "paper"]), default="default", show_default=True,
               help="paper: the authors' released code where the paper is silent (xavier init, weight decay 0.01, no "
                    "clipping, warm-up rounded down, alpha reset per task); flags given explicitly still win.")
-@click.option("--init", type=click.Choice(["torch", "xavier"]), default=None,
-              help="HyperNet Linear init: PyTorch's default (default) or xavier-uniform with zero bias (paper preset).")
 @click.option("--weight-decay", type=float, default=None, help="AdamW weight decay (default 0; paper preset 0.01).")
 @click.option("--max-grad-norm", type=float, default=None, help="Gradient clipping norm, 0 = off (default 1; paper preset 0).")
 @click.option("--warmup-rounding", type=click.Choice(["up", "down"]), default=None,
               help="Warm-up steps rounded up (default) or down (paper preset).")
-@click.option("--reset-alpha/--carry-alpha", default=None,
-              help="Sequential tasks: start each task's α at --alpha-init (paper preset) or carry it over (default).")
 @click.option("--epochs", type=float, default=3.0, show_default=True, help="Passes over the replay mix.")
 @click.option("--max-steps", type=int, default=None, help="Optimiser steps (overrides --epochs); 0 exports without training.")
 @click.option("--batch-size", type=int, default=1, show_default=True, help="Examples per micro-batch.")
 @click.option("--grad-accum", type=int, default=8, show_default=True, help="Micro-batches per optimiser step.")
 @click.option("--lr", type=float, default=5e-5, show_default=True, help="AdamW learning rate (cosine schedule).")
 @click.option("--warmup-ratio", type=float, default=0.05, show_default=True, help="Warm-up share of the optimiser steps.")
-@click.option("--alpha-init", type=float, default=0.3, show_default=True, help="Initial α of every group.")
-@click.option("--mu-gate", type=float, default=0.10, show_default=True, help="Shift μ_gate of the SVD-guided gate.")
-@click.option("--lambda-reg", type=float, default=0.005, show_default=True, help="Weight λ_reg of the RDM regulariser.")
-@click.option("--mu-target", type=float, default=0.0, show_default=True, help="Mean of the RDM reference Gaussian.")
-@click.option("--sigma", type=float, default=1.0, show_default=True, help="Std of the RDM reference Gaussian.")
-@click.option("--n-proj", type=int, default=2048, show_default=True, help="Random projections of the RDM term.")
-@click.option("--embed-dim", default="1024", show_default=True, metavar="N|auto",
-              help="HyperNet width; 'auto' scales it to the token width (a quarter of block_size·r, at most 1024).")
-@click.option("--n-heads", type=int, default=8, show_default=True, help="Cross-attention heads.")
-@click.option("--max-positions", type=int, default=4096, show_default=True, help="Learned positions per sequence.")
 @click.option("--cutoff-len", type=int, default=1024, show_default=True, help="Token cut-off of a replay example.")
 @click.option("--max-examples-per-file", type=int, default=None, help="Cap on examples taken from each replay file.")
 @click.option("--drop-history", is_flag=True, help="Drop earlier turns ('history'): zero-shot prompts.")
-@click.option("--ablate", type=click.Choice(["denoise", "rdm"]), multiple=True,
-              help="denoise: gate forced open and no RDM; rdm: no RDM term.")
-@click.option("--no-gradient-checkpointing", is_flag=True, help="Keep activations instead of recomputing them.")
+@click.option("--gradient-checkpointing/--no-gradient-checkpointing", default=True, show_default=True,
+              help="Recompute activations in the backward pass (less memory, more time).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of initialisation, data order and RDM draws.")
 @click.option("--device", default=None, help="cuda, cuda:1, cpu... (default: CUDA if available).")
 @click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default=None,
@@ -98,7 +110,8 @@ EXIT_DIVERGED = 3
 @click.option("--checkpoint-every", type=int, default=50, show_default=True, help="Optimiser steps between checkpoints.")
 @click.option("--checkpoint-dir", type=click.Path(path_type=Path), default=None,
               help="Where checkpoints go (default: OUT_DIR.ckpt beside the output).")
-@click.option("--resume", is_flag=True, help="Continue from the last checkpoint.")
+@click.option("--resume", is_flag=True, help="Continue from the last checkpoint (written every --checkpoint-every steps "
+              "and on Ctrl-C) of a training method.")
 @click.option("--json", "json_path", metavar="PATH|-", help="Also write the fusion report as JSON ('-': stdout).")
 @click.option("--log-file", type=click.Path(path_type=Path), default=None,
               help="Training log (default: OUT_DIR.log beside the output).")
@@ -113,54 +126,52 @@ EXIT_DIVERGED = 3
 @click.option("--force", is_flag=True, help="Replace an existing output folder / JSON file.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only errors.")
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logging.")
-def main(plans, base_model, replay, output, method, source_models, unlabeled, student, gen_max_new_tokens, gen_batch_size,
-         gen_cache, preset, init, weight_decay, max_grad_norm, warmup_rounding, reset_alpha, align_tokens, ridge,
-         project_weight, project_map, epochs, max_steps, batch_size, grad_accum, lr, warmup_ratio, alpha_init, mu_gate,
-         lambda_reg, mu_target, sigma, n_proj, embed_dim, n_heads, max_positions, cutoff_len, max_examples_per_file,
-         drop_history, ablate, no_gradient_checkpointing, seed, device, dtype, checkpoint_every, checkpoint_dir, resume,
-         json_path, log_file, shard_base_model, report_to, tracker_dir, force, quiet, debug) -> None:
+def main(plans, base_model, replay, output, method, preset, weight_decay, max_grad_norm, warmup_rounding, epochs, max_steps,
+         batch_size, grad_accum, lr, warmup_ratio, cutoff_len, max_examples_per_file, drop_history, gradient_checkpointing,
+         seed, device, dtype, checkpoint_every, checkpoint_dir, resume, json_path, log_file, shard_base_model, report_to,
+         tracker_dir, force, quiet, debug, **method_options) -> None:
     """Fuse the sources of PLAN.h5 into its target adapter; several plans run as a sequential pipeline."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is ever downloaded at run time
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     warnings.filterwarnings("ignore", category=FutureWarning)  # transformers' own deprecation notices
-    from .distributed import process_console, processes
+    from hf_runtime.distributed import process_console, processes
 
     procs = processes()  # several under accelerate launch / torchrun: only the main one reports and writes
     console = process_console(quiet, debug, report_to_stderr=json_path == "-")
     log_path = Path(log_file or output.with_name(output.name + ".log"))
     with _no_log_on_bad_input(log_path), errors_to_exit_codes(console):
-        from .data import ReplayConfig
+        from hf_runtime.data import ReplayConfig
+        from hf_runtime.trackers import StepTracker, check_report_to
+        from hf_runtime.trainer import TrainingDiverged, TrainSettings
+
+        from .job import FuseJob
+        from .methods import get_method
         from .report import Progress, render
-        from .run import FuseJob, NetSettings, run
-        from .trackers import StepTracker, check_report_to
-        from .train import TrainingDiverged, TrainSettings
+        from .run import run
 
         if quiet:
-            from .model import quiet_progress_bars
+            from hf_runtime.model import quiet_progress_bars
 
             quiet_progress_bars()
         check_json_target(json_path, force)
         check_report_to(report_to)
-        chosen = resolve_preset(preset, init=init, weight_decay=weight_decay, max_grad_norm=max_grad_norm,
-                                warmup_rounding=warmup_rounding, reset_alpha=reset_alpha)
-        config = resolved_config(click.get_current_context())  # recorded beside the output and given to the tracker
-        method_settings = _method_settings(method, source_models, unlabeled, student, gen_max_new_tokens, gen_batch_size,
-                                           gen_cache, align_tokens, ridge, project_weight, project_map)
+        ctx = click.get_current_context()
+        chosen = resolve_preset(preset, init=method_options.get("init"), weight_decay=weight_decay,
+                                max_grad_norm=max_grad_norm, warmup_rounding=warmup_rounding,
+                                reset_alpha=method_options.get("reset_alpha"))
+        settings = method_settings(ctx, get_method(method), method_options, chosen)
+        config = {k: v for k, v in resolved_config(ctx).items() if k not in _other_methods_keys(method)}
         job = FuseJob(
             plans=list(plans), base_model=base_model, replay=list(replay), output=output,
-            net=NetSettings(embed_dim=int_or_auto(embed_dim), n_heads=n_heads, max_positions=max_positions,
-                            alpha_init=alpha_init, mu_gate=mu_gate, init=chosen["init"]),
             train=TrainSettings(epochs=epochs, max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum, lr=lr,
-                                warmup_ratio=warmup_ratio, lambda_reg=lambda_reg, mu_target=mu_target, sigma=sigma,
-                                n_proj=n_proj, ablate=tuple(ablate), seed=seed,
-                                gradient_checkpointing=not no_gradient_checkpointing, checkpoint_every=checkpoint_every,
-                                weight_decay=chosen["weight_decay"], max_grad_norm=chosen["max_grad_norm"],
-                                warmup_rounding=chosen["warmup_rounding"], reset_alpha=chosen["reset_alpha"]),
+                                warmup_ratio=warmup_ratio, seed=seed, gradient_checkpointing=gradient_checkpointing,
+                                checkpoint_every=checkpoint_every, weight_decay=chosen["weight_decay"],
+                                max_grad_norm=chosen["max_grad_norm"], warmup_rounding=chosen["warmup_rounding"]),
             replay_config=ReplayConfig(cutoff_len=cutoff_len, max_examples_per_file=max_examples_per_file, seed=seed,
                                        drop_history=drop_history),
             device=device, dtype=dtype, checkpoint_dir=checkpoint_dir, resume=resume, force=force,
-            method=method, method_settings=method_settings, shard_base_model=shard_base_model,
+            method=method, settings=settings, shard_base_model=shard_base_model,
             record={"fusion_config.yaml": dump(config)},
         )
         setup_logging(debug, str(log_path) if procs.is_main else None)
@@ -171,11 +182,11 @@ def main(plans, base_model, replay, output, method, source_models, unlabeled, st
                 report = run(job, lambda kind, payload: (progress.event(kind, payload), tracker.event(kind, payload)))
         except TrainingDiverged as exc:
             console.abort(str(exc), EXIT_DIVERGED)
-        render(report, console)
+        render(report, console, get_method(method)())
         if procs.is_main:
             write_json(json_path, report, force=force)
         console.success(f"fused adapter written to {output}")
-        from .distributed import finish
+        from hf_runtime.distributed import finish
 
         finish()
     raise SystemExit(EXIT_OK)
@@ -209,26 +220,36 @@ def _no_log_on_bad_input(log_path: Path):
         raise
 
 
-def _method_settings(method, source_models, unlabeled, student, gen_max_new_tokens, gen_batch_size, gen_cache,
-                     align_tokens, ridge, project_weight, project_map):
-    """The chosen method's own settings; a method's flags given to another method are refused."""
+def method_settings(ctx: click.Context, method, values: dict, preset: dict) -> dict:
+    """The settings objects of ``method`` from the options; an option of a section this run of the method does not
+    read is refused, naming the flag and the methods it belongs to (one rule for every method)."""
     from hf_common.errors import ConfigError
+    from hf_common.settings import build, given
 
-    from .methods import DistillSettings, ProjectSettings, get_method
-    from .methods.sources import parse_indexed, source_model_map
+    registry = _registry()
+    settings = {}
+    for cls in method.settings_classes:
+        fields = {name for name, _ in _flags(cls)}
+        overrides = {k: v for k, v in preset.items() if k in fields}
+        settings[cls.section] = build(cls, values, overrides)
+    used = method.sections_used(settings)
+    allowed = {spec.flag for cls in method.settings_classes if cls.section in used for _, spec in _flags(cls)}
+    for other in registry.METHODS.values():
+        for cls in other.settings_classes:
+            for _, spec in _flags(cls):
+                if spec.flag not in allowed and spec.name in values and given(ctx, spec.name):
+                    owners = [m.name for m in registry.METHODS.values()
+                              if any(spec.flag == s.flag for c in m.settings_classes for _, s in _flags(c))]
+                    how = f"--method {method.name}" + (" with these settings" if spec.flag in
+                                                        {s.flag for c in method.settings_classes for _, s in _flags(c)}
+                                                        else "")
+                    raise ConfigError(f"{spec.flag} belongs to --method {' / '.join(owners)}; {how} does not use it")
+    return {section: value for section, value in settings.items() if section in used}
 
-    get_method(method)
-    owners = {"--source-model": ("distill", "project", "project-hypernet"), "--unlabeled": ("distill",),
-              "--gen-cache": ("distill",)}
-    for flag, value in (("--source-model", source_models), ("--unlabeled", unlabeled), ("--gen-cache", gen_cache)):
-        if value and method not in owners[flag]:
-            raise ConfigError(f"{flag} belongs to --method {' / '.join(owners[flag])}, not --method {method}")
-    if method == "distill":
-        return DistillSettings(source_models=source_model_map(source_models),
-                               unlabeled=tuple(parse_indexed(unlabeled, "--unlabeled", index_required=False)),
-                               student=student, max_new_tokens=gen_max_new_tokens, batch_size=gen_batch_size,
-                               work_dir=str(gen_cache) if gen_cache else None)
-    if method in ("project", "project-hypernet"):
-        return ProjectSettings(source_models=source_model_map(source_models), max_tokens=align_tokens, ridge=ridge,
-                               weight=project_weight, map=project_map)
-    return None
+
+def _other_methods_keys(method: str) -> set[str]:
+    """Config-file keys of options that only other methods read (left out of the recorded config)."""
+    registry = _registry()
+    mine = {spec.flag for cls in registry.METHODS[method].settings_classes for _, spec in _flags(cls)}
+    return {spec.flag[2:] for m in registry.METHODS.values() for cls in m.settings_classes for _, spec in _flags(cls)
+            if spec.flag not in mine}

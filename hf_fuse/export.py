@@ -13,11 +13,11 @@ import torch
 from torch import nn
 
 from hf_common.atomic import atomic_folder
+from hf_runtime.model import write_adapter_folder
 
+from .forward import new_b_tensors, run_hypernets
 from .hypernet import HyperNets
-from .model import write_adapter_folder
 from .plan_tensors import GroupTensors
-from .train import new_b_tensors, run_hypernets
 
 
 @torch.no_grad()

@@ -15,7 +15,8 @@ import numpy as np
 from hf_common.html_report import HtmlReport, new_figure
 
 
-def fusion_report(report: dict) -> HtmlReport:
+def fusion_report(report: dict, method) -> HtmlReport:
+    """The page of ``report``; ``method`` (the run's ``FusionMethod``) adds its own section."""
     page = HtmlReport(f"hf-fuse: fused adapter report ({report.get('method', 'hypernet')})",
                       f"{report['output']} · base model {report['base_model']} · {report['device']} · {report['dtype']} · "
                       f"{report['time_s']:.1f} s · {report['peak_memory_mib']:.0f} MiB peak RSS")
@@ -29,12 +30,7 @@ def fusion_report(report: dict) -> HtmlReport:
                                       ["replay files", ", ".join(report["settings"]["replay_files"])],
                                       ["replay examples", report["replay"]["n_examples"]],
                                       ["replay answer tokens", report["replay"]["n_answer_tokens"]]])
-    distill = report.get("distill")
-    if distill:
-        page.heading("Distillation: the source experts' answers")
-        page.table(["source", "model", "prompts", "kept", "empty", "cut at the cap", "from the cache"],
-                   [[i, s["source_model"], s["prompts"], s["kept"], s["empty"], s["truncated"], s["cached"]]
-                    for i, s in distill["sources"].items()])
+    method.html_section(page, report)
     for index, task in enumerate(report["tasks"]):
         _task(page, index, task)
     page.heading("The full fusion report")

@@ -47,7 +47,8 @@ class Progress:
         self._bar.update(self._tasks[task], completed=record["step"], metrics=metrics)
 
 
-def render(report: dict, console: Console) -> None:
+def render(report: dict, console: Console, method) -> None:
+    """The summary of ``report``; ``method`` (the run's ``FusionMethod``) adds its own lines."""
     console.info("ΔB/B = ‖ΔB‖_F/‖B_t‖_F over the group; Eq11 = max over modules of s·|α|·‖ΔB‖_F·‖A_t‖_2 (bound) "
                  "and ‖s·α·ΔB·A_t‖_F (actual); attn s<k> = mean attention on source k")
     for index, task in enumerate(report["tasks"]):
@@ -59,9 +60,8 @@ def render(report: dict, console: Console) -> None:
             first, last = task["history"][0], task["history"][-1]
             console.info(f"loss {first['loss']:.4f} → {last['loss']:.4f} (LM {first['lm']:.4f} → {last['lm']:.4f}, "
                          f"RDM {first['rdm']:.4f} → {last['rdm']:.4f})")
-    for source, stats in report.get("distill", {}).get("sources", {}).items():
-        console.info(f"source {source} ({stats['source_model']}): {stats['kept']} of {stats['prompts']} answers kept, "
-                     f"{stats['empty']} empty, {stats['truncated']} cut at the length cap, {stats['cached']} from the cache")
+    for line in method.summary_lines(report):
+        console.info(line)
     memory = f"{report['peak_memory_mib']:.0f} MiB peak RSS"
     if "peak_gpu_memory_mib" in report:
         memory += f", {report['peak_gpu_memory_mib']:.0f} MiB peak GPU"

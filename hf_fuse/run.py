@@ -6,26 +6,20 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import resource
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from hf_common.atomic import check_output_path
 from hf_common.errors import ConfigError, InputError
 from hf_common.plan import Plan
-
-from . import data as replay_data
-from .distributed import device_for, per_step, processes, sharding_requested
-from .export import write_adapter
-from .hypernet import HyperNetConfig
-from .methods import FuseContext, get_method
-from .model import (
+from hf_runtime import data as replay_data
+from hf_runtime.distributed import device_for, per_step, processes, sharding_requested
+from hf_runtime.model import (
     BaseModelRef,
     check_fit,
     family_mismatch,
@@ -35,64 +29,14 @@ from .model import (
     pick_dtype,
     resolve_base_model,
 )
-from .train import Checkpointer, TrainSettings
+from hf_runtime.trainer import Checkpointer
+
+from .export import write_adapter
+from .job import FuseJob
+from .methods import FuseContext, FusionMethod, get_method
 
 logger = logging.getLogger(__name__)
 REPORT_FORMAT = "heterofusion-fusion-report"
-
-
-@dataclass(frozen=True)
-class NetSettings:
-    embed_dim: int | str = 1024
-    n_heads: int = 8
-    max_positions: int = 4096
-    alpha_init: float = 0.3
-    mu_gate: float = 0.10
-    init: str = "torch"
-
-    def __post_init__(self) -> None:
-        if self.embed_dim != "auto" and not (isinstance(self.embed_dim, int) and self.embed_dim > 0):
-            raise ConfigError(f"--embed-dim must be a positive integer or 'auto', got {self.embed_dim!r}")
-        if isinstance(self.n_heads, bool) or not isinstance(self.n_heads, int) or self.n_heads < 1:
-            raise ConfigError(f"--n-heads must be a positive integer, got {self.n_heads!r}")
-        self.config(1, 1, False)  # every check of HyperNetConfig (heads, positions, finiteness), before any model loads
-
-    def config(self, block_size: int, rank: int, ablate_denoise: bool) -> HyperNetConfig:
-        embed = auto_embed_dim(block_size * rank, self.n_heads) if self.embed_dim == "auto" else int(self.embed_dim)
-        return HyperNetConfig(block_size=block_size, rank=rank, embed_dim=embed, n_heads=self.n_heads,
-                              max_positions=self.max_positions, mu_gate=self.mu_gate, alpha_init=self.alpha_init,
-                              ablate_denoise=ablate_denoise, init=self.init)
-
-
-def auto_embed_dim(token_dim: int, n_heads: int) -> int:
-    """A quarter of the token width, between one head-compatible step and the paper's 1024."""
-    step = math.lcm(4, n_heads)
-    width = min(1024, max(step, token_dim // 4))
-    return max(step, width - width % step)
-
-
-@dataclass(frozen=True)
-class FuseJob:
-    plans: list[Path]
-    base_model: Path
-    replay: list[Path]
-    output: Path
-    net: NetSettings = field(default_factory=NetSettings)
-    train: TrainSettings = field(default_factory=TrainSettings)
-    replay_config: replay_data.ReplayConfig = field(default_factory=replay_data.ReplayConfig)
-    device: str | None = None
-    dtype: str | None = None
-    checkpoint_dir: Path | None = None
-    resume: bool = False
-    force: bool = False
-    method: str = "hypernet"
-    method_settings: Any = None  # the method's own settings dataclass (e.g. DistillSettings), if it has one
-    shard_base_model: bool = False  # FSDP across the processes (or an Accelerate FSDP config): hf_fuse.distributed
-    record: dict[str, str] = field(default_factory=dict)  # extra text files for the output folder (the resolved config)
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.checkpoint_dir or self.output.with_name(self.output.name + ".ckpt")
 
 
 def preflight(job: FuseJob, warnings: list[str] | None = None, method=None) -> tuple[list[Plan], BaseModelRef]:
@@ -127,11 +71,8 @@ def preflight(job: FuseJob, warnings: list[str] | None = None, method=None) -> t
 
 
 def _fingerprint(job: FuseJob, plans: list[Plan]) -> dict:
-    fingerprint = {"plans": [p.checksum for p in plans], "train": asdict(job.train), "net": asdict(job.net),
-                   "replay": asdict(job.replay_config), "replay_files": [str(p) for p in job.replay]}
-    if job.method != "hypernet":  # the default's fingerprint stays as it was, so older checkpoints resume
-        fingerprint.update(method=job.method, **_method_settings(job))
-    return fingerprint
+    return {"plans": [p.checksum for p in plans], "train": asdict(job.train), "replay": asdict(job.replay_config),
+            "replay_files": [str(p) for p in job.replay], "method": job.method, **method_settings(job)}
 
 
 def run(job: FuseJob, on_event: Callable[[str, object], None] = lambda kind, payload: None) -> dict:
@@ -139,7 +80,8 @@ def run(job: FuseJob, on_event: Callable[[str, object], None] = lambda kind, pay
     procs = processes()
     job = replace(job, train=per_step(job.train))  # data parallel: --grad-accum per process -> per step
     shard = _check_sharding(job, procs)
-    method = get_method(job.method)(job.method_settings)
+    job = replace(job, settings=_with_defaults(job))
+    method = get_method(job.method)(job.settings)
     warnings: list[str] = []
     plans, ref = preflight(job, warnings, method)
     for warning in warnings:
@@ -159,8 +101,8 @@ def run(job: FuseJob, on_event: Callable[[str, object], None] = lambda kind, pay
     report = {
         "format": REPORT_FORMAT, "version": 1, "output": str(job.output), "base_model": ref.label,
         "device": str(device), "dtype": str(dtype).removeprefix("torch."), "seed": job.train.seed, "method": method.name,
-        "settings": {"train": asdict(job.train), "net": asdict(job.net), "replay": asdict(job.replay_config),
-                     "replay_files": [str(p) for p in job.replay], **_method_settings(job)},
+        "settings": {"train": asdict(job.train), "replay": asdict(job.replay_config),
+                     "replay_files": [str(p) for p in job.replay], **method_settings(job)},
         "replay": {"per_file": replay.per_file, "n_examples": len(replay.examples), "skipped": replay.skipped,
                    "n_tokens": replay.n_tokens, "n_answer_tokens": replay.n_answer_tokens},
         "tasks": result.tasks,
@@ -175,13 +117,29 @@ def run(job: FuseJob, on_event: Callable[[str, object], None] = lambda kind, pay
     if procs.is_main:  # every process holds the same result; one writes it (and draws its report)
         from .html import fusion_report
 
-        page = fusion_report(report)  # report.html and its figures as PNG files beside it
-        texts = {**job.record, "README.md": fused_card(job, plans, result.config, report), "report.html": page.render()}
+        page = fusion_report(report, method)  # report.html and its figures as PNG files beside it
+        texts = {**job.record, "README.md": fused_card(job, plans, result.config, report, method),
+                 "report.html": page.render()}
         write_adapter(job.output, result.config, result.tensors, force=job.force,
                       extra_files={"fusion_report.json": report}, extra_texts=texts, extra_bytes=page.pngs)
     for plan in plans:
         plan.close()
     return report
+
+
+def _with_defaults(job: FuseJob) -> dict:
+    """The job's settings sections, with the defaults of those the method reads and the job left out (a job made in
+    code, say), so the report records every setting the run used."""
+    from hf_common.errors import HFError
+
+    settings = dict(job.settings)
+    for cls in get_method(job.method).settings_classes:
+        if settings.get(cls.section) is None:
+            try:
+                settings[cls.section] = cls()
+            except HFError:  # a section with required settings (distill's prompts): the method's preflight says so
+                pass
+    return settings
 
 
 def _check_sharding(job: FuseJob, procs) -> bool:
@@ -197,13 +155,14 @@ def _check_sharding(job: FuseJob, procs) -> bool:
     return True
 
 
-def _method_settings(job: FuseJob) -> dict:
-    if job.method_settings is None:
-        return {}
-    return {job.method: json.loads(json.dumps(asdict(job.method_settings), default=str))}
+def method_settings(job: FuseJob) -> dict:
+    """The chosen method's settings sections as plain data (report, fingerprint)."""
+    used = get_method(job.method).sections_used(job.settings)
+    return {name: json.loads(json.dumps(asdict(value), default=str)) for name, value in job.settings.items()
+            if value is not None and name in used}
 
 
-def fused_card(job: FuseJob, plans: list[Plan], config: dict, report: dict) -> str:
+def fused_card(job: FuseJob, plans: list[Plan], config: dict, report: dict, method: FusionMethod) -> str:
     """The fused adapter's model card: method, target and sources with their families and base models, plan
     checksums, settings; the target's licence when its card names one."""
     from hf_common.model_card import card, license_of
@@ -216,6 +175,7 @@ def fused_card(job: FuseJob, plans: list[Plan], config: dict, report: dict) -> s
                "sources": sources, "plans": [f"{p.path} (sha256 {p.checksum[:16]}…)" for p in plans],
                "settings": f"lr {job.train.lr}, {steps} optimiser steps, batch {job.train.batch_size} x "
                            f"{job.train.grad_accum}, seed {job.train.seed}", "replay": [str(p) for p in job.replay],
+               **method.card_details(report),
                "fusion report": "fusion_report.json (per group: alpha, update norms, Eq. 11 bound); report.html (plots)"}
     target_folder = Path(target["path"])
     return card(title=f"Fused LoRA adapter ({report['method']})", base_model=config.get("base_model_name_or_path"),

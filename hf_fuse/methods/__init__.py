@@ -1,35 +1,22 @@
 """Fusion methods: one small module each, one interface, one registry (as mergekit's merge methods).
 
 A method reads the job's plans and the loaded target model and returns the fused adapter's tensors,
-its config and the per-task part of ``fusion_report.json``; ``hf_fuse.run`` does everything around
-it (pre-flight checks, loading, the report, the atomic export).
-
-    hypernet   the paper's HyperNet with dynamic patching (default)
-    distill    the source experts answer unlabelled prompts; their answers train the target
-    project    each source update is carried into the target's coordinates by activation-aligned maps
-    project-hypernet   project's updates as the starting point, the HyperNet trained on top of them
+its config and its part of ``fusion_report.json``; ``hf_fuse.run`` does everything around it (pre-flight
+checks, loading, the report, the atomic export).  A method is a :class:`FusionMethod` subclass in a module of
+this package, decorated with :func:`register`: every module here is imported, so adding a method is adding one
+file.  ``hf-fuse --help`` lists them with their one-line help.
 """
 
 from __future__ import annotations
 
-from hf_common.errors import ConfigError
+import importlib
+import pkgutil
 
-from .base import FuseContext, FusionMethod, MethodResult
-from .distill import DistillMethod, DistillSettings
-from .hypernet import HyperNetMethod
-from .project import ProjectMethod, ProjectSettings
-from .project_hypernet import ProjectHyperNetMethod
+from .base import METHODS, FuseContext, FusionMethod, MethodResult, get_method, register
 
-METHODS: dict[str, type[FusionMethod]] = {
-    m.name: m for m in (HyperNetMethod, DistillMethod, ProjectMethod, ProjectHyperNetMethod)
-}
+_NOT_METHODS = {"base", "sources"}
+for _module in pkgutil.iter_modules(__path__):
+    if _module.name not in _NOT_METHODS:
+        importlib.import_module(f"{__name__}.{_module.name}")
 
-
-def get_method(name: str) -> type[FusionMethod]:
-    try:
-        return METHODS[name]
-    except KeyError:
-        raise ConfigError(f"--method must be one of {', '.join(METHODS)}, got {name!r}") from None
-
-
-__all__ = ["METHODS", "DistillSettings", "ProjectSettings", "FuseContext", "FusionMethod", "MethodResult", "get_method"]
+__all__ = ["METHODS", "FuseContext", "FusionMethod", "MethodResult", "get_method", "register"]

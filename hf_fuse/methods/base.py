@@ -1,20 +1,37 @@
-"""The interface every fusion method implements."""
+"""The interface every fusion method implements, and the registry (as PEFT registers its tuners)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
-if TYPE_CHECKING:
-    import torch
+import torch
 
-    from hf_common.plan import Plan
+from hf_common.errors import ConfigError
+from hf_common.plan import Plan
+from hf_runtime.data import ReplaySet
+from hf_runtime.model import BaseModelRef
+from hf_runtime.trainer import Checkpointer
 
-    from ..data import ReplaySet
-    from ..model import BaseModelRef
-    from ..run import FuseJob
-    from ..train import Checkpointer
+from ..job import FuseJob
+
+METHODS: dict[str, type[FusionMethod]] = {}
+
+
+def register(cls: type[FusionMethod]) -> type[FusionMethod]:
+    """Class decorator: make a method known to hf-fuse (``--method``, its options and config-file keys, reports)."""
+    if cls.name in METHODS and METHODS[cls.name] is not cls:
+        raise ValueError(f"two fusion methods are named {cls.name!r}: {METHODS[cls.name].__module__}, {cls.__module__}")
+    METHODS[cls.name] = cls
+    return cls
+
+
+def get_method(name: str) -> type[FusionMethod]:
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise ConfigError(f"--method must be one of {', '.join(METHODS)}, got {name!r}") from None
 
 
 @dataclass
@@ -32,15 +49,15 @@ class FuseContext:
     checkpointer: Checkpointer
     on_event: Callable[[str, object], None] = lambda kind, payload: None
     shard: bool = False  # FSDP: the base model is on the CPU until a method shards it onto ``device``
-    shard_info: dict | None = None  # what sharding did (``hf_fuse.distributed.shard_base_model``), for the report
+    shard_info: dict | None = None  # what sharding did (``hf_runtime.distributed.shard_base_model``), for the report
 
     def attach_for_training(self, model: Any, config: dict, tensors: dict, *, trainable: bool = False):
-        """The target adapter on ``model`` (``hf_fuse.model.attach_target``), sharded when the run shards."""
-        from ..model import attach_target
+        """The target adapter on ``model`` (``hf_runtime.model.attach_target``), sharded when the run shards."""
+        from hf_runtime.model import attach_target
 
         peft_model = attach_target(model, config, tensors, trainable=trainable)
         if self.shard:
-            from ..distributed import shard_base_model
+            from hf_runtime.distributed import shard_base_model
 
             self.shard_info = shard_base_model(peft_model, self.device)
         return peft_model
@@ -51,7 +68,7 @@ class MethodResult:
     tensors: dict[str, torch.Tensor]  # the fused adapter's tensors (keys and dtypes of the target adapter)
     config: dict  # its adapter_config.json
     tasks: list[dict]  # per plan: what the report says of it
-    extra: dict = field(default_factory=dict)  # method-specific report section
+    extra: dict = field(default_factory=dict)  # method-specific report section, under the method's report key
 
 
 def lora_task(plan: Plan, history: list[dict]) -> dict:
@@ -61,16 +78,43 @@ def lora_task(plan: Plan, history: list[dict]) -> dict:
 
 
 class FusionMethod:
-    """One fusion method.  ``preflight`` runs before any model loads (seconds); ``fuse`` does the work."""
+    """One fusion method.  ``preflight`` runs before any model loads (seconds); ``fuse`` does the work.
+
+    A method declares, as class attributes, its ``name``, a one-line ``help`` (``hf-fuse --help``), and the settings
+    classes it reads (``settings_classes``; each a dataclass of :func:`hf_common.settings.setting` fields with a
+    ``section`` name): hf-fuse builds their options and config-file keys, refuses them for other methods, records
+    them in the report and the model card.  The report hooks below say what the method adds to the outputs.
+    """
 
     name: ClassVar[str]
+    help: ClassVar[str] = ""
+    settings_classes: ClassVar[tuple[type, ...]] = ()
     shardable: ClassVar[bool] = True  # whether --shard-base-model (FSDP) can run it
+    trains: ClassVar[bool] = True  # whether it runs the training loop (and so can --resume)
 
-    def __init__(self, settings: Any = None):
-        self.settings = settings
+    def __init__(self, settings: dict[str, Any] | None = None):
+        self.settings = settings or {}
+
+    @classmethod
+    def sections_used(cls, settings: dict[str, Any]) -> set[str]:
+        """The settings sections this run of the method reads (a method may read a shared section only in some
+        configurations); options of the other sections are refused."""
+        return {c.section for c in cls.settings_classes}
 
     def preflight(self, job: FuseJob, plans: list[Plan]) -> None:
         """Refuse what this method cannot use (raise ``HFError``), before anything heavy happens."""
 
     def fuse(self, ctx: FuseContext) -> MethodResult:
         raise NotImplementedError
+
+    # --- what the method adds to the outputs (its part of ``fusion_report.json`` is ``MethodResult.extra``)
+    def summary_lines(self, report: dict) -> list[str]:
+        """Lines hf-fuse prints after the run."""
+        return []
+
+    def html_section(self, page, report: dict) -> None:
+        """Its part of ``report.html`` (an ``hf_common.html_report.HtmlReport``)."""
+
+    def card_details(self, report: dict) -> dict[str, Any]:
+        """Lines of the fused adapter's model card."""
+        return {}

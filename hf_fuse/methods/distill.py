@@ -16,22 +16,26 @@ import hashlib
 import json
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
+import click
 import torch
 
 from hf_common.errors import ConfigError
 from hf_common.plan import Plan
+from hf_common.settings import setting
+from hf_runtime.data import Conversation, Example, check_replay_files, format_example, load_records, prompt_ids
+from hf_runtime.distributed import main_first
+from hf_runtime.generation import generate_batches
+from hf_runtime.lora import LoraObjective
+from hf_runtime.model import attach_target, load_model_and_tokenizer, resolve_base_model, tensors_from_blob
+from hf_runtime.trainer import train
 
-from ..data import Conversation, Example, check_replay_files, format_example, load_records, prompt_ids
-from ..distributed import main_first
-from ..generation import generate_batches
-from ..lora import train_lora
-from ..model import attach_target, load_model_and_tokenizer, resolve_base_model, tensors_from_blob
-from .base import FuseContext, FusionMethod, MethodResult, lora_task
-from .hypernet import HyperNetMethod
-from .sources import check_sources
+from .base import FuseContext, FusionMethod, MethodResult, lora_task, register
+from .hypernet import HyperNetMethod, HyperNetSettings
+from .sources import SOURCE_MODEL_OPTION, check_sources, parse_indexed
 
 logger = logging.getLogger(__name__)
 STUDENTS = ("lora", "hypernet")
@@ -39,12 +43,18 @@ STUDENTS = ("lora", "hypernet")
 
 @dataclass(frozen=True)
 class DistillSettings:
-    source_models: dict[int, str] = field(default_factory=dict)  # plan source index -> folder, .gguf, smollm2 / gemma3
-    unlabeled: tuple[tuple[int | None, str], ...] = ()  # (source index, or None for every source; file)
-    student: str = "lora"
-    max_new_tokens: int = 128
-    batch_size: int = 8
-    work_dir: str | None = None  # default: OUT_DIR.work beside the output
+    section: ClassVar[str] = "distill"
+    source_models: dict[int, str] = setting(default_factory=dict, **SOURCE_MODEL_OPTION)
+    unlabeled: tuple[tuple[int | None, str], ...] = setting(
+        (), multiple=True, metavar="[INDEX=]FILE", parse=lambda v: tuple(parse_indexed(v, "--unlabeled", index_required=False)),
+        help="prompts for the source experts (Alpaca/chat; any output is ignored); INDEX= sends a file to one source only.")
+    student: str = setting("lora", type=click.Choice(list(STUDENTS)),
+                           help="what learns from the answers: the target LoRA itself, or the HyperNet.")
+    max_new_tokens: int = setting(128, flag="--gen-max-new-tokens",
+                                  help="cap on an answer's tokens (answers cut at the cap are dropped).")
+    batch_size: int = setting(8, flag="--gen-batch-size", help="prompts per generation batch.")
+    work_dir: str | None = setting(None, flag="--gen-cache", type=click.Path(), parse=lambda v: str(v) if v else None,
+                                   help="folder of cached answers (default: OUT_DIR.work); runs may share one.")
 
     def __post_init__(self) -> None:
         if self.student not in STUDENTS:
@@ -59,19 +69,46 @@ class DistillSettings:
             raise ConfigError("--method distill needs --source-model INDEX=PATH for every source of the plan")
 
 
+@register
 class DistillMethod(FusionMethod):
     name = "distill"
-    settings: DistillSettings
+    help = "the source experts answer --unlabeled prompts; their answers train the target"
+    settings_classes = (DistillSettings, HyperNetSettings)
+
+    @classmethod
+    def sections_used(cls, settings: dict) -> set[str]:
+        distill = settings.get(DistillSettings.section)
+        return {"distill", "hypernet"} if distill is not None and distill.student == "hypernet" else {"distill"}
+
+    @property
+    def distill(self) -> DistillSettings:
+        return self.settings[DistillSettings.section]
 
     def preflight(self, job, plans: list[Plan]) -> None:
-        s = self.settings
+        s = self.settings.get(DistillSettings.section)
         if s is None:
             raise ConfigError("--method distill needs --source-model and --unlabeled")
         check_replay_files([Path(path) for _, path in s.unlabeled], prompts_only=True)
         check_sources(self.name, plans, s.source_models, [i for i, _ in s.unlabeled if i is not None])
 
+    def summary_lines(self, report: dict) -> list[str]:
+        return [f"source {source} ({stats['source_model']}): {stats['kept']} of {stats['prompts']} answers kept, "
+                f"{stats['empty']} empty, {stats['truncated']} cut at the length cap, {stats['cached']} from the cache"
+                for source, stats in report["distill"]["sources"].items()]
+
+    def html_section(self, page, report: dict) -> None:
+        page.heading("Distillation: the source experts' answers")
+        page.table(["source", "model", "prompts", "kept", "empty", "cut at the cap", "from the cache"],
+                   [[i, s["source_model"], s["prompts"], s["kept"], s["empty"], s["truncated"], s["cached"]]
+                    for i, s in report["distill"]["sources"].items()])
+
+    def card_details(self, report: dict) -> dict:
+        d = report["distill"]
+        return {"student": d["student"], "generated examples": d["n_generated_examples"],
+                "answers kept": [f"source {i}: {s['kept']} of {s['prompts']}" for i, s in d["sources"].items()]}
+
     def fuse(self, ctx: FuseContext) -> MethodResult:
-        s, job, plan = self.settings, ctx.job, ctx.plans[0]
+        s, job, plan = self.distill, ctx.job, ctx.plans[0]
         work = Path(s.work_dir) if s.work_dir else job.output.with_name(job.output.name + ".work")
         work.mkdir(parents=True, exist_ok=True)
         distilled: list[Example] = []
@@ -90,7 +127,7 @@ class DistillMethod(FusionMethod):
         ctx.on_event("stage", f"distill: {len(distilled)} generated examples join {len(ctx.replay.examples)} replay examples")
         examples = ctx.replay.examples + distilled
         if s.student == "hypernet":
-            result = HyperNetMethod().fuse(ctx, examples)
+            result = HyperNetMethod(self.settings).fuse(ctx, examples)
         else:
             result = self._lora_student(ctx, examples)
         result.extra["distill"] = {"student": s.student, "n_generated_examples": len(distilled), "sources": stats,
@@ -100,7 +137,7 @@ class DistillMethod(FusionMethod):
     def _answers(self, ctx: FuseContext, index: int, conversations: list[Conversation],
                  work: Path) -> tuple[list[str | None], dict]:
         """The source expert's answer to every conversation (None where dropped), from the cache where it can."""
-        s, job, plan = self.settings, ctx.job, ctx.plans[0]
+        s, job, plan = self.distill, ctx.job, ctx.plans[0]
         config, blob = plan.source_adapter(index)
         key = hashlib.sha256(json.dumps({
             "adapter": hashlib.sha256(blob.blob.tobytes()).hexdigest(), "model": str(s.source_models[index]),
@@ -157,8 +194,10 @@ class DistillMethod(FusionMethod):
         target = tensors_from_blob(plan.target_safetensors())
         peft_model = ctx.attach_for_training(ctx.model, plan.target_config, target, trainable=True)
         torch.manual_seed(job.train.seed)
-        history = train_lora(peft_model, examples, ctx.tokenizer.pad_token_id, job.train, ctx.device,
-                             on_step=lambda record, total: ctx.on_event("step", (0, record, total)))
+        objective = LoraObjective(peft_model, seed=job.train.seed, gradient_checkpointing=job.train.gradient_checkpointing,
+                                  pad_id=ctx.tokenizer.pad_token_id, device=ctx.device)
+        history = train(objective, examples, job.train, ctx.device, ctx.checkpointer, resume=job.resume,
+                        on_step=lambda record, total: ctx.on_event("step", (0, record, total))).history
         trained = get_peft_model_state_dict(peft_model, save_embedding_layers=False)  # no probe of the base model
         if sorted(trained) != sorted(target):
             raise RuntimeError("the trained adapter's keys differ from the target adapter's")  # a bug, not bad input

@@ -22,29 +22,35 @@ import logging
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import ClassVar
 
+import click
 import numpy as np
 import torch
 
 from hf_common import peft_keys
 from hf_common.adapter import lora_scale
 from hf_common.errors import ConfigError, InputError
+from hf_common.settings import setting
+from hf_runtime.data import load_records
+from hf_runtime.model import load_model_and_tokenizer, resolve_base_model, tensors_from_blob, tensors_from_plan
 
-from ..data import load_records
-from ..model import load_model_and_tokenizer, resolve_base_model, tensors_from_blob, tensors_from_plan
-from .base import FuseContext, FusionMethod, MethodResult, lora_task
-from .sources import check_sources
+from .base import FuseContext, FusionMethod, MethodResult, lora_task, register
+from .sources import SOURCE_MODEL_OPTION, check_sources
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class ProjectSettings:
-    source_models: dict[int, str] = field(default_factory=dict)
-    max_tokens: int = 4096  # aligned positions used to fit the maps
-    ridge: float = 1e-2  # ridge, relative to the mean eigenvalue of the Gram matrix
-    weight: float = 1.0  # scale of every projected source update
-    map: str = "assignment"  # how coordinates are paired: assignment (neuron matching) or lstsq (ridge regression)
+    section: ClassVar[str] = "project"
+    source_models: dict[int, str] = setting(default_factory=dict, **SOURCE_MODEL_OPTION)
+    max_tokens: int = setting(4096, flag="--align-tokens",
+                              help="aligned token positions (of the replay text) used to fit the maps.")
+    ridge: float = setting(1e-2, help="ridge of the least-squares maps, relative to the activations' mean eigenvalue.")
+    weight: float = setting(1.0, flag="--project-weight", help="scale of every projected source update.")
+    map: str = setting("assignment", flag="--project-map", type=click.Choice(["assignment", "lstsq"]),
+                       help="pair coordinates by neuron matching (assignment) or by ridge least squares (lstsq).")
 
     def __post_init__(self) -> None:
         if not self.source_models:
@@ -128,15 +134,22 @@ class _Capture:
             handle.remove()
 
 
+@register
 class ProjectMethod(FusionMethod):
     name = "project"
-    settings: ProjectSettings
+    help = "each source update carried into the target's coordinates by activation-aligned maps (training-free)"
+    settings_classes = (ProjectSettings,)
     shardable = False  # it reads whole activations of both base models
+    trains = False
+
+    @property
+    def project(self) -> ProjectSettings:
+        return self.settings[ProjectSettings.section]
 
     def preflight(self, job, plans) -> None:
-        if self.settings is None:
+        if self.settings.get(ProjectSettings.section) is None:
             raise ConfigError(f"--method {self.name} needs --source-model INDEX=PATH for every source of the plan")
-        check_sources(self.name, plans, self.settings.source_models)
+        check_sources(self.name, plans, self.project.source_models)
 
     def fuse(self, ctx: FuseContext) -> MethodResult:
         plan = ctx.plans[0]
@@ -159,7 +172,7 @@ class ProjectMethod(FusionMethod):
     @torch.no_grad()
     def _fit(self, ctx: FuseContext, source: int, links: list[Link], texts: list[str]) -> dict:
         """Accumulate the paired activations of every link over ``texts`` and solve its two maps."""
-        s = self.settings
+        s = self.project
         model_s, tokenizer_s = load_model_and_tokenizer(resolve_base_model(s.source_models[source]), ctx.device, ctx.dtype)
         model_t = ctx.model
         for model in (model_t, model_s):

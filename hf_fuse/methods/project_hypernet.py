@@ -15,19 +15,23 @@ would throw most of them away before training starts.
 
 from __future__ import annotations
 
-from .base import FuseContext, MethodResult
-from .hypernet import HyperNetMethod
-from .project import ProjectMethod, add_to_base, append_projection
+from .base import FuseContext, MethodResult, register
+from .hypernet import HyperNetMethod, HyperNetSettings
+from .project import ProjectMethod, ProjectSettings, add_to_base, append_projection
 
 
+@register
 class ProjectHyperNetMethod(ProjectMethod):
     """``project``'s settings, checks and fitting; the HyperNet's training on top."""
 
     name = "project-hypernet"
+    help = "project's updates as the starting point, the HyperNet trained on top of them"
+    settings_classes = (ProjectSettings, HyperNetSettings)
+    trains = True
 
     def fuse(self, ctx: FuseContext) -> MethodResult:
         links, report = self.carry(ctx)
         add_to_base(ctx.model, links)  # the loaded base model is this run's own copy; nothing else reads it
-        trained = HyperNetMethod().fuse(ctx)
+        trained = HyperNetMethod(self.settings).fuse(ctx)
         tensors, config = append_projection(ctx.plans[0], trained.tensors, links)
         return MethodResult(tensors, config, trained.tasks, {"project": {**report, "then": "hypernet"}})

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from hf_common.errors import ConfigError
 from hf_common.plan import Plan
-
-from ..model import check_fit, load_config, resolve_base_model
+from hf_runtime.model import check_fit, load_config, resolve_base_model
 
 
 def parse_indexed(values: tuple[str, ...], flag: str, *, index_required: bool) -> list[tuple[int | None, str]]:
@@ -28,6 +27,11 @@ def source_model_map(values: tuple[str, ...]) -> dict[int, str]:
     if len({i for i, _ in models}) != len(models):
         raise ConfigError("--source-model names the same source index twice")
     return dict(models)
+
+
+SOURCE_MODEL_OPTION = dict(  # the options of a settings field that holds the source experts' base models
+    flag="--source-model", multiple=True, metavar="INDEX=PATH", parse=lambda values: source_model_map(values),
+    help="base model of plan source INDEX (folder, .gguf, smollm2 / gemma3); one per source.")
 
 
 def check_sources(method: str, plans: list[Plan], source_models: dict[int, str], extra_indices=()) -> Plan:

@@ -33,8 +33,8 @@ def test_evaluate_writes_scores_and_every_prediction(fusion, tmp_path):
 
 def test_greedy_generation_is_batch_independent(fusion):
     from hf_eval.generate import EvalConfig, generate
-    from hf_fuse.data import load_records, prompt_ids
-    from hf_fuse.model import load_model_and_tokenizer, resolve_base_model
+    from hf_runtime.data import load_records, prompt_ids
+    from hf_runtime.model import load_model_and_tokenizer, resolve_base_model
 
     model, tokenizer = load_model_and_tokenizer(resolve_base_model(fusion["base"]), torch.device("cpu"), torch.float32)
     prompts = [prompt_ids(tokenizer, c, 256) for c in load_records(fusion["replay"])[:4]]
@@ -67,7 +67,7 @@ def test_train_expert_and_replay_tune(fusion, tmp_path):
 def test_homogeneous_merges_and_refusal_across_families(fusion, tmp_path):
     from peft import PeftModel
 
-    from hf_fuse.model import load_model_and_tokenizer, resolve_base_model
+    from hf_runtime.model import load_model_and_tokenizer, resolve_base_model
 
     for method in ("linear", "ties", "dare_ties"):
         result = run("merge", "--base-model", fusion["base"], "--adapter", fusion["target"], "--adapter", fusion["sibling"],

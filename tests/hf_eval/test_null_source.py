@@ -43,7 +43,7 @@ def test_null_source_depends_on_the_seed_only(adapters, tmp_path):
 def test_null_source_loads_in_peft_without_key_warnings(fusion, tmp_path):
     from peft import PeftModel
 
-    from hf_fuse.model import load_model_and_tokenizer, resolve_base_model
+    from hf_runtime.model import load_model_and_tokenizer, resolve_base_model
 
     assert run("null-source", fusion["target"], "-o", tmp_path / "null").exit_code == 0
     model, _ = load_model_and_tokenizer(resolve_base_model(fusion["base"]), torch.device("cpu"), torch.float32)

@@ -130,15 +130,15 @@ def test_paper_preset_sets_the_authors_choices_and_flags_still_win(fusion, tmp_p
     assert result.exit_code == 0, result.output
     train = json.loads((tmp_path / "r.json").read_text())["settings"]["train"]
     assert train["weight_decay"] == 0.01 and train["max_grad_norm"] == 2.0 and train["warmup_rounding"] == "down"
-    assert train["reset_alpha"] is True
-    assert json.loads((tmp_path / "r.json").read_text())["settings"]["net"]["init"] == "xavier"
+    hypernet = json.loads((tmp_path / "r.json").read_text())["settings"]["hypernet"]
+    assert hypernet["reset_alpha"] is True and hypernet["init"] == "xavier"
 
 
 def test_xavier_init_keeps_the_zero_decoder_and_floor_warmup():
     import torch
 
     from hf_fuse.hypernet import HyperNet, HyperNetConfig
-    from hf_fuse.train import TrainSettings
+    from hf_runtime.trainer import TrainSettings
 
     torch.manual_seed(0)
     net = HyperNet(HyperNetConfig(block_size=4, rank=2, embed_dim=16, n_heads=2, init="xavier"))

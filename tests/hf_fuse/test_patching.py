@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from hf_common.plan import Plan
-from hf_fuse.model import attach_target, load_config, load_model_and_tokenizer, resolve_base_model, tensors_from_plan
 from hf_fuse.patching import lora_b_linear, patched
+from hf_runtime.model import attach_target, load_config, load_model_and_tokenizer, resolve_base_model, tensors_from_plan
 
 
 @pytest.fixture()

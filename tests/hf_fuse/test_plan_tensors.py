@@ -2,8 +2,8 @@ import torch
 
 from hf_common.adapter import load_adapter
 from hf_common.plan import Plan
-from hf_fuse.model import tensors_from_plan
 from hf_fuse.plan_tensors import build_group
+from hf_runtime.model import tensors_from_plan
 
 
 def test_delta_gather_reassembles_b_exactly(fusion):

@@ -6,17 +6,20 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from hf_fuse.data import ReplayConfig, collate, load_replay
-from hf_fuse.model import load_model_and_tokenizer, resolve_base_model
-from hf_fuse.run import FuseJob, NetSettings, run
-from hf_fuse.train import TrainSettings
+from hf_fuse.job import FuseJob
+from hf_fuse.methods.hypernet import HyperNetSettings
+from hf_fuse.run import run
+from hf_runtime.data import ReplayConfig, collate, load_replay
+from hf_runtime.model import load_model_and_tokenizer, resolve_base_model
+from hf_runtime.trainer import TrainSettings
 
-SMALL = dict(grad_accum=2, n_proj=64, checkpoint_every=2)
+SMALL = dict(grad_accum=2, checkpoint_every=2)
 
 
-def _job(fusion, out, plans=None, **train):
+def _job(fusion, out, plans=None, ablate=(), **train):
     return FuseJob(plans=plans or [fusion["plan"]], base_model=fusion["base"], replay=[fusion["replay"]], output=out,
-                   net=NetSettings(embed_dim="auto", n_heads=2), train=TrainSettings(**{**SMALL, **train}))
+                   settings={"hypernet": HyperNetSettings(embed_dim="auto", n_heads=2, n_proj=64, ablate=ablate)},
+                   train=TrainSettings(**{**SMALL, **train}))
 
 
 def _tensors(folder):
@@ -101,7 +104,8 @@ def test_sequential_tasks_carry_hypernets(fusion, tmp_path):
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(fusion, tmp_path, monkeypatch):
-    from hf_fuse import train as train_module
+    from hf_fuse.methods import hypernet as train_module
+    from hf_runtime.trainer import TrainingDiverged
 
     real = train_module.lm_loss
     calls = {"n": 0}
@@ -112,12 +116,12 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(fusion, tmp_pa
         return loss * float("nan") if calls["n"] > 4 else loss  # steps 1-2 fine (2 micro-batches each)
 
     monkeypatch.setattr(train_module, "lm_loss", poisoned)
-    with pytest.raises(train_module.TrainingDiverged, match="non-finite loss at step 3"):
+    with pytest.raises(TrainingDiverged, match="non-finite loss at step 3"):
         run(_job(fusion, tmp_path / "out", max_steps=5, checkpoint_every=1))
     assert not (tmp_path / "out").exists()
     saved = torch.load(tmp_path / "out.ckpt/task0.pt", weights_only=True)
     assert saved["state"]["step"] == 2
-    assert all(torch.isfinite(v).all() for v in saved["hypernets"].values())
+    assert all(torch.isfinite(v).all() for v in saved["objective"]["hypernets"].values())
 
 
 class _RunsCode:
@@ -133,7 +137,7 @@ class _RunsCode:
 @pytest.mark.parametrize("content, message", [
     ("hostile", "not a checkpoint this tool can load safely"), ("truncated", "not a checkpoint this tool can load safely"),
     ("random", "not a checkpoint this tool can load safely"), ("wrong_shape", "the checkpoint does not fit this run"),
-    ("not_ours", "not an hf-fuse checkpoint"),
+    ("not_ours", "not a checkpoint of this tool"),
 ])
 def test_resume_refuses_unsafe_or_broken_checkpoints_without_running_them(fusion, tmp_path, content, message):
     run(_job(fusion, tmp_path / "out", max_steps=4, checkpoint_every=2))  # leaves out.ckpt/task0.pt at step 2
@@ -145,8 +149,8 @@ def test_resume_refuses_unsafe_or_broken_checkpoints_without_running_them(fusion
         checkpoint.write_bytes(checkpoint.read_bytes()[:100])
     elif content == "wrong_shape":
         saved = torch.load(checkpoint, weights_only=True)
-        key = next(iter(saved["hypernets"]))
-        saved["hypernets"][key] = torch.zeros(3, 5)
+        key = next(iter(saved["objective"]["hypernets"]))
+        saved["objective"]["hypernets"][key] = torch.zeros(3, 5)
         torch.save(saved, checkpoint)
     elif content == "not_ours":
         torch.save({"weights": torch.zeros(2)}, checkpoint)

@@ -15,8 +15,9 @@ from tiny_models import make_distill_setting
 from hf_fuse.cli import main
 
 ROOT = Path(__file__).resolve().parents[3]
-FAST = ["--max-steps", "2", "--grad-accum", "1", "--batch-size", "2", "--embed-dim", "auto", "--n-heads", "2",
-        "--n-proj", "16", "--gen-max-new-tokens", "6", "--gen-batch-size", "4", "--max-examples-per-file", "8"]
+FAST = ["--max-steps", "2", "--grad-accum", "1", "--batch-size", "2", "--gen-max-new-tokens", "6", "--gen-batch-size", "4",
+        "--max-examples-per-file", "8"]
+HYPERNET = ["--embed-dim", "auto", "--n-heads", "2", "--n-proj", "16"]  # the HyperNet student's (refused for the LoRA one)
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +35,7 @@ def _fuse(setting, out, *extra):
 def _loads_cleanly(setting, adapter):
     from peft import PeftModel
 
-    from hf_fuse.model import load_model_and_tokenizer, resolve_base_model
+    from hf_runtime.model import load_model_and_tokenizer, resolve_base_model
 
     model, _ = load_model_and_tokenizer(resolve_base_model(setting["base"]), torch.device("cpu"), torch.float32)
     with warnings.catch_warnings(record=True) as caught:
@@ -45,7 +46,7 @@ def _loads_cleanly(setting, adapter):
 
 @pytest.mark.parametrize("student", ["lora", "hypernet"])
 def test_distill_exports_a_target_adapter_and_reports_the_generations(setting, tmp_path, student):
-    result = _fuse(setting, tmp_path / "out", "--student", student, "--lr", "1e-3")
+    result = _fuse(setting, tmp_path / "out", "--student", student, "--lr", "1e-3", *(HYPERNET if student == "hypernet" else []))
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "out/fusion_report.json").read_text())
     jsonschema.validate(report, json.loads((ROOT / "schemas/fusion-report.schema.json").read_text()))
@@ -90,7 +91,7 @@ def test_distill_reuses_its_cached_generations(setting, tmp_path):
     ({"--unlabeled": "7=UNLABELED"}, "source index 7 is not in the plan"),
     ({"--gen-max-new-tokens": "0"}, "--gen-max-new-tokens must be a positive integer"),
     ({"--gen-batch-size": "0"}, "--gen-batch-size must be a positive integer"),
-    ({"--method": "nope"}, "--method must be one of hypernet, distill, project"),
+    ({"--method": "nope"}, "'nope' is not one of 'hypernet', 'distill', 'project', 'project-hypernet'"),
 ])
 def test_distill_refuses_bad_input_before_loading_anything(setting, tmp_path, how, message):
     flags = {"--method": "distill", "--source-model": f"0={setting['source_base']}", "--unlabeled": str(setting["unlabeled"])}

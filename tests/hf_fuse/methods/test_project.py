@@ -59,7 +59,7 @@ def test_a_source_that_is_the_target_itself_comes_back_unchanged(fusion, tmp_pat
 def test_project_across_families_exports_an_adapter_peft_loads(fusion, tmp_path):
     from peft import PeftModel
 
-    from hf_fuse.model import load_model_and_tokenizer, resolve_base_model
+    from hf_runtime.model import load_model_and_tokenizer, resolve_base_model
 
     source = make_source_model(tmp_path / "qwen2", "qwen2")
     plan = _plan(fusion["target"], [source["expert"]], tmp_path / "plan.h5")

@@ -17,7 +17,7 @@ from hf_analyze.report import build_report
 from hf_common.plan import Plan
 from hf_fuse.cli import main
 from hf_fuse.methods.project import add_to_base, append_projection, links_of
-from hf_fuse.model import load_model_and_tokenizer, resolve_base_model, tensors_from_plan
+from hf_runtime.model import load_model_and_tokenizer, resolve_base_model, tensors_from_plan
 
 ROOT = Path(__file__).resolve().parents[3]
 

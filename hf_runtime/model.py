@@ -34,7 +34,7 @@ class BaseModelRef:
 
 def resolve_base_model(path: str | Path) -> BaseModelRef:
     """A Hugging Face model folder, a ``.gguf`` file, a folder holding exactly one ``.gguf``, or the name of a
-    registry-installed model (``smollm2``, ``gemma3``; see ``hf_fuse.local_models``)."""
+    registry-installed model (``smollm2``, ``gemma3``; see ``hf_runtime.local_models``)."""
     from .local_models import MODELS, locate
 
     if str(path) in MODELS and not Path(path).exists():
@@ -145,7 +145,7 @@ def _source(ref: BaseModelRef) -> tuple[Path, str | None]:
 
 def load_model_and_tokenizer(ref: BaseModelRef, device: torch.device, dtype: torch.dtype):
     """Load the model and tokenizer; a GGUF file is converted once and then read from the cache
-    (``hf_fuse.gguf_cache``)."""
+    (``hf_runtime.gguf_cache``)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     folder, gguf_file = _source(ref)

@@ -1,13 +1,18 @@
+"""The HyperNet's training step: the LM gradient reaches the HyperNets through the patched B's, with and without
+gradient checkpointing."""
+
 import pytest
 import torch
 
 from hf_common.plan import Plan
-from hf_fuse.data import ReplayConfig, load_replay
+from hf_fuse.forward import new_b_tensors, run_hypernets
 from hf_fuse.hypernet import HyperNet, HyperNetConfig, HyperNets
-from hf_fuse.model import attach_target, load_model_and_tokenizer, resolve_base_model, tensors_from_plan
+from hf_fuse.methods.hypernet import HyperNetObjective, HyperNetSettings
 from hf_fuse.patching import backward_through_patch, original_b, patched
 from hf_fuse.plan_tensors import build_group
-from hf_fuse.train import TrainSettings, lm_loss, micro_batches, new_b_tensors, prepare_model, run_hypernets, schedule_length
+from hf_runtime.data import ReplayConfig, load_replay
+from hf_runtime.model import attach_target, load_model_and_tokenizer, resolve_base_model, tensors_from_plan
+from hf_runtime.trainer import lm_loss
 
 CPU = torch.device("cpu")
 
@@ -23,8 +28,9 @@ def _setup(fusion, checkpointing: bool, nonzero_decoder: bool = False):
         with torch.no_grad():
             for name in nets.names():
                 nets[name].decoder[-1].weight.normal_(0, 0.01)
-    prepare_model(peft_model, TrainSettings(gradient_checkpointing=checkpointing))
     replay = load_replay([fusion["replay"]], tokenizer, ReplayConfig())
+    HyperNetObjective(peft_model, nets, groups, HyperNetSettings(), seed=0, gradient_checkpointing=checkpointing,
+                      pad_id=tokenizer.pad_token_id, device=CPU).prepare()
     return peft_model, tokenizer, groups, nets, replay
 
 
@@ -72,21 +78,10 @@ def test_gradient_checkpointing_is_active_and_keeps_the_lm_gradient(fusion):
     assert any(g.abs().sum() > 0 for g in results[True].values())
 
 
-def test_micro_batches_are_a_seeded_stream_across_epochs():
-    settings = TrainSettings(batch_size=2, grad_accum=3, seed=4, epochs=2)
-    examples = list(range(10))
-    micro_per_epoch, steps = schedule_length(10, settings)
-    assert (micro_per_epoch, steps) == (5, 4)
-    seen = [x for step in range(steps) for batch in micro_batches(step, examples, settings, micro_per_epoch) for x in batch]
-    assert sorted(seen[:10]) == examples and sorted(seen[10:20]) == examples  # each epoch sees everything once
-    assert seen[:10] != seen[10:20]
-    assert micro_batches(1, examples, settings, micro_per_epoch) == micro_batches(1, examples, settings, micro_per_epoch)
-
-
 def test_settings_validation_names_flags():
     from hf_common.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="--grad-accum"):
-        TrainSettings(grad_accum=0)
     with pytest.raises(ConfigError, match="--ablate"):
-        TrainSettings(ablate=("everything",))
+        HyperNetSettings(ablate=("everything",))
+    with pytest.raises(ConfigError, match="--n-proj"):
+        HyperNetSettings(n_proj=0)

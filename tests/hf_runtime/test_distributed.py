@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from hf_fuse.distributed import Processes, my_share
+from hf_runtime.distributed import Processes, my_share
 
 RTOL = 1e-5
 FUSE = ["--max-steps", "3", "--batch-size", "2", "--embed-dim", "auto", "--n-heads", "2", "--n-proj", "16", "--seed", "0",
@@ -56,7 +56,7 @@ def test_two_processes_equal_one_with_the_same_step_resume_with_one_and_write_on
     target = load_file(fusion["target"] / "adapter_model.safetensors")
     assert any(not torch.equal(changed[k], target[k]) for k in target)  # it trained: the comparison is not vacuous
     # only the main process wrote: each step once in the log, no temporary leftovers
-    steps = [line for line in (tmp_path / "two.log").read_text().splitlines() if "hf_fuse.train: task 0 step" in line]
+    steps = [line for line in (tmp_path / "two.log").read_text().splitlines() if "hf_runtime.trainer: task 0 step" in line]
     assert len(steps) == 3
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
     # the 2-process run left its step-2 checkpoint; one process with the same step size resumes it

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from hf_common.errors import ConfigError, FileAccessError, InputError
-from hf_fuse.data import (
+from hf_runtime.data import (
     Conversation,
     Example,
     ReplayConfig,
@@ -194,7 +194,7 @@ def test_replay_files_with_nothing_to_learn_are_refused_before_loading(tmp_path,
     import json
 
     from hf_common.errors import InputError
-    from hf_fuse.data import check_replay_files
+    from hf_runtime.data import check_replay_files
 
     path = tmp_path / "empty.json"
     path.write_text(json.dumps(rows))

@@ -6,8 +6,8 @@ import pytest
 import torch
 from tiny_models import make_tiny_gguf
 
-from hf_fuse import gguf_cache
-from hf_fuse.model import _source, load_config, load_model_and_tokenizer, resolve_base_model
+from hf_runtime import gguf_cache
+from hf_runtime.model import _source, load_config, load_model_and_tokenizer, resolve_base_model
 
 CPU = torch.device("cpu")
 
@@ -66,7 +66,7 @@ def test_unwritable_cache_warns_and_still_loads(gguf_file, tmp_path, monkeypatch
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a file where the cache folder should be")
     monkeypatch.setenv("HETEROFUSION_CACHE", str(blocker))
-    with caplog.at_level(logging.WARNING, logger="hf_fuse.gguf_cache"):
+    with caplog.at_level(logging.WARNING, logger="hf_runtime.gguf_cache"):
         model, _ = load_model_and_tokenizer(resolve_base_model(gguf_file), CPU, torch.bfloat16)
     assert model.dtype == torch.bfloat16
     assert "could not cache" in caplog.text

@@ -1,0 +1,54 @@
+"""What the hf-eval commands share: quiet libraries, the per-process console, loading a base model, model cards."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+from hf_common.console import Console
+
+
+def quiet_libraries(quiet: bool) -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    if quiet:
+        from hf_runtime.model import quiet_progress_bars
+
+        quiet_progress_bars()
+
+
+def load(base_model: Path, device: str | None, dtype: str | None):
+    from hf_runtime.distributed import device_for
+    from hf_runtime.model import load_model_and_tokenizer, pick_device, pick_dtype, resolve_base_model
+
+    ref = resolve_base_model(base_model)
+    torch_device = pick_device(device_for(device))
+    model, tokenizer = load_model_and_tokenizer(ref, torch_device, pick_dtype(dtype, torch_device))
+    return ref, model, tokenizer, torch_device
+
+
+def process_console(quiet: bool, debug: bool, report_to_stderr: bool = False) -> Console:
+    from hf_runtime.distributed import process_console
+
+    return process_console(quiet, debug, report_to_stderr)
+
+
+def finish() -> None:
+    from hf_runtime.distributed import finish
+
+    finish()
+
+
+def is_main() -> bool:
+    from hf_runtime.distributed import processes
+
+    return processes().is_main
+
+
+def card(title, base_model, how, details, tags, *inputs) -> str:
+    from hf_common.model_card import card, license_of
+
+    return card(title=title, base_model=base_model, how=how, details=details, tags=tags,
+                license=license_of(*[Path(i) for i in inputs]))

@@ -1,0 +1,243 @@
+"""The one training loop.  Every trainable method and baseline runs through :func:`train`: the HyperNet (and
+through it distill's HyperNet student and project-hypernet), distill's LoRA student, ``hf-eval replay-tune`` and
+``hf-eval train-expert``.
+
+The loop owns what they share: the seeded stream of micro-batches, AdamW, the cosine schedule with warm-up,
+clipping, the divergence check, the step history, checkpoints every ``checkpoint_every`` steps and on Ctrl-C,
+and ``--resume`` (weights-only loading: a checkpoint that would run code is refused).  What is trained and how a
+step's loss is computed is an :class:`Objective`'s: it runs forward and backward over the micro-batches of one
+optimiser step, leaves the summed gradient on its parameters, and reports the step's losses.
+
+Data parallel (``hf_runtime.distributed``): the micro-batches of a step form one global stream; each process
+takes its contiguous share and the objective sums the gradients over processes, so a checkpoint made with N
+processes resumes with any other number.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from hf_common.atomic import atomic_file_path
+from hf_common.errors import ConfigError, HFError, InputError, one_line
+
+from .data import Example, collate
+from .distributed import broadcast, processes
+
+logger = logging.getLogger(__name__)
+
+
+class TrainingDiverged(HFError, ArithmeticError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """The loop's settings; a method's own (the HyperNet's RDM term, say) live with the method."""
+
+    epochs: float = 3.0
+    max_steps: int | None = None  # optimiser steps; 0 = export without training
+    batch_size: int = 1
+    grad_accum: int = 8
+    lr: float = 5e-5
+    warmup_ratio: float = 0.05
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0  # 0: no clipping
+    warmup_rounding: str = "up"  # warm-up steps = ceil (up) or floor (down) of warmup_ratio x steps
+    seed: int = 0
+    gradient_checkpointing: bool = True
+    checkpoint_every: int = 50
+
+    def __post_init__(self) -> None:
+        checks = [("--epochs", self.epochs > 0), ("--batch-size", self.batch_size >= 1), ("--grad-accum", self.grad_accum >= 1),
+                  ("--lr", self.lr > 0), ("--warmup-ratio", 0 <= self.warmup_ratio < 1),
+                  ("--checkpoint-every", self.checkpoint_every >= 1),
+                  ("--max-steps", self.max_steps is None or self.max_steps >= 0), ("--max-grad-norm", self.max_grad_norm >= 0),
+                  ("--warmup-rounding", self.warmup_rounding in ("up", "down")), ("--weight-decay", self.weight_decay >= 0)]
+        for flag, ok in checks:
+            if not ok:
+                raise ConfigError(f"{flag} is out of range (got {getattr(self, flag[2:].replace('-', '_'))})")
+
+    def warmup_steps(self, total_steps: int) -> int:
+        rounding = math.ceil if self.warmup_rounding == "up" else math.floor
+        return rounding(self.warmup_ratio * total_steps)
+
+    @property
+    def clip_norm(self) -> float:
+        """The clipping threshold; infinite (norm still measured, nothing clipped) when clipping is off."""
+        return self.max_grad_norm if self.max_grad_norm > 0 else math.inf
+
+
+@dataclass
+class TrainState:
+    step: int = 0
+    history: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class StepLosses:
+    """What an objective's step reports: the total loss (what was back-propagated), its LM part, the rest by name."""
+
+    lm: float
+    extra: dict[str, float] = field(default_factory=dict)  # e.g. {"rdm": value}, already weighted into ``total``
+    total: float | None = None
+    record: dict[str, Any] = field(default_factory=dict)  # extra fields of the step's history record
+
+    @property
+    def loss(self) -> float:
+        return self.lm if self.total is None else self.total
+
+
+class Objective(Protocol):
+    """What a trainable method supplies to :func:`train`."""
+
+    keep_grad_buffers: bool  # zero the gradients in place (large, reused buffers) instead of freeing them
+
+    def parameters(self) -> list[torch.Tensor]:
+        """What the optimiser updates."""
+
+    def prepare(self) -> None:
+        """Model modes before the first step (train mode, dropout, gradient checkpointing)."""
+
+    def step(self, step: int, batches: list[list[Example]]) -> StepLosses:
+        """Forward and backward over the micro-batches of optimiser step ``step`` (this process's share of them),
+        leaving the step's gradient, summed over processes, on :meth:`parameters`; raises nothing on a non-finite
+        loss (the loop checks)."""
+
+    def state_dict(self) -> dict:
+        """What a checkpoint keeps besides the optimiser (weights, random generators), as of the last completed step."""
+
+    def load_state_dict(self, state: dict) -> None: ...
+
+    def step_done(self) -> None:
+        """Called after each completed optimiser step (e.g. to remember a generator's state for the next checkpoint)."""
+
+
+def schedule_length(n_examples: int, settings: TrainSettings) -> tuple[int, int]:
+    """``(micro-batches per epoch, optimiser steps)`` of a run."""
+    if n_examples == 0:
+        raise InputError("the training set is empty after formatting (every example was cut away)")
+    micro_per_epoch = math.ceil(n_examples / settings.batch_size)
+    if settings.max_steps is not None:
+        return micro_per_epoch, settings.max_steps
+    return micro_per_epoch, math.ceil(math.ceil(settings.epochs * micro_per_epoch) / settings.grad_accum)
+
+
+def micro_batches(step: int, examples: list[Example], settings: TrainSettings, micro_per_epoch: int) -> list[list[Example]]:
+    """The micro-batches of optimiser step ``step``: a continuous, seeded, per-epoch shuffled stream."""
+    batches = []
+    for micro in range(step * settings.grad_accum, (step + 1) * settings.grad_accum):
+        epoch, index = divmod(micro, micro_per_epoch)
+        order = torch.randperm(len(examples), generator=torch.Generator().manual_seed(settings.seed * 100_003 + epoch))
+        chosen = order[index * settings.batch_size:(index + 1) * settings.batch_size]
+        batches.append([examples[i] for i in chosen.tolist()])
+    return batches
+
+
+def lm_loss(model: torch.nn.Module, batch: list[Example], pad_id: int, device: torch.device) -> torch.Tensor:
+    inputs = {k: v.to(device) for k, v in collate(batch, pad_id).items()}
+    return model(**inputs).loss
+
+
+CHECKPOINT_KEYS = {"fingerprint", "state", "objective", "optimizer", "scheduler"}
+
+
+class Checkpointer:
+    """One resumable checkpoint file per task, written atomically by the main process; ``fingerprint`` is what a
+    run's result depends on, so a checkpoint of another run is refused."""
+
+    def __init__(self, folder: Path, fingerprint: dict):
+        self.folder, self.fingerprint = Path(folder), fingerprint
+
+    def path(self, task: int) -> Path:
+        return self.folder / f"task{task}.pt"
+
+    def save(self, task: int, state: TrainState, objective: Objective, optimizer, scheduler) -> None:
+        if not processes().is_main:  # every process holds the same state; one writes it
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with atomic_file_path(self.path(task), force=True, what="checkpoint") as tmp:
+            torch.save({"fingerprint": self.fingerprint, "state": asdict(state), "objective": objective.state_dict(),
+                        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp)
+        logger.info("checkpoint written at step %d: %s", state.step, self.path(task))
+
+    def load(self, task: int) -> dict | None:
+        if not self.path(task).exists():
+            return None
+        try:  # weights_only: tensors, numbers, strings and containers only; a pickle that would run code is refused
+            data = torch.load(self.path(task), map_location="cpu", weights_only=True)
+        except Exception as exc:  # torch raises many types for a truncated, foreign or hostile file
+            raise InputError(f"not a checkpoint this tool can load safely ({type(exc).__name__}: {one_line(exc, 200)})",
+                             self.path(task)) from None
+        if not isinstance(data, dict) or not CHECKPOINT_KEYS <= set(data):
+            raise InputError("not a checkpoint of this tool (entries missing)", self.path(task))
+        if data["fingerprint"] != self.fingerprint:
+            raise InputError("checkpoint was made with other inputs or settings; remove it or drop --resume",
+                             self.path(task))
+        return data
+
+
+def train(objective: Objective, examples: list[Example], settings: TrainSettings, device: torch.device,
+          checkpointer: Checkpointer, *, task: int = 0, resume: bool = False,
+          on_step: Callable[[dict, int], None] | None = None) -> TrainState:
+    """Optimise ``objective.parameters()`` over ``examples``; resumes from ``checkpointer`` when ``resume``."""
+    from transformers import get_cosine_schedule_with_warmup
+
+    micro_per_epoch, total_steps = schedule_length(len(examples), settings)
+    params = objective.parameters()
+    # fused: one pass over parameters, gradients and moments (15x faster than foreach for 773 M parameters on CPU)
+    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay,
+                                  fused=device.type in ("cpu", "cuda"))
+    scheduler = get_cosine_schedule_with_warmup(optimizer, settings.warmup_steps(total_steps), max(total_steps, 1))
+    state = TrainState()
+    saved = checkpointer.load(task) if resume else None
+    if saved:
+        try:
+            objective.load_state_dict(saved["objective"])
+            optimizer.load_state_dict(saved["optimizer"])
+            scheduler.load_state_dict(saved["scheduler"])
+            state = TrainState(**saved["state"])
+        except (RuntimeError, KeyError, ValueError, TypeError) as exc:  # wrong shapes, types or entries
+            raise InputError(f"the checkpoint does not fit this run ({type(exc).__name__}: {one_line(exc, 200)}); remove it or "
+                             "drop --resume", checkpointer.path(task)) from None
+        logger.info("resumed task %d at step %d", task, state.step)
+    elif resume:
+        logger.warning("--resume: no checkpoint in %s; starting from step 0", checkpointer.folder)
+    broadcast(params)
+    objective.prepare()
+    try:
+        while state.step < total_steps:
+            started = time.perf_counter()
+            losses = objective.step(state.step, micro_batches(state.step, examples, settings, micro_per_epoch))
+            if not all(math.isfinite(v) for v in (losses.loss, losses.lm, *losses.extra.values())):
+                parts = ", ".join(f"{k} {v}" for k, v in {"LM": losses.lm, **losses.extra}.items())
+                raise TrainingDiverged(f"non-finite loss at step {state.step + 1} ({parts}); the last good checkpoint, if "
+                                       f"any, is kept in {checkpointer.folder}")
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, settings.clip_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=not objective.keep_grad_buffers)
+            state.step += 1
+            objective.step_done()
+            record = {"step": state.step, "loss": losses.loss, "lm": losses.lm, "rdm": losses.extra.get("rdm", 0.0),
+                      "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm),
+                      "time_s": time.perf_counter() - started, **losses.record}
+            state.history.append(record)
+            logger.info("task %d step %d/%d loss %.4f lm %.4f%s lr %.2e", task, state.step, total_steps, losses.loss,
+                        losses.lm, "".join(f" {k} {v:.4f}" for k, v in losses.extra.items()), record["lr"])
+            if on_step:
+                on_step(record, total_steps)
+            if state.step % settings.checkpoint_every == 0 and state.step < total_steps:
+                checkpointer.save(task, state, objective, optimizer, scheduler)
+    except KeyboardInterrupt:  # keep the last completed step, so --resume continues exactly
+        optimizer.zero_grad(set_to_none=True)
+        checkpointer.save(task, state, objective, optimizer, scheduler)
+        raise
+    return state  # no final checkpoint: the export follows at once (and at paper sizes it would be ~9 GB)
