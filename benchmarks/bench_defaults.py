@@ -29,6 +29,7 @@ sys.path[:0] = [str(HERE.parent), str(HERE)]
 
 from bench_cross_family import MODES, TARGET_TASK, device_name, git_commit  # noqa: E402
 
+from hf_common.atomic import write_text_atomic  # noqa: E402
 from hf_common.console import Console  # noqa: E402
 from hf_eval.compare import mean_std  # noqa: E402
 from hf_eval.experiment import Experiment, StepFailed  # noqa: E402
@@ -107,9 +108,7 @@ def render(results: dict) -> str:
 
 def write(work: Path, results: dict, publish: Path | None) -> None:
     for path, text in ((work / "defaults.json", json.dumps(results, indent=2) + "\n"), (work / "defaults.md", render(results))):
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
+        write_text_atomic(path, text, force=True)
         if publish:
             shutil.copyfile(path, publish / path.name)
 

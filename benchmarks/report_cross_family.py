@@ -15,6 +15,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+from hf_common.atomic import write_text_atomic  # noqa: E402
 from hf_eval.compare import mean_std, paired_difference  # noqa: E402
 from hf_eval.study import per_example_counts  # noqa: E402
 
@@ -181,9 +182,7 @@ def bar_rows(results: dict) -> list[str]:
 def write_report(work: Path, results: dict, publish: Path | None = None) -> None:
     results["comparisons"] = comparisons(results)
     for path, text in ((work / "results.json", json.dumps(results, indent=2) + "\n"), (work / "results.md", render(results))):
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
+        write_text_atomic(path, text, force=True)
     if publish:
         publish.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(work / "results.json", publish / "cross_family.json")

@@ -10,13 +10,13 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import os
 import re
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+from hf_common.atomic import write_text_atomic
 from hf_common.console import Console
 
 
@@ -54,9 +54,7 @@ class Experiment:
         with locked(self.work):  # another invocation may be working in the same folder: merge, never overwrite
             on_disk = json.loads(self.records_path.read_text()) if self.records_path.exists() else {}
             self.records = {**on_disk, **self.records, name: record}
-            tmp = self.records_path.with_name(f".{self.records_path.name}.tmp-{os.getpid()}")
-            tmp.write_text(json.dumps(self.records, indent=2) + "\n")
-            tmp.replace(self.records_path)
+            write_text_atomic(self.records_path, json.dumps(self.records, indent=2) + "\n", force=True)
         if record["rc"] != 0 or not output.exists():
             raise StepFailed(f"step {name} failed (exit {record['rc']}); rerun to resume from it")
         return record
