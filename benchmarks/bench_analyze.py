@@ -17,9 +17,7 @@ singular values for the target and 5 sources (writing nothing) and ~1 GB for tha
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
@@ -27,6 +25,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from hf_analyze.example import SHAPES, write_synthetic_adapter  # noqa: E402
+from hf_eval.measure import measured  # noqa: E402
 
 READ = """
 import sys
@@ -41,8 +40,7 @@ def measure(cmd: list[str], repeat: int, remove: Path | None = None) -> dict:
     for _ in range(repeat):
         if remove is not None:  # a new plan each time: unlinking an old one on ext4+discard costs ~0.5 s
             remove.unlink(missing_ok=True)
-        out = subprocess.run([sys.executable, str(HERE / "_measure.py"), *cmd], capture_output=True, text=True, check=True)
-        result = json.loads(out.stdout)
+        result = measured(cmd)
         if result["rc"] not in (0,):
             raise SystemExit(f"command failed ({result['rc']}): {' '.join(cmd)}\n{result['stderr']}")
         runs.append(result)

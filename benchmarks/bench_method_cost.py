@@ -20,10 +20,8 @@ answer cache).  Runs, each in its own process, with 0 source labels (the target 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -32,10 +30,11 @@ sys.path[:0] = [str(HERE.parent), str(HERE)]
 
 from bench_cross_family import MODES, TARGET_TASK, device_name  # noqa: E402
 
+from hf_eval.measure import measured as measure_command  # noqa: E402
+
 
 def measured(cmd: list) -> dict:
-    out = subprocess.run([sys.executable, str(HERE / "_measure.py"), *map(str, cmd)], capture_output=True, text=True)
-    record = json.loads(out.stdout.strip().splitlines()[-1])
+    record = measure_command(cmd)
     if record["rc"] != 0:
         raise SystemExit(f"{cmd[:3]} failed:\n{record['stderr']}")
     return record
