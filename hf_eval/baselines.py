@@ -18,15 +18,26 @@ from hf_common.atomic import atomic_folder
 from hf_common.errors import InputError
 
 logger = logging.getLogger(__name__)
-ALL_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 MERGE_METHODS = ("linear", "ties", "dare_ties")
 
 
-def new_lora(model, rank: int = 8, alpha: float = 16, modules: tuple[str, ...] = ALL_PROJECTIONS, dropout: float = 0.05):
+def lora_modules(model) -> list[str]:
+    """The LoRA-able projections of ``model`` (every module the family registry maps to a role: the seven projections
+    of a Llama-style model, ``c_attn``/``c_proj``/``c_fc`` of GPT-2...), as PEFT ``target_modules`` names."""
+    from hf_common.registry import ROLES, families
+
+    model_type = getattr(model.config, "model_type", None)
+    family = next((f for f in families().values() if model_type in f.model_types), None)
+    if family is None:
+        return list(ROLES)
+    return list(dict.fromkeys(suffix.rsplit(".", 1)[-1] for suffix in family.modules))
+
+
+def new_lora(model, rank: int = 8, alpha: float = 16, modules: list[str] | None = None, dropout: float = 0.05):
     from peft import LoraConfig, get_peft_model
 
-    return get_peft_model(model, LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(modules),
-                                            task_type="CAUSAL_LM"))
+    return get_peft_model(model, LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout,
+                                            target_modules=modules or lora_modules(model), task_type="CAUSAL_LM"))
 
 
 def trainable_from(model, adapter_dir: Path):

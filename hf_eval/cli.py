@@ -173,11 +173,12 @@ def _parse_adapters(values: tuple[str, ...]) -> dict[str, Path]:
 @click.option("--rank", type=int, default=8, show_default=True, help="LoRA rank.")
 @click.option("--alpha", type=float, default=16, show_default=True, help="LoRA alpha.")
 def train_expert(data, rank, alpha, **options) -> None:
-    """Train a LoRA expert (all seven projections) with PEFT."""
+    """Train a LoRA expert with PEFT (every projection the family registry knows: all seven of a Llama-style model)."""
     from .training import AdapterTraining
 
-    AdapterTraining("train-expert", "LoRA expert", "Trained by `hf-eval train-expert` (PEFT LoRA on all seven projections).",
-                    ["expert"], list(data), options, rank=rank, alpha=alpha).main()
+    AdapterTraining("train-expert", "LoRA expert", "Trained by `hf-eval train-expert` (PEFT LoRA on every projection the "
+                    "family registry knows: all seven of a Llama-style model).", ["expert"], list(data), options, rank=rank,
+                    alpha=alpha).main()
 
 
 @main.command("replay-tune")
