@@ -1,4 +1,4 @@
-"""Export (DESIGN.md 2.5): run the HyperNets once more and write one PEFT adapter, atomically.
+"""Export (docs/method.md §5): run the HyperNets once more and write one PEFT adapter, atomically.
 
 Aligned modules get ``A_t`` unchanged and ``B_t + α ΔB``; every other tensor and the
 adapter config are the target's.  Dtypes follow the target adapter.

@@ -1,4 +1,4 @@
-"""Dynamic patching (DESIGN.md 2.4): the target model runs with ``B_t + α ΔB`` in place of ``lora_B``.
+"""Dynamic patching (docs/method.md §4): the target model runs with ``B_t + α ΔB`` in place of ``lora_B``.
 
 The predicted B of each module is a graph tensor connected to the HyperNets.  What the
 model sees is a *leaf* copy of it, swapped in for the live ``lora_B`` weight for the

@@ -1,4 +1,4 @@
-"""``hypernet``: the paper's method (DESIGN.md 2.2-2.6).  Per group a HyperNet reads the target's and
+"""``hypernet``: the paper's method (docs/method.md §3-§6).  Per group a HyperNet reads the target's and
 the sources' block tokens and predicts ΔB; it is trained on replay data through dynamic patching and the fused B
 is ``B_t + α ΔB``.  Several plans form a sequential pipeline.
 
@@ -40,7 +40,7 @@ ABLATIONS = ("denoise", "rdm")
 
 @dataclass(frozen=True)
 class HyperNetSettings:
-    """The HyperNet's architecture (DESIGN.md 2.2-2.3) and its RDM regulariser (2.4)."""
+    """The HyperNet's architecture (docs/method.md §3) and its RDM regulariser (§4)."""
 
     section: ClassVar[str] = "hypernet"
     embed_dim: int | str = setting(1024, help="HyperNet width; 'auto' scales it to the token width (a quarter of "
