@@ -1,8 +1,10 @@
-"""Greedy, batched generation (for evaluation and for the source experts of ``distill``)."""
+"""Greedy, batched generation (for evaluation and for the source experts of ``distill``), with each answer's
+length and mean token log-probability (the model's own confidence, read as it decodes)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import torch
 
@@ -17,11 +19,33 @@ def stop_token_ids(tokenizer) -> list[int]:
     return sorted(ids)
 
 
+@dataclass(frozen=True)
+class Generated:
+    key: int
+    text: str
+    finished: bool  # False when the answer was cut at the length cap
+    n_tokens: int  # answer tokens, the stop token included when there is one
+    logprob: float  # mean log-probability of those tokens under the model (greedy: the largest at each step)
+
+
+class _ChosenLogprob:
+    """A logits processor that leaves the scores alone and records, per step, the log-probability of the token greedy
+    decoding picks (the row's maximum): a batch-sized vector per step, not the whole distribution."""
+
+    def __init__(self):
+        self.steps: list[torch.Tensor] = []
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        self.steps.append(torch.log_softmax(scores.float(), dim=-1).max(dim=-1).values.cpu())
+        return scores
+
+
 @torch.no_grad()
 def generate_batches(model, tokenizer, prompts: dict[int, list[int]], max_new_tokens: int,
-                     batch_size: int) -> Iterator[list[tuple[int, str, bool]]]:
-    """Greedy answers, batched by similar length with left padding.  Yields, batch by batch,
-    ``(prompt key, answer, finished)``; ``finished`` is False when the answer was cut at ``max_new_tokens``."""
+                     batch_size: int) -> Iterator[list[Generated]]:
+    """Greedy answers, batched by similar length with left padding; yields them batch by batch."""
+    from transformers import LogitsProcessorList
+
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     order = sorted(prompts, key=lambda i: len(prompts[i]))
@@ -35,11 +59,23 @@ def generate_batches(model, tokenizer, prompts: dict[int, list[int]], max_new_to
         for row, i in enumerate(batch):
             ids[row, width - len(prompts[i]):] = torch.tensor(prompts[i])
             mask[row, width - len(prompts[i]):] = 1
+        recorder = _ChosenLogprob()
         out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=False,
-                             max_new_tokens=max_new_tokens, pad_token_id=pad, eos_token_id=stops)
+                             max_new_tokens=max_new_tokens, pad_token_id=pad, eos_token_id=stops,
+                             logits_processor=LogitsProcessorList([recorder]))
         new = out[:, width:].cpu()
-        finished = torch.isin(new, stop_ids).any(dim=1).tolist()
-        yield [(i, tokenizer.decode(new[row], skip_special_tokens=True), finished[row]) for row, i in enumerate(batch)]
+        is_stop = torch.isin(new, stop_ids)
+        finished = is_stop.any(dim=1)
+        # tokens up to and including the first stop token (all of them when cut at the cap)
+        full = torch.full((len(batch),), new.shape[1], dtype=torch.long)
+        lengths = torch.where(finished, is_stop.int().argmax(dim=1) + 1, full)
+        chosen = torch.stack(recorder.steps, dim=1) if recorder.steps else torch.zeros(len(batch), 0)
+        results = []
+        for row, i in enumerate(batch):
+            n = int(lengths[row])
+            logprob = float(chosen[row, :n].mean()) if n else 0.0
+            results.append(Generated(i, tokenizer.decode(new[row], skip_special_tokens=True), bool(finished[row]), n, logprob))
+        yield results
 
 
 def generate(model, tokenizer, prompts: list[list[int]], config,
@@ -47,7 +83,7 @@ def generate(model, tokenizer, prompts: list[list[int]], config,
     """Greedy answers in the prompts' order (``config``: ``max_new_tokens``, ``batch_size``)."""
     answers: list[str] = [""] * len(prompts)
     for batch in generate_batches(model, tokenizer, dict(enumerate(prompts)), config.max_new_tokens, config.batch_size):
-        for i, text, _ in batch:
-            answers[i] = text
+        for answer in batch:
+            answers[answer.key] = answer.text
         on_batch(len(batch))
     return answers

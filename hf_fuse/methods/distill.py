@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -23,9 +23,11 @@ from typing import ClassVar
 import click
 import torch
 
+from hf_common.cli_support import int_or_auto
 from hf_common.errors import ConfigError
 from hf_common.plan import Plan
 from hf_common.settings import setting
+from hf_runtime.answer_cache import AnswerCache, CachedAnswer
 from hf_runtime.data import Conversation, Example, check_replay_files, format_example, load_records, prompt_ids
 from hf_runtime.distributed import main_first
 from hf_runtime.generation import generate_batches
@@ -39,6 +41,7 @@ from .sources import SOURCE_MODEL_OPTION, check_sources, parse_indexed
 
 logger = logging.getLogger(__name__)
 STUDENTS = ("lora", "hypernet")
+PILOT, PILOT_CAP, AUTO_FALLBACK = 16, 512, 128  # --gen-max-new-tokens auto: pilot prompts, their cap, cap if none ends
 
 
 @dataclass(frozen=True)
@@ -50,8 +53,14 @@ class DistillSettings:
         help="prompts for the source experts (Alpaca/chat; any output is ignored); INDEX= sends a file to one source only.")
     student: str = setting("lora", type=click.Choice(list(STUDENTS)),
                            help="what learns from the answers: the target LoRA itself, or the HyperNet.")
-    max_new_tokens: int = setting(128, flag="--gen-max-new-tokens",
-                                  help="cap on an answer's tokens (answers cut at the cap are dropped).")
+    max_new_tokens: int | str = setting(128, flag="--gen-max-new-tokens", type=str, metavar="N|auto", cli_default="128",
+                                        parse=int_or_auto,
+                                        help="cap on an answer's tokens (answers cut at the cap are dropped); auto: "
+                                             f"answer the first {PILOT} prompts with a cap of {PILOT_CAP}, then cap the "
+                                             "rest at 1.5x the longest finished answer.")
+    min_answer_logprob: float | None = setting(None, type=float, metavar="X",
+                                               help="drop answers whose mean token log-probability under the expert is "
+                                                    "below X (its own confidence; e.g. -0.5); default: keep all.")
     batch_size: int = setting(8, flag="--gen-batch-size", help="prompts per generation batch.")
     work_dir: str | None = setting(None, flag="--gen-cache", type=click.Path(), parse=lambda v: str(v) if v else None,
                                    help="folder of cached answers (default: OUT_DIR.work); runs may share one.")
@@ -59,8 +68,12 @@ class DistillSettings:
     def __post_init__(self) -> None:
         if self.student not in STUDENTS:
             raise ConfigError(f"--student must be one of {', '.join(STUDENTS)}, got {self.student!r}")
-        if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
-            raise ConfigError(f"--gen-max-new-tokens must be a positive integer (got {self.max_new_tokens!r})")
+        if self.max_new_tokens != "auto" and (isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int)
+                                              or self.max_new_tokens < 1):
+            raise ConfigError(f"--gen-max-new-tokens must be a positive integer or auto (got {self.max_new_tokens!r})")
+        if self.min_answer_logprob is not None and not (math.isfinite(self.min_answer_logprob)
+                                                        and self.min_answer_logprob <= 0):
+            raise ConfigError(f"--min-answer-logprob must be a number <= 0 (a log-probability; got {self.min_answer_logprob!r})")
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise ConfigError(f"--gen-batch-size must be a positive integer (got {self.batch_size!r})")
         if not self.unlabeled:
@@ -93,14 +106,16 @@ class DistillMethod(FusionMethod):
 
     def summary_lines(self, report: dict) -> list[str]:
         return [f"source {source} ({stats['source_model']}): {stats['kept']} of {stats['prompts']} answers kept, "
-                f"{stats['empty']} empty, {stats['truncated']} cut at the length cap, {stats['cached']} from the cache"
+                f"{stats['empty']} empty, {stats['truncated']} cut at the length cap ({stats['max_new_tokens']} tokens), "
+                f"{stats['filtered']} below --min-answer-logprob, {stats['cached']} from the cache"
                 for source, stats in report["distill"]["sources"].items()]
 
     def html_section(self, page, report: dict) -> None:
         page.heading("Distillation: the source experts' answers")
-        page.table(["source", "model", "prompts", "kept", "empty", "cut at the cap", "from the cache"],
-                   [[i, s["source_model"], s["prompts"], s["kept"], s["empty"], s["truncated"], s["cached"]]
-                    for i, s in report["distill"]["sources"].items()])
+        page.table(["source", "model", "prompts", "kept", "empty", "cut at the cap", "cap (tokens)", "below the confidence "
+                    "filter", "from the cache"],
+                   [[i, s["source_model"], s["prompts"], s["kept"], s["empty"], s["truncated"], s["max_new_tokens"],
+                     s["filtered"], s["cached"]] for i, s in report["distill"]["sources"].items()])
 
     def card_details(self, report: dict) -> dict:
         d = report["distill"]
@@ -143,48 +158,60 @@ class DistillMethod(FusionMethod):
             "adapter": hashlib.sha256(blob.blob.tobytes()).hexdigest(), "model": str(s.source_models[index]),
             "prompts": [[c.system, c.turns[:-1], c.turns[-1][0]] for c in conversations],
             "max_new_tokens": s.max_new_tokens, "cutoff": job.replay_config.cutoff_len,
-            "drop_history": job.replay_config.drop_history}, sort_keys=True).encode()).hexdigest()[:16]
-        cache = work / f"generations-source{index}-{key}.jsonl"
-        with main_first():  # data parallel: the main process generates, the others then read its cache
-            done = _read_cache(cache)
+            "drop_history": job.replay_config.drop_history, "format": 2}, sort_keys=True).encode()).hexdigest()[:16]
+        cache = AnswerCache(work / f"generations-source{index}-{key}.jsonl", len(conversations))
+        cap = s.max_new_tokens
+        with main_first(), cache.locked():  # data parallel: the main process generates, the others then read its cache
+            done = cache.read()
             todo = [i for i in range(len(conversations)) if i not in done]
-            ctx.on_event("stage", f"source {index}: {len(done)} cached answers, {len(todo)} to generate ({cache.name})")
+            ctx.on_event("stage", f"source {index}: {len(done)} cached answers, {len(todo)} to generate ({cache.path.name})")
             if todo:
                 ref = resolve_base_model(s.source_models[index])
                 model, tokenizer = load_model_and_tokenizer(ref, ctx.device, ctx.dtype)
                 expert = attach_target(model, config, tensors_from_blob(blob)).eval()
                 replay = job.replay_config
                 prompts = {i: prompt_ids(tokenizer, conversations[i], replay.cutoff_len, replay.drop_history) for i in todo}
-                with open(cache, "a", encoding="utf-8") as handle:
-                    if cache.stat().st_size and not cache.read_bytes().endswith(b"\n"):
-                        handle.write("\n")  # an interrupted last line stays on its own (and is ignored)
-                    for batch in generate_batches(expert, tokenizer, prompts, s.max_new_tokens, s.batch_size):
-                        for i, text, finished in batch:
-                            done[i] = (text, finished)
-                            handle.write(json.dumps({"i": i, "answer": text, "finished": finished}, ensure_ascii=False) + "\n")
-                        handle.flush()
-                        os.fsync(handle.fileno())
+
+                def answer(keys: list[int], limit: int) -> None:
+                    for batch in generate_batches(expert, tokenizer, {i: prompts[i] for i in keys}, limit, s.batch_size):
+                        got = [(g.key, CachedAnswer(g.text, g.finished, g.n_tokens, g.logprob)) for g in batch]
+                        cache.append(got)
+                        done.update(got)
                         ctx.on_event("generate", (index, len(done), len(conversations)))
+
+                if cap == "auto":
+                    pilot = list(range(min(PILOT, len(conversations))))  # on a resume, their answers are cached
+                    answer([i for i in pilot if i not in done], PILOT_CAP)
+                    cap = auto_cap([done[i] for i in pilot])
+                    ctx.on_event("stage", f"source {index}: --gen-max-new-tokens auto -> {cap}")
+                answer([i for i in todo if i not in done], cap)
                 del expert, model
                 if ctx.device.type == "cuda":
                     torch.cuda.empty_cache()
+            elif cap == "auto":
+                cap = auto_cap([done[i] for i in range(min(PILOT, len(conversations)))])
         answers: list[str | None] = []
-        counts = {"prompts": len(conversations), "kept": 0, "empty": 0, "truncated": 0, "cached": len(conversations) - len(todo)}
+        counts = {"prompts": len(conversations), "kept": 0, "empty": 0, "truncated": 0, "filtered": 0,
+                  "cached": len(conversations) - len(todo), "bad_cache_lines": cache.bad_lines}
         for i in range(len(conversations)):
-            text, finished = done[i]
-            if not text.strip():
+            got = done[i]
+            if not got.text.strip():
                 counts["empty"] += 1
                 answers.append(None)
-            elif not finished:
+            elif not got.finished:
                 counts["truncated"] += 1
+                answers.append(None)
+            elif s.min_answer_logprob is not None and got.logprob < s.min_answer_logprob:
+                counts["filtered"] += 1
                 answers.append(None)
             else:
                 counts["kept"] += 1
-                answers.append(text)
-        if counts["empty"] or counts["truncated"]:
-            logger.warning("source %d: %d empty and %d cut-off answers (of %d) were dropped", index, counts["empty"],
-                           counts["truncated"], counts["prompts"])
-        return answers, {**counts, "cache": str(cache), "source_model": str(s.source_models[index])}
+                answers.append(got.text)
+        if counts["empty"] or counts["truncated"] or counts["filtered"]:
+            logger.warning("source %d: of %d answers, %d empty, %d cut at the cap and %d below --min-answer-logprob were "
+                           "dropped", index, counts["prompts"], counts["empty"], counts["truncated"], counts["filtered"])
+        return answers, {**counts, "max_new_tokens": cap, "cache": str(cache.path),
+                         "source_model": str(s.source_models[index])}
 
     def _lora_student(self, ctx: FuseContext, examples: list[Example]) -> MethodResult:
         """The target adapter trained further on replay + generated examples, exported with the target's keys and dtypes."""
@@ -206,15 +233,10 @@ class DistillMethod(FusionMethod):
         return MethodResult(tensors, plan.target_config, [lora_task(plan, history)])
 
 
-def _read_cache(path: Path) -> dict[int, tuple[str, bool]]:
-    """Answers already generated; a last line cut by an interruption is ignored (it is generated again)."""
-    done: dict[int, tuple[str, bool]] = {}
-    if not path.exists():
-        return done
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            row = json.loads(line)
-            done[int(row["i"])] = (str(row["answer"]), bool(row["finished"]))
-        except (ValueError, KeyError, TypeError):
-            logger.warning("%s: ignoring an unreadable line (an interrupted write)", path)
-    return done
+def auto_cap(pilot: list[CachedAnswer]) -> int:
+    """``--gen-max-new-tokens auto``: 1.5x the longest finished pilot answer (in tokens), at least 16, at most the pilot's
+    cap; the fallback when no pilot answer finished (an expert that never ends, as a null source)."""
+    lengths = [a.n_tokens for a in pilot if a.finished]
+    if not lengths:
+        return AUTO_FALLBACK
+    return min(PILOT_CAP, max(16, math.ceil(1.5 * max(lengths))))

@@ -1,0 +1,112 @@
+"""distill's answers: the length cap (given or ``auto``), the confidence filter, and the shared answer cache (a
+schema for every line, a lock for runs at once), through the CLI on tiny models."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from tiny_models import make_distill_setting
+
+from hf_fuse.cli import main
+from hf_fuse.methods.distill import AUTO_FALLBACK, PILOT_CAP, auto_cap
+from hf_runtime.answer_cache import CachedAnswer
+
+FAST = ["--max-steps", "1", "--grad-accum", "1", "--batch-size", "2", "--gen-batch-size", "4", "--max-examples-per-file", "4"]
+
+
+@pytest.fixture(scope="module")
+def setting(fusion, tmp_path_factory):
+    return make_distill_setting(fusion, tmp_path_factory.mktemp("answers"), n_prompts=5)
+
+
+def _argv(setting, out, *extra):
+    return [str(setting["plan"]), "--base-model", str(setting["base"]), "--replay", str(setting["replay"]), "-o", str(out),
+            "--method", "distill", "--source-model", f"0={setting['source_base']}", "--unlabeled", str(setting["unlabeled"]),
+            *FAST, *map(str, extra)]
+
+
+def _stats(out):
+    return json.loads((out / "fusion_report.json").read_text())["distill"]["sources"]["0"]
+
+
+def test_auto_cap_is_half_again_the_longest_finished_pilot_answer():
+    answers = [CachedAnswer("a", True, 10, -1.0), CachedAnswer("b", True, 30, -1.0), CachedAnswer("c", False, 512, -1.0)]
+    assert auto_cap(answers) == 45
+    assert auto_cap([CachedAnswer("a", True, 2, -1.0)]) == 16  # never below 16
+    assert auto_cap([CachedAnswer("a", True, 500, -1.0)]) == PILOT_CAP
+    assert auto_cap([CachedAnswer("x", False, 512, -1.0)]) == AUTO_FALLBACK  # nothing ended: an expert that never stops
+
+
+def test_auto_cap_runs_a_pilot_and_reports_the_cap(setting, tmp_path):
+    result = CliRunner().invoke(main, _argv(setting, tmp_path / "out", "--gen-max-new-tokens", "auto"))
+    assert result.exit_code == 0, result.output
+    stats = _stats(tmp_path / "out")
+    # the tiny random expert never ends an answer: the pilot (5 prompts) runs to its cap, the fallback cap is reported
+    assert stats["max_new_tokens"] == AUTO_FALLBACK and stats["truncated"] == 5
+    rows = [json.loads(line) for line in Path(stats["cache"]).read_text().splitlines()]
+    assert len(rows) == 5 and all(r["n_tokens"] == PILOT_CAP for r in rows)
+
+
+def test_the_confidence_filter_drops_answers_below_the_threshold_and_counts_them(setting, tmp_path):
+    assert CliRunner().invoke(main, _argv(setting, tmp_path / "out", "--gen-max-new-tokens", "4")).exit_code == 0
+    cache = Path(_stats(tmp_path / "out")["cache"])
+    # the random expert never finishes: make its answers finished ones of known confidence
+    rows = [json.loads(line) for line in cache.read_text().splitlines()]
+    confidence = {0: -0.1, 1: -0.2, 2: -0.9, 3: -1.5, 4: -3.0}
+    cache.write_text("".join(json.dumps({**r, "answer": "person: alpha", "finished": True, "logprob": confidence[r["i"]]})
+                             + "\n" for r in rows))
+    kept = CliRunner().invoke(main, _argv(setting, tmp_path / "out", "--gen-max-new-tokens", "4", "--force"))
+    assert kept.exit_code == 0 and _stats(tmp_path / "out")["kept"] == 5
+    filtered = CliRunner().invoke(main, _argv(setting, tmp_path / "out", "--gen-max-new-tokens", "4", "--force",
+                                              "--min-answer-logprob", "-1"))
+    assert filtered.exit_code == 0, filtered.output
+    stats = _stats(tmp_path / "out")
+    assert stats["kept"] == 3 and stats["filtered"] == 2 and stats["cached"] == 5
+    assert json.loads((tmp_path / "out/fusion_report.json").read_text())["distill"]["n_generated_examples"] == 3
+    assert "2 below --min-answer-logprob" in filtered.stderr
+
+
+def test_a_corrupt_cache_line_is_regenerated_with_a_warning_and_an_unreadable_cache_refused(setting, tmp_path):
+    assert CliRunner().invoke(main, _argv(setting, tmp_path / "out", "--gen-max-new-tokens", "3")).exit_code == 0
+    cache = Path(_stats(tmp_path / "out")["cache"])
+    lines = cache.read_bytes().splitlines()
+    cache.write_bytes(b"\n".join([lines[0].replace(b'"i": ', b'"i": 1e999, "x": '), *lines[1:]]) + b"\n")
+    again = CliRunner().invoke(main, _argv(setting, tmp_path / "out", "--gen-max-new-tokens", "3", "--force"))
+    assert again.exit_code == 0, again.output
+    assert _stats(tmp_path / "out")["bad_cache_lines"] == 1 and _stats(tmp_path / "out")["cached"] == 4
+    cache.unlink()
+    cache.mkdir()
+    refused = CliRunner().invoke(main, _argv(setting, tmp_path / "other", "--gen-max-new-tokens", "3", "--gen-cache",
+                                             cache.parent, "-q"))
+    assert refused.exit_code == 2 and "cannot read the answer cache" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1 and not (tmp_path / "other").exists()
+
+
+def test_two_runs_sharing_a_cache_at_once_generate_each_answer_once(setting, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    runs = [subprocess.Popen([sys.executable, "-m", "hf_fuse", *_argv(setting, tmp_path / f"out{k}", "--gen-cache",
+                                                                      tmp_path / "shared", "--gen-max-new-tokens", "5", "-q")],
+                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for k in (0, 1)]
+    for run in runs:
+        _, err = run.communicate(timeout=300)
+        assert run.returncode == 0, err[-2000:]
+    (cache,) = (tmp_path / "shared").glob("*.jsonl")
+    indices = [json.loads(line)["i"] for line in cache.read_text().splitlines()]
+    assert sorted(indices) == [0, 1, 2, 3, 4]  # each answer once: the second run read the first's
+    assert sorted(_stats(tmp_path / f"out{k}")["cached"] for k in (0, 1)) == [0, 5]
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--gen-max-new-tokens", "lots", "must be a positive integer or 'auto'"),
+    ("--gen-max-new-tokens", "0", "--gen-max-new-tokens must be a positive integer or auto"),
+    ("--min-answer-logprob", "0.5", "--min-answer-logprob must be a number <= 0"),
+    ("--min-answer-logprob", "nan", "--min-answer-logprob must be a number <= 0"),
+])
+def test_bad_values_of_the_new_options_are_refused_in_one_line(setting, tmp_path, flag, value, message):
+    result = CliRunner().invoke(main, _argv(setting, tmp_path / "out", flag, value))
+    assert result.exit_code == 2 and message in result.stderr, result.output
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
