@@ -90,8 +90,11 @@ def _escape(text: str) -> str:
 def setup_logging(debug: bool, log_file: str | None = None) -> None:
     """Route ``logging`` to a rich handler on stderr (warnings, or everything with --debug) and optionally
     to a file (info and up; created only when the first record arrives, so a failed run leaves none)."""
-    console_handler = RichHandler(console=RichConsole(stderr=True), show_path=False, rich_tracebacks=debug)
+    console_handler = RichHandler(console=RichConsole(stderr=True), show_path=False, show_time=debug, rich_tracebacks=debug)
     console_handler.setLevel(logging.DEBUG if debug else logging.WARNING)
+    # the handler shows the level itself: without its own formatter, basicConfig would give it logging's default
+    # "LEVEL:logger:message" and every warning would read "WARNING  WARNING:hf_fuse...: ..."
+    console_handler.setFormatter(logging.Formatter("%(message)s"))
     handlers: list[logging.Handler] = [console_handler]
     if log_file:
         file_handler = logging.FileHandler(log_file, delay=True)
