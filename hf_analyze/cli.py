@@ -61,40 +61,37 @@ def main(ctx: click.Context, target, sources, output, block_size, transfer_ratio
         raise click.UsageError("give -o/--output PLAN.h5, or --check to write no plan")
     console = Console(quiet=quiet, debug=debug, report_to_stderr=json_path == "-")
     setup_logging(debug)
-    from .execute import execute
     from .planner import AnalyzeSettings, analyze
     from .report import build_report, render
 
     with errors_to_exit_codes(console):
         if output is not None and not check:
-            check_output_path(output, force, "plan")
+            check_output_path(output, force, "plan", file=True)
         check_json_target(json_path, force)
         if report_path is not None:
-            check_output_path(report_path, force, "HTML report")
+            check_output_path(report_path, force, "HTML report", file=True)
         settings = AnalyzeSettings(block_size=int_or_auto(block_size), transfer_ratio=transfer_ratio,
                                    layer_map=layer_map)
         analysis = analyze(target, list(sources), settings)
         report = build_report(analysis)
-        if analysis.compatible:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                          console=console.err, disable=quiet, transient=True) as progress:
-                bar = progress.add_task("validating groups" if check else "writing the plan's groups",
-                                        total=len(analysis.groups))
-                arrays = execute(analysis, report, None if check else output, force=force,
-                                 config_text=dump(resolved_config(ctx)), on_group=lambda name: progress.advance(bar))
-        render(report, console)
-        write_json(json_path, report, force=force)
-        if report_path is not None:
-            if analysis.compatible and check:
-                _write_html(report_path, report, lambda group, key: arrays[group][key], "hf-analyze --check", force)
-            elif analysis.compatible:
-                with Plan(output, verify=False) as written:
-                    _write_html(report_path, report, _plan_arrays(written), f"plan {output}", force)
-            else:
-                _write_html(report_path, report, None, "hf-analyze (nothing to fuse)", force)
-            console.success(f"HTML report written to {report_path}")
+        created = output is not None and not check and not output.exists()
+        try:
+            arrays = _plan(analysis, report, output, check, force, ctx, console, quiet)
+            render(report, console)
+            write_json(json_path, report, force=force)
+            if report_path is not None:
+                if analysis.compatible and check:
+                    _write_html(report_path, report, lambda group, key: arrays[group][key], "hf-analyze --check", force)
+                elif analysis.compatible:
+                    with Plan(output, verify=False) as written:
+                        _write_html(report_path, report, _plan_arrays(written), f"plan {output}", force)
+                else:
+                    _write_html(report_path, report, None, "hf-analyze (nothing to fuse)", force)
+                console.success(f"HTML report written to {report_path}")
+        except BaseException:  # a later output failed: the plan this run created goes too, so nothing is half done
+            if created and output.exists():
+                output.unlink()
+            raise
         if analysis.compatible and not check:
             console.success(f"plan written to {output}")
     ctx.exit(EXIT_OK if analysis.compatible else EXIT_NOTHING_TO_FUSE)
@@ -117,7 +114,7 @@ def show(ctx: click.Context, plan: Path, json_path, report_path, no_verify, forc
     with errors_to_exit_codes(console):
         check_json_target(json_path, force)
         if report_path is not None:
-            check_output_path(report_path, force, "HTML report")
+            check_output_path(report_path, force, "HTML report", file=True)
         with Plan(plan, verify=not no_verify) as opened:
             report = opened.report
             console.info(f"{plan}: format version {opened.version}, checksum {opened.checksum[:16]}…")
@@ -146,6 +143,21 @@ def families() -> None:
 def _plan_arrays(plan: Plan):
     groups = {g.name: g for g in plan.groups}
     return lambda group, key: groups[group].array(key)
+
+
+def _plan(analysis, report, output, check, force, ctx, console, quiet):
+    """Validate every group and write the plan (unless ``--check``); the arrays of each group for the HTML report."""
+    if not analysis.compatible:
+        return None
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .execute import execute
+
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console.err, disable=quiet, transient=True) as progress:
+        bar = progress.add_task("validating groups" if check else "writing the plan's groups", total=len(analysis.groups))
+        return execute(analysis, report, None if check else output, force=force, config_text=dump(resolved_config(ctx)),
+                       on_group=lambda name: progress.advance(bar))
 
 
 def _write_html(path: Path, report: dict, array, origin: str, force: bool) -> None:

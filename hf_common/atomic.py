@@ -20,15 +20,36 @@ from .errors import FileAccessError, OutputExistsError
 logger = logging.getLogger(__name__)
 
 
-def check_output_path(path: Path, force: bool, what: str = "output") -> None:
-    """Refuse an existing destination (unless ``force``) and a missing parent folder, before any work; remove what an
-    interrupted earlier write to the same destination left behind."""
+def check_output_path(path: Path, force: bool, what: str = "output", *, file: bool = False) -> None:
+    """Refuse an existing destination (unless ``force``), a missing parent folder, a folder that takes no new files and,
+    for a ``file`` output, a folder in its place, before any work; remove what an interrupted earlier write to the
+    same destination left behind.  A command that writes several outputs checks them all first, so a failure never
+    leaves the first written and the others not."""
     path = Path(path)
     remove_stale_leftovers(path)
+    if file and path.is_dir():
+        raise FileAccessError(f"{what} would replace a folder of that name", path)
     if path.exists() and not force:
         raise OutputExistsError(f"{what} exists; pass --force to overwrite it", path)
-    if not path.parent.exists():
-        raise FileAccessError("the folder for the output does not exist", path.parent)
+    check_writable_folder(path.parent, what)
+
+
+def check_writable_folder(folder: Path, what: str = "output") -> None:
+    """The folder exists and takes new files (outputs are written beside their destination, then renamed)."""
+    if not folder.is_dir():
+        raise FileAccessError("the folder for the output does not exist", folder)
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise FileAccessError(f"cannot write the {what} here (permission denied)", folder)
+
+
+_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.(?:tmp|old)-\d+(?:-.*)?$")
+
+
+def destination_of(path: str | Path) -> Path:
+    """The destination a temporary name of ours (``.NAME.tmp-PID…``) stands for, so errors name the user's path."""
+    path = Path(path)
+    match = _TEMPORARY.match(path.name)
+    return path.with_name(match.group("name")) if match else path
 
 
 def _alive(pid: int) -> bool:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from .atomic import check_output_path, write_text_atomic
+from .atomic import check_output_path, destination_of, write_text_atomic
 from .console import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, Console
 from .errors import HFError, one_line
 
@@ -28,7 +28,7 @@ def errors_to_exit_codes(console: Console) -> Iterator[None]:
     except OSError as exc:  # file-system errors outside our own checks (permissions, full disk...)
         if console.debug:
             raise
-        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        where = f"{destination_of(exc.filename)}: " if getattr(exc, "filename", None) else ""
         console.abort(f"{where}{exc.strerror or exc}", EXIT_BAD_INPUT)
     except KeyboardInterrupt:
         console.abort("interrupted", EXIT_INTERRUPTED)
@@ -71,7 +71,7 @@ class Group(OneLineUsageErrors, click.Group):
 
 def check_json_target(json_path: str | None, force: bool) -> None:
     if json_path and json_path != "-":
-        check_output_path(Path(json_path), force, "JSON report")
+        check_output_path(Path(json_path), force, "JSON report", file=True)
 
 
 def write_json(json_path: str | None, payload: dict, *, force: bool) -> None:

@@ -20,7 +20,7 @@ from hf_common.atomic import check_output_path
 from hf_common.cli_support import Group, check_json_target, errors_to_exit_codes, write_json
 from hf_common.console import Console, setup_logging
 
-from .support import card, finish, is_main, load, process_console, quiet_libraries
+from .support import card, check_adapters_fit, finish, is_main, load, process_console, quiet_libraries
 
 COMMON = [
     click.option("--base-model", required=True, type=click.Path(path_type=Path), metavar="PATH",
@@ -115,12 +115,18 @@ def evaluate(base_model, device, dtype, force, quiet, debug, adapters, data, out
                             drop_history=drop_history, metric=metric)
         named = _parse_adapters(adapters)
         check_output_path(output, force, "results folder")
+        if update_cards:  # every card can be written, before the results are: a refusal leaves nothing behind
+            from hf_common.model_card import CARD_NAME
+
+            for path in (p for p in named.values() if p):
+                check_output_path(path / CARD_NAME, True, "model card", file=True)
         from hf_runtime.data import check_replay_files
 
         check_replay_files(list(data))
-        _check_adapters_fit(base_model, named)
+        warnings = check_adapters_fit(base_model, named)
         _, model, tokenizer, _ = load(base_model, device, dtype)
-        results = evaluate_adapters(model, tokenizer, named, list(data), config, output, force=force, console=console)
+        results = evaluate_adapters(model, tokenizer, named, list(data), config, output, force=force, console=console,
+                                    warnings=warnings)
         render(results, console)
         if is_main():
             write_json(json_path, results, force=force)
@@ -134,18 +140,6 @@ def evaluate(base_model, device, dtype, force, quiet, debug, adapters, data, out
                     update_scores(path, results["adapters"][name]["tasks"], note)
         console.success(f"results in {output}")
         finish()
-
-
-def _check_adapters_fit(base_model: Path, named: dict[str, Path | None]) -> None:
-    """Every adapter's modules exist in the base model with its shapes (meta device: seconds, before any load)."""
-    from hf_common.adapter import load_adapter
-    from hf_runtime.model import check_fit, load_config, resolve_base_model
-
-    ref = resolve_base_model(base_model)
-    config = load_config(ref)
-    for name, path in named.items():
-        if path is not None:
-            check_fit(config, None, ref, tensors=load_adapter(path).tensors, what=f"adapter {name} ({path})")
 
 
 def _parse_adapters(values: tuple[str, ...]) -> dict[str, Path]:
@@ -229,7 +223,7 @@ def merge(base_model, device, dtype, force, quiet, debug, adapters, weights, met
 @main.command("null-source")
 @click.argument("source", type=click.Path(path_type=Path), metavar="SRC_ADAPTER")
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Adapter folder to write.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the noise.")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True, help="Seed of the noise (0 to 2^32-1).")
 @click.option("--force", is_flag=True, help="Replace an existing output folder.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only errors.")
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logging.")

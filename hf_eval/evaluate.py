@@ -14,7 +14,8 @@ from .scoring import macro
 
 
 def evaluate_adapters(model, tokenizer, adapters: dict[str, Path | None], data: list[Path], config: EvalConfig,
-                      output: Path, *, force: bool = False, console: Console | None = None) -> dict:
+                      output: Path, *, force: bool = False, console: Console | None = None,
+                      warnings: list[str] | None = None) -> dict:
     """``results.json`` (per adapter: per task P/R/F1 and macro averages) and every prediction as JSONL."""
     from peft import PeftModel
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -23,7 +24,7 @@ def evaluate_adapters(model, tokenizer, adapters: dict[str, Path | None], data: 
 
     procs = processes()  # data parallel: examples are shared out (hf_eval.generate), the main process writes
     results = {"format": "heterofusion-evaluation", "version": 1, "settings": config.__dict__, "adapters": {},
-               "processes": procs.world}
+               "processes": procs.world, "warnings": list(warnings or [])}
     predictions: dict[tuple[str, str], list[dict]] = {}
     n_examples = sum(min(config.max_examples or 10**9, _count(path)) for path in data) * len(adapters)
     with Progress(TextColumn("[bold]{task.fields[what]}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

@@ -52,3 +52,27 @@ def card(title, base_model, how, details, tags, *inputs) -> str:
 
     return card(title=title, base_model=base_model, how=how, details=details, tags=tags,
                 license=license_of(*[Path(i) for i in inputs]))
+
+
+def check_adapters_fit(base_model: Path, named: dict[str, Path | None]) -> list[str]:
+    """Every adapter's modules exist in the base model with its shapes (meta device: seconds, before any load), else
+    refused; a base model of another family than an adapter was made for is a warning (logged and returned), in the
+    words hf-fuse uses for its target."""
+    import logging
+
+    from hf_common.adapter import load_adapter
+    from hf_runtime.model import check_fit, family_mismatch, load_config, resolve_base_model
+
+    ref = resolve_base_model(base_model)
+    config = load_config(ref)
+    warnings = []
+    for name, path in named.items():
+        if path is not None:
+            adapter = load_adapter(path)
+            what = f"adapter {name} ({path})"
+            check_fit(config, None, ref, tensors=adapter.tensors, what=what)
+            mismatch = family_mismatch(config, adapter.family.name, ref, what)
+            if mismatch:
+                logging.getLogger("hf_eval").warning(mismatch)
+                warnings.append(mismatch)
+    return warnings

@@ -11,7 +11,7 @@ from hf_common.atomic import check_output_path
 from hf_common.cli_support import errors_to_exit_codes
 from hf_common.console import EXIT_DIVERGED, setup_logging
 
-from .support import card, finish, is_main, load, process_console, quiet_libraries
+from .support import card, check_adapters_fit, finish, is_main, load, process_console, quiet_libraries
 
 
 @dataclass
@@ -41,6 +41,7 @@ class AdapterTraining:
                 from .baselines import check_adapter
 
                 check_adapter(self.adapter)  # before any model loads
+                check_adapters_fit(o["base_model"], {"target": self.adapter})
             check_replay_files(self.data)
             from hf_runtime.trainer import TrainingDiverged
 

@@ -55,14 +55,14 @@ def preflight(job: FuseJob, warnings: list[str] | None = None, method=None) -> t
         first = plans[0].target_safetensors()
         for plan in plans:
             check_fit(config, plan, ref)
-            mismatch = family_mismatch(config, plan, ref)
+            mismatch = family_mismatch(config, plan.provenance["inputs"][0].get("family"), ref)
             if mismatch and warnings is not None and mismatch not in warnings:
                 warnings.append(mismatch)
             if plan is not plans[0] and sorted(plan.target_safetensors().keys()) != sorted(first.keys()):
                 raise InputError("a later task's target adapter must be the same adapter as the first task's "
                                  "(its fused output becomes the next target)", plan.path)
         if method is not None:
-            method.preflight(job, plans)
+            method.preflight(job, plans, warnings)
     except BaseException:
         for plan in plans:
             plan.close()

@@ -96,18 +96,18 @@ def check_fit(config, plan: Plan, ref: BaseModelRef, tensors: SafetensorsFile | 
                              f"was trained for {expected[0]} -> {expected[1]}", ref.label)
 
 
-def family_mismatch(config, plan: Plan, ref: BaseModelRef) -> str | None:
-    """A warning when the base model's family is known and is not the one the plan's target adapter was made for
-    (the shapes can fit by chance; the weights then mean something else)."""
+def family_mismatch(config, expected: str | None, ref: BaseModelRef, what: str = "the plan's target adapter") -> str | None:
+    """A warning when the base model's family is known and is not ``expected``, the family ``what`` (an adapter) was
+    made for: the shapes can fit by chance, and the weights then mean something else.  The same words on every path
+    that loads a base model for an adapter (hf-fuse's target and source models, hf-eval)."""
     from hf_common.registry import families
 
-    expected = plan.provenance["inputs"][0].get("family")
     model_type = getattr(config, "model_type", None)
     family = next((f for f in families().values() if model_type in f.model_types), None)
     if family is None or expected is None or family.name == expected:
         return None
-    return (f"{ref.label} is a {family.name} model ({model_type}), but the plan's target adapter was made for a {expected} "
-            "model: the shapes fit, the weights may not mean what the adapter expects")
+    return (f"{ref.label} is a {family.name} model ({model_type}), but {what} was made for a {expected} model: the "
+            "shapes fit, the weights may not mean what the adapter expects")
 
 
 def quiet_progress_bars() -> None:

@@ -101,8 +101,9 @@ class FusionMethod:
         configurations); options of the other sections are refused."""
         return {c.section for c in cls.settings_classes}
 
-    def preflight(self, job: FuseJob, plans: list[Plan]) -> None:
-        """Refuse what this method cannot use (raise ``HFError``), before anything heavy happens."""
+    def preflight(self, job: FuseJob, plans: list[Plan], warnings: list[str] | None = None) -> None:
+        """Refuse what this method cannot use (raise ``HFError``), before anything heavy happens; append to ``warnings``
+        what is suspicious but not wrong (they reach the log and ``fusion_report.json``)."""
 
     def fuse(self, ctx: FuseContext) -> MethodResult:
         raise NotImplementedError

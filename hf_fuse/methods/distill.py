@@ -97,12 +97,12 @@ class DistillMethod(FusionMethod):
     def distill(self) -> DistillSettings:
         return self.settings[DistillSettings.section]
 
-    def preflight(self, job, plans: list[Plan]) -> None:
+    def preflight(self, job, plans: list[Plan], warnings: list[str] | None = None) -> None:
         s = self.settings.get(DistillSettings.section)
         if s is None:
             raise ConfigError("--method distill needs --source-model and --unlabeled")
         check_replay_files([Path(path) for _, path in s.unlabeled], prompts_only=True)
-        check_sources(self.name, plans, s.source_models, [i for i, _ in s.unlabeled if i is not None])
+        check_sources(self.name, plans, s.source_models, [i for i, _ in s.unlabeled if i is not None], warnings)
 
     def summary_lines(self, report: dict) -> list[str]:
         return [f"source {source} ({stats['source_model']}): {stats['kept']} of {stats['prompts']} answers kept, "

@@ -146,10 +146,10 @@ class ProjectMethod(FusionMethod):
     def project(self) -> ProjectSettings:
         return self.settings[ProjectSettings.section]
 
-    def preflight(self, job, plans) -> None:
+    def preflight(self, job, plans, warnings: list[str] | None = None) -> None:
         if self.settings.get(ProjectSettings.section) is None:
             raise ConfigError(f"--method {self.name} needs --source-model INDEX=PATH for every source of the plan")
-        check_sources(self.name, plans, self.project.source_models)
+        check_sources(self.name, plans, self.project.source_models, warnings=warnings)
 
     def fuse(self, ctx: FuseContext) -> MethodResult:
         plan = ctx.plans[0]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from hf_common.errors import ConfigError
 from hf_common.plan import Plan
-from hf_runtime.model import check_fit, load_config, resolve_base_model
+from hf_runtime.model import check_fit, family_mismatch, load_config, resolve_base_model
 
 
 def parse_indexed(values: tuple[str, ...], flag: str, *, index_required: bool) -> list[tuple[int | None, str]]:
@@ -34,8 +34,10 @@ SOURCE_MODEL_OPTION = dict(  # the options of a settings field that holds the so
     help="base model of plan source INDEX (folder, .gguf, smollm2 / gemma3); one per source.")
 
 
-def check_sources(method: str, plans: list[Plan], source_models: dict[int, str], extra_indices=()) -> Plan:
-    """One plan; a base model for each of its sources that fits that source's adapter (kept in the plan)."""
+def check_sources(method: str, plans: list[Plan], source_models: dict[int, str], extra_indices=(),
+                  warnings: list[str] | None = None) -> Plan:
+    """One plan; a base model for each of its sources that fits that source's adapter (kept in the plan): refused when
+    the shapes do not fit, a warning when only the family differs."""
     if len(plans) != 1:
         raise ConfigError(f"--method {method} fuses one plan at a time (sequential pipelines are hypernet only)")
     plan = plans[0]
@@ -49,5 +51,10 @@ def check_sources(method: str, plans: list[Plan], source_models: dict[int, str],
     for index, model in sorted(source_models.items()):
         _, tensors = plan.source_adapter(index)  # refuses plans without the copy
         ref = resolve_base_model(model)
-        check_fit(load_config(ref), plan, ref, tensors=tensors, what=f"source adapter {index}")
+        config = load_config(ref)
+        check_fit(config, plan, ref, tensors=tensors, what=f"source adapter {index}")
+        mismatch = family_mismatch(config, plan.provenance["inputs"][1 + index].get("family"), ref,
+                                   f"source adapter {index}")
+        if mismatch and warnings is not None and mismatch not in warnings:
+            warnings.append(mismatch)
     return plan

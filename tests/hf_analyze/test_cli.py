@@ -245,3 +245,27 @@ def test_html_report_of_an_analysis_of_a_check_and_of_show(adapters, tmp_path):
     before = (tmp_path / "s.html").read_bytes()
     again = run("show", tmp_path / "plan.h5", "--report", tmp_path / "s.html")
     assert again.exit_code == 2 and "--force" in again.output and (tmp_path / "s.html").read_bytes() == before
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_a_report_that_cannot_be_written_is_refused_before_the_plan_is(adapters, tmp_path, force):
+    (tmp_path / "report.html").mkdir()
+    result = CliRunner().invoke(main, ["--target", str(adapters["llama"]), "--source", str(adapters["qwen2"]), "-o",
+                                       str(tmp_path / "plan.h5"), "--report", str(tmp_path / "report.html"),
+                                       *(["--force"] if force else [])])
+    assert result.exit_code == 2 and str(tmp_path / "report.html") in result.stderr, result.output
+    assert len(result.stderr.strip().splitlines()) == 1 and ".tmp-" not in result.stderr
+    assert not (tmp_path / "plan.h5").exists()
+
+
+def test_a_later_output_that_fails_takes_the_plan_it_followed_with_it(adapters, tmp_path, monkeypatch):
+    import hf_analyze.cli as cli
+
+    def broken(path, *args):
+        raise OSError(28, "No space left on device", str(path.with_name(f".{path.name}.tmp-{os.getpid()}")))
+
+    monkeypatch.setattr(cli, "_write_html", broken)
+    result = CliRunner().invoke(main, ["--target", str(adapters["llama"]), "--source", str(adapters["qwen2"]), "-o",
+                                       str(tmp_path / "plan.h5"), "--report", str(tmp_path / "report.html")])
+    assert result.exit_code == 2 and f"{tmp_path / 'report.html'}: No space left on device" in result.stderr, result.output
+    assert not (tmp_path / "plan.h5").exists() and list(tmp_path.iterdir()) == []

@@ -132,3 +132,31 @@ def test_update_cards_writes_the_scores_into_the_card_and_replaces_them_later(fu
     assert "first 3 examples per file" in text and "first 2 examples" not in text
     assert read_front_matter(adapter)["base_model"] == json.loads((adapter / "adapter_config.json").read_text())[
         "base_model_name_or_path"]
+
+
+def test_update_cards_refuses_an_unwritable_card_before_writing_the_results(fusion, tmp_path):
+    import shutil
+
+    adapter = shutil.copytree(fusion["target"], tmp_path / "adapter")
+    (adapter / "README.md").unlink(missing_ok=True)
+    (adapter / "README.md").mkdir()  # a folder where the card goes
+    result = CliRunner().invoke(main, ["evaluate", "--base-model", str(fusion["base"]), "--adapter", f"t={adapter}",
+                                       "--data", str(fusion["replay"]), "-o", str(tmp_path / "results"), "--max-examples",
+                                       "2", "--update-cards", "-q"])
+    assert result.exit_code == 2 and str(adapter / "README.md") in result.stderr, result.output
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "results").exists()
+
+
+def test_a_base_model_of_another_family_whose_shapes_fit_is_used_with_a_warning(fusion, tmp_path):
+    from tiny_models import make_source_model
+
+    qwen = make_source_model(tmp_path / "qwen", "qwen2", hidden=32, n_layers=4)["base"]  # the Llama target's shapes
+    expected = "is a qwen2 model (qwen2), but adapter t"
+    result = CliRunner().invoke(main, ["evaluate", "--base-model", str(qwen), "--adapter", f"t={fusion['target']}",
+                                       "--data", str(fusion["replay"]), "-o", str(tmp_path / "results"), "--max-examples",
+                                       "2", "--max-new-tokens", "2"])
+    assert result.exit_code == 0 and expected in " ".join(result.stderr.split()), result.output
+    assert any(expected in w for w in json.loads((tmp_path / "results/results.json").read_text())["warnings"])
+    tuned = CliRunner().invoke(main, ["replay-tune", "--base-model", str(qwen), "--adapter", str(fusion["target"]),
+                                      "--replay", str(fusion["replay"]), "--max-steps", "1", "-o", str(tmp_path / "tuned")])
+    assert tuned.exit_code == 0 and "is a qwen2 model (qwen2), but adapter target" in " ".join(tuned.stderr.split())

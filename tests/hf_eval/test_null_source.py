@@ -95,3 +95,10 @@ def test_null_source_card_says_what_it_is_and_keeps_the_licence(adapters, tmp_pa
     assert front["license"] == "apache-2.0" and front["library_name"] == "peft" and "null-source" in front["tags"]
     assert front["base_model"] == load_adapter(source).base_model
     assert "knows nothing" in (tmp_path / "null/README.md").read_text()
+
+
+@pytest.mark.parametrize("seed", ["-1", str(2**32)])
+def test_a_seed_out_of_range_is_refused_naming_the_flag(adapters, tmp_path, seed):
+    result = CliRunner().invoke(main, ["null-source", str(adapters["llama"]), "-o", str(tmp_path / "null"), "--seed", seed])
+    assert result.exit_code == 2 and "--seed" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "null").exists()

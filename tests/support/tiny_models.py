@@ -166,6 +166,8 @@ def make_source_model(root: Path, family: str = "qwen2", hidden: int = 48, n_lay
                  bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     if family == "qwen2":
         model = tf.Qwen2ForCausalLM(tf.Qwen2Config(**sizes))
+    elif family == "llama":
+        model = tf.LlamaForCausalLM(tf.LlamaConfig(**sizes))
     elif family == "gemma3":
         model = tf.Gemma3ForCausalLM(tf.Gemma3TextConfig(**sizes, head_dim=16))
     else:
