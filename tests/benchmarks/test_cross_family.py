@@ -97,9 +97,14 @@ def test_report_gives_means_shares_and_paired_intervals(tmp_path):
     assert "| 0 | hypernet (null sources) | 3 | 0.0001 | 50.0 ± 0.0 | 0.0 ± 0.0 |" in text
     assert "b 50 %" in text  # fusion recovers half of the expert's F1 on its task
     assert "+50.0 [+0.0, +100.0]" in text  # the two-example interval of task b
-    assert "| hypernet | 3 / 3 | b 50.0 (50 %) | 0.0 | +50.0 | +0.0 | yes |" in text  # 50 % of the expert, 50 above null
-    # all three conditions hold, but with 2 seeds the bar (3 seeds at least) is not met
-    assert "| distill-lora [60 steps, 100 prompts] | 2 / 2 | b 100.0 (100 %) | 0.0 | +100.0 | +0.0 | no |" in text
+    # issue 11's bar: 50 % of the expert, 50 above null; the target alone scores 0 on b, so half the gap is closed
+    issue11, issue20 = text.split("## The bar of issue 11")[1].split("## The bar of issue 20")
+    assert "| hypernet | 3 / 3 | b 50.0 ± 0.0 (50 %; gap closed 50 %) | 0.0 | +50.0 | +0.0 | +0.0 | yes |" in issue11
+    # all conditions hold, but with 2 seeds the bar (3 seeds at least) is not met
+    assert "| distill-lora [60 steps, 100 prompts] | 2 / 2 | b 100.0 ± 0.0 (100 %; gap closed 100 %) | 0.0 | +100.0 | +0.0 " \
+           "| +0.0 | no |" in issue11
+    assert "| hypernet | 3 / 3 | b 50.0 ± 0.0 (50 %; gap closed 50 %) | 0.0 | +50.0 | +0.0 | +0.0 | no |" in issue20  # < 80 %
+    assert "b 50 % (gap closed 50 %)" in text
 
 
 def test_results_accumulate_across_invocations_with_the_same_settings(tmp_path):
