@@ -97,6 +97,7 @@ def atomic_folder(out_dir: Path, *, force: bool, what: str = "output folder") ->
     old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
     try:
         yield tmp
+        _usual_permissions(tmp)
         if out_dir.exists():
             os.replace(out_dir, old)
         os.replace(tmp, out_dir)
@@ -115,10 +116,26 @@ def atomic_file_path(path: Path, *, force: bool, what: str = "output") -> Iterat
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         yield tmp
+        _usual_permissions(tmp)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _usual_permissions(path: Path) -> None:
+    """What a plainly created file or folder gets under the user's umask (``mkdtemp`` makes 0700 and some writers,
+    safetensors among them, 0600), so an output is as readable as anything else the user writes: by an inference
+    server or a colleague when the umask allows it."""
+    mask = os.umask(0)
+    os.umask(mask)
+    if path.is_dir():
+        for folder, _dirs, files in os.walk(path):
+            os.chmod(folder, 0o777 & ~mask)
+            for name in files:
+                os.chmod(os.path.join(folder, name), 0o666 & ~mask)
+    elif path.exists():
+        os.chmod(path, 0o666 & ~mask)
 
 
 def write_text_atomic(path: Path, text: str, *, force: bool, what: str = "output") -> None:

@@ -17,7 +17,7 @@ from .errors import ConfigError, FileAccessError, one_line
 
 NOT_KEYS = {"config", "help", "version"}  # options about the command itself, never in a config file
 NOT_RECORDED = NOT_KEYS | {"force", "debug", "quiet", "resume", "json_path", "report_path", "log_file", "checkpoint_dir",
-                           "report_to", "tracker_dir", "shard_base_model"}  # how to run and where to report, not what to compute
+                           "tracker_dir", "shard_base_model"}  # how to run and where to report, not what to compute
 
 
 def _key(param: click.Parameter) -> str:
@@ -95,20 +95,28 @@ def _scalar(value, key, path):
 def resolved_config(ctx: click.Context) -> dict:
     """What the command ran with (every option but the ones that only say how to run), YAML-ready, keyed as a
     config file is."""
-    keys = {param.name: _key(param) for param in ctx.command.params}
+    params = {param.name: param for param in ctx.command.params}
     out = {}
     for name, value in ctx.params.items():
-        if name in NOT_RECORDED or name not in keys:
+        if name in NOT_RECORDED or name not in params:
             continue
+        path = isinstance(params[name].type, click.Path)
         if isinstance(value, tuple):
-            value = [_plain(v) for v in value]
+            value = [_plain(v, path) for v in value]
         else:
-            value = _plain(value)
-        out[keys[name]] = value
+            value = _plain(value, path, output=name == "output")
+        out[_key(params[name])] = value
     return out
 
 
-def _plain(value):
+def _plain(value, path: bool = False, output: bool = False):
+    """A value as YAML holds it; a path as an absolute one, so the file re-runs the job from any folder (a bare name
+    that is not on disk, such as a registry model's ``smollm2``, stays as given)."""
+    if path and value is not None:
+        given = Path(value)
+        if output or given.exists() or len(given.parts) > 1:
+            return str(given.absolute())
+        return str(value)
     return str(value) if isinstance(value, Path) else value
 
 

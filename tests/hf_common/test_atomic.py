@@ -66,3 +66,22 @@ def test_leftovers_of_a_killed_write_are_removed_on_the_next_run(tmp_path, caplo
     assert not stale_dir.exists() and not stale_file.exists() and live.exists() and other.exists()
     assert (tmp_path / "out/x").read_text() == "new"
     assert str(stale_dir) in caplog.text and str(stale_file) in caplog.text
+
+
+def test_outputs_get_the_permissions_of_any_file_the_user_writes(tmp_path):
+    import os
+    import stat
+
+    from hf_common.atomic import atomic_folder, write_text_atomic
+
+    old = os.umask(0o022)
+    try:
+        with atomic_folder(tmp_path / "out", force=False) as tmp:
+            (tmp / "weights.bin").write_bytes(b"x")
+            os.chmod(tmp / "weights.bin", 0o600)  # as safetensors writes it
+        write_text_atomic(tmp_path / "report.json", "{}", force=False)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "out").stat().st_mode) == 0o755
+    assert stat.S_IMODE((tmp_path / "out/weights.bin").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "report.json").stat().st_mode) == 0o644

@@ -165,6 +165,27 @@ def test_config_file_round_trip_gives_the_same_fused_adapter(fusion, tmp_path):
     assert override.exit_code == 0 and yaml.safe_load((tmp_path / "other/fusion_config.yaml").read_text())["seed"] == 6
 
 
+def test_a_run_given_relative_paths_records_absolute_ones_and_reruns_from_another_folder(fusion, tmp_path, monkeypatch):
+    import yaml
+
+    work = tmp_path / "work"
+    work.mkdir()
+    shutil.copy(fusion["plan"], work / "plan.h5")
+    shutil.copy(fusion["replay"], work / "replay.json")
+    monkeypatch.chdir(work)
+    first = CliRunner().invoke(main, ["plan.h5", "--base-model", str(fusion["base"]), "--replay", "replay.json", "-o", "fused",
+                                      "--max-steps", "1", "--grad-accum", "1", "--embed-dim", "auto", "--n-heads", "2",
+                                      "--n-proj", "16", "--report-to", "none"])
+    assert first.exit_code == 0, first.output
+    recorded = yaml.safe_load((work / "fused/fusion_config.yaml").read_text())
+    assert recorded["plans"] == [str(work / "plan.h5")] and recorded["replay"] == [str(work / "replay.json")]
+    assert recorded["output"] == str(work / "fused") and recorded["report-to"] == "none"
+    monkeypatch.chdir(tmp_path)
+    again = CliRunner().invoke(main, ["--config", str(work / "fused/fusion_config.yaml"), "-o", "again"])
+    assert again.exit_code == 0, again.output
+    assert (tmp_path / "again/adapter_model.safetensors").read_bytes() == (work / "fused/adapter_model.safetensors").read_bytes()
+
+
 @pytest.mark.parametrize("text, message", [
     ("lr: 1e-3\nlearning-rate: 2\n", "unknown key 'learning-rate'"),
     ("max-steps: lots\n", "key 'max-steps'"),
@@ -193,7 +214,7 @@ def test_report_to_tensorboard_logs_every_step_through_accelerate(fusion, tmp_pa
     assert [step for step, _ in logged["train/loss"]] == [1, 2, 3]
     assert [round(v, 4) for _, v in logged["train/loss"]] == [round(h["loss"], 4) for h in history]
     assert "train/alpha/q_proj.r4" in logged and "train/rdm" in logged
-    assert "report-to" not in (tmp_path / "out/fusion_config.yaml").read_text()  # how to run, not what to compute
+    assert "report-to: tensorboard" in (tmp_path / "out/fusion_config.yaml").read_text()  # a re-run logs alike
 
 
 def test_report_to_wandb_without_wandb_is_refused_before_loading(fusion, tmp_path, monkeypatch):
