@@ -39,6 +39,8 @@ def _provenance(analysis: Analysis, hashes: dict[Path, str]) -> dict:
             "base_model": adapter.base_model,
             "family": adapter.family.name,
             "files": [{"name": p.name, "bytes": p.stat().st_size, "sha256": hashes[p]} for p in adapter.files],
+            # hf-eval null-source marks its noise in the weights' metadata: fusions made from it say they are controls
+            "null_source": getattr(adapter.tensors, "metadata", {}).get("heterofusion") == "null-source",
         }
 
     return {

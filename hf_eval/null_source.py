@@ -55,11 +55,11 @@ def write_null_source(source: Path, output: Path, *, seed: int = 0, force: bool 
         (tmp / CONFIG_NAME).write_text(json.dumps(adapter.config, indent=2) + "\n")
         write_safetensors(tmp / WEIGHTS_NAME, tensors, dtypes=dtypes, metadata=provenance)
         (tmp / CARD_NAME).write_text(card(
-            title="Null-source control (knows nothing)", base_model=adapter.base_model,
+            title="NULL-SOURCE CONTROL, not for use: noise in the shape of an expert", base_model=adapter.base_model,
             how="Every tensor of the source adapter replaced by Gaussian noise of that tensor's Frobenius norm "
                 "(`hf-eval null-source`). Fuse it in place of the source: what that fusion still gains came from the "
                 "replay data, not from the expert. Not for use as a model.",
             details={"null-source of": str(source), "seed": seed, "tensors": len(tensors)},
-            tags=["null-source", "control"], license=license_of(source)))
+            tags=["null-source-control", "null-source", "control"], license=license_of(source)))
     return {"source": str(source), "output": str(output), "seed": seed, "tensors": len(tensors),
             "weights_from": adapter.weights_path.name}

@@ -178,8 +178,15 @@ def fused_card(job: FuseJob, plans: list[Plan], config: dict, report: dict, meth
                **method.card_details(report),
                "fusion report": "fusion_report.json (per group: alpha, update norms, Eq. 11 bound); report.html (plots)"}
     target_folder = Path(target["path"])
-    return card(title=f"Fused LoRA adapter ({report['method']})", base_model=config.get("base_model_name_or_path"),
-                how=f"Made by `hf-fuse --method {report['method']}`: what the source experts know, fused into the target "
-                    "adapter for the target's base model.", details=details,
-                tags=[f"fusion-{report['method']}", target["family"], *{e["family"] for e in inputs[1:]}],
+    control = any(e.get("null_source") for e in inputs)
+    title = f"Fused LoRA adapter ({report['method']})"
+    how = (f"Made by `hf-fuse --method {report['method']}`: what the source experts know, fused into the target adapter "
+           "for the target's base model.")
+    if control:  # fused from null-source noise: a control run, never a model to use
+        title = f"NULL-SOURCE CONTROL, not for use: {title}"
+        how = ("**A control, not a model to use**: at least one source was a null source (`hf-eval null-source`, noise of "
+               "the expert's norms), so what this adapter gains over the target came from the replay data. " + how)
+    return card(title=title, base_model=config.get("base_model_name_or_path"), how=how, details=details,
+                tags=[f"fusion-{report['method']}", target["family"], *{e["family"] for e in inputs[1:]},
+                      *(["null-source-control"] if control else [])],
                 license=license_of(target_folder if target_folder.is_dir() else None))

@@ -94,7 +94,7 @@ def test_null_source_card_says_what_it_is_and_keeps_the_licence(adapters, tmp_pa
     front = read_front_matter(tmp_path / "null")
     assert front["license"] == "apache-2.0" and front["library_name"] == "peft" and "null-source" in front["tags"]
     assert front["base_model"] == load_adapter(source).base_model
-    assert "knows nothing" in (tmp_path / "null/README.md").read_text()
+    assert "NULL-SOURCE CONTROL, not for use" in (tmp_path / "null/README.md").read_text()
 
 
 @pytest.mark.parametrize("seed", ["-1", str(2**32)])

@@ -224,3 +224,22 @@ def test_report_to_wandb_without_wandb_is_refused_before_loading(fusion, tmp_pat
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
     result = _run(fusion, tmp_path, **{"--report-to": "wandb"})
     assert result.exit_code == 2 and "pip install wandb" in result.output and not (tmp_path / "out").exists()
+
+
+def test_a_fusion_of_a_null_source_says_it_is_a_control(fusion, tmp_path):
+    from hf_analyze.execute import execute
+    from hf_analyze.planner import AnalyzeSettings, analyze
+    from hf_analyze.report import build_report
+    from hf_common.model_card import read_front_matter
+    from hf_eval.null_source import write_null_source
+
+    write_null_source(fusion["qwen"], tmp_path / "null", seed=0, force=False)
+    analysis = analyze(fusion["target"], [tmp_path / "null"], AnalyzeSettings(block_size="auto"))
+    execute(analysis, build_report(analysis), tmp_path / "null-plan.h5")
+    result = _run(fusion, tmp_path, plan=tmp_path / "null-plan.h5", **{"--max-steps": "0"})
+    assert result.exit_code == 0, result.output
+    card = (tmp_path / "out/README.md").read_text()
+    assert "# NULL-SOURCE CONTROL, not for use" in card and "A control, not a model to use" in card
+    assert "null-source-control" in read_front_matter(tmp_path / "out")["tags"]
+    real = _run(fusion, tmp_path, **{"--max-steps": "0", "-o": tmp_path / "real"})
+    assert real.exit_code == 0 and "null-source-control" not in read_front_matter(tmp_path / "real")["tags"]
