@@ -13,9 +13,12 @@ class Progress:
 
     def __init__(self, console: Console):
         self.console = console
-        self._bar = RichProgress(TextColumn("[bold]task {task.fields[task_no]}"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("{task.fields[metrics]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                                 console=console.err, disable=console.quiet, transient=False)
+        # at 80 columns (logs, CI, default terminals) the bar, counts and times keep their room: a narrower bar and
+        # only loss and lr beside it; the full metrics from 110 columns on
+        self._wide = console.err.width >= 110
+        self._bar = RichProgress(TextColumn("[bold]task {task.fields[task_no]}"), BarColumn(bar_width=None if self._wide else 16),
+                                 MofNCompleteColumn(), TextColumn("{task.fields[metrics]}"), TimeElapsedColumn(),
+                                 TimeRemainingColumn(), console=console.err, disable=console.quiet, transient=False)
         self._tasks: dict[object, int] = {}
 
     def __enter__(self) -> "Progress":
@@ -42,8 +45,11 @@ class Progress:
         if task not in self._tasks:
             self._tasks[task] = self._bar.add_task("", total=total, task_no=task + 1, metrics="")
         alphas = list(record["alpha"].values())
-        metrics = (f"loss {record['loss']:.4f} · lm {record['lm']:.4f} · rdm {record['rdm']:.4f} · "
-                   + (f"α {sum(alphas) / len(alphas):.3f} · " if alphas else "") + f"lr {record['lr']:.2e}")
+        if self._wide:
+            metrics = (f"loss {record['loss']:.4f} · lm {record['lm']:.4f} · rdm {record['rdm']:.4f} · "
+                       + (f"α {sum(alphas) / len(alphas):.3f} · " if alphas else "") + f"lr {record['lr']:.2e}")
+        else:
+            metrics = f"loss {record['loss']:.3f} lr {record['lr']:.1e}"
         self._bar.update(self._tasks[task], completed=record["step"], metrics=metrics)
 
 
