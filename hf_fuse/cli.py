@@ -92,6 +92,9 @@ def _flags(cls):
 @click.option("--max-grad-norm", type=float, default=None, help="Gradient clipping norm, 0 = off (default 1; paper preset 0).")
 @click.option("--warmup-rounding", type=click.Choice(["up", "down"]), default=None,
               help="Warm-up steps rounded up (default) or down (paper preset).")
+@click.option("--optimizer", type=click.Choice(["adamw", "adafactor"]), default="adamw", show_default=True,
+              help="adamw (paper), or adafactor: factored second moments and no first moment, a fraction of AdamW's "
+                   "optimiser memory (see README: the HyperNet's memory).")
 @click.option("--epochs", type=float, default=3.0, show_default=True, help="Passes over the replay mix.")
 @click.option("--max-steps", type=int, default=None, help="Optimiser steps (overrides --epochs); 0 exports without training.")
 @click.option("--batch-size", type=int, default=1, show_default=True, help="Examples per micro-batch.")
@@ -126,10 +129,10 @@ def _flags(cls):
 @click.option("--force", is_flag=True, help="Replace an existing output folder / JSON file.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only errors.")
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logging.")
-def main(plans, base_model, replay, output, method, preset, weight_decay, max_grad_norm, warmup_rounding, epochs, max_steps,
-         batch_size, grad_accum, lr, warmup_ratio, cutoff_len, max_examples_per_file, drop_history, gradient_checkpointing,
-         seed, device, dtype, checkpoint_every, checkpoint_dir, resume, json_path, log_file, shard_base_model, report_to,
-         tracker_dir, force, quiet, debug, **method_options) -> None:
+def main(plans, base_model, replay, output, method, preset, weight_decay, max_grad_norm, warmup_rounding, optimizer, epochs,
+         max_steps, batch_size, grad_accum, lr, warmup_ratio, cutoff_len, max_examples_per_file, drop_history,
+         gradient_checkpointing, seed, device, dtype, checkpoint_every, checkpoint_dir, resume, json_path, log_file,
+         shard_base_model, report_to, tracker_dir, force, quiet, debug, **method_options) -> None:
     """Fuse the sources of PLAN.h5 into its target adapter; several plans run as a sequential pipeline."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is ever downloaded at run time
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -167,7 +170,8 @@ def main(plans, base_model, replay, output, method, preset, weight_decay, max_gr
             train=TrainSettings(epochs=epochs, max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum, lr=lr,
                                 warmup_ratio=warmup_ratio, seed=seed, gradient_checkpointing=gradient_checkpointing,
                                 checkpoint_every=checkpoint_every, weight_decay=chosen["weight_decay"],
-                                max_grad_norm=chosen["max_grad_norm"], warmup_rounding=chosen["warmup_rounding"]),
+                                max_grad_norm=chosen["max_grad_norm"], warmup_rounding=chosen["warmup_rounding"],
+                                optimizer=optimizer),
             replay_config=ReplayConfig(cutoff_len=cutoff_len, max_examples_per_file=max_examples_per_file, seed=seed,
                                        drop_history=drop_history),
             device=device, dtype=dtype, checkpoint_dir=checkpoint_dir, resume=resume, force=force,

@@ -70,14 +70,15 @@ def test_training_lowers_replay_loss_and_export_loads_cleanly(fusion, tmp_path, 
     assert (tmp_path / "out/fusion_report.json").exists()
 
 
-def test_resume_equals_an_uninterrupted_run(fusion, tmp_path):
-    run(_job(fusion, tmp_path / "straight", max_steps=5, lr=3e-3))
+@pytest.mark.parametrize("optimizer", ["adamw", "adafactor"])
+def test_resume_equals_an_uninterrupted_run(fusion, tmp_path, optimizer):
+    run(_job(fusion, tmp_path / "straight", max_steps=5, lr=3e-3, optimizer=optimizer))
 
     def interrupt(kind, payload):
         if kind == "step" and payload[1]["step"] == 3:
             raise KeyboardInterrupt
 
-    job = _job(fusion, tmp_path / "resumed", max_steps=5, lr=3e-3)
+    job = _job(fusion, tmp_path / "resumed", max_steps=5, lr=3e-3, optimizer=optimizer)
     with pytest.raises(KeyboardInterrupt):
         run(job, interrupt)
     assert not (tmp_path / "resumed").exists()
@@ -87,6 +88,17 @@ def test_resume_equals_an_uninterrupted_run(fusion, tmp_path):
     straight, resumed = _tensors(tmp_path / "straight"), _tensors(tmp_path / "resumed")
     for key in straight:
         torch.testing.assert_close(resumed[key], straight[key], rtol=0, atol=1e-7)
+
+
+def test_adafactor_trains_the_hypernets_with_a_small_state(fusion, tmp_path):
+    report = run(_job(fusion, tmp_path / "out", max_steps=4, lr=3e-3, optimizer="adafactor", checkpoint_every=2))
+    assert report["settings"]["train"]["optimizer"] == "adafactor"
+    fused, target = _tensors(tmp_path / "out"), load_file(fusion["target"] / "adapter_model.safetensors")
+    assert any(not torch.equal(fused[k], target[k]) for k in target)
+    saved = torch.load(tmp_path / "out.ckpt/task0.pt", weights_only=True)
+    weights = sum(v.numel() for v in saved["objective"]["hypernets"].values())
+    state = sum(v.numel() for s in saved["optimizer"]["state"].values() for v in s.values() if torch.is_tensor(v))
+    assert state < 0.5 * weights  # AdamW keeps two full moments (2x the weights); Adafactor factors the second
 
 
 def test_ablations(fusion, tmp_path):
