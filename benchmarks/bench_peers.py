@@ -2,7 +2,7 @@
 student run it) against TRL's ``SFTTrainer`` with a PEFT LoRA config, on the same work.
 
 Same examples (the first ``--examples`` records of a task's training pool, tokenised once by our formatter and given
-to TRL as ``input_ids`` + ``completion_mask``, so both train on identical tokens with the loss on the answers only),
+to TRL as ``input_ids`` + ``labels``, so both train on identical tokens with the loss on the answers only),
 same LoRA (r 8, alpha 16, dropout 0.05, the seven projections), AdamW (fused), cosine schedule with 5 % warm-up,
 batch 4 x 2 accumulation, the same steps and seeds, fp32 on the CPU, no gradient checkpointing.  Each run is its
 own process (peak RSS per run); then both adapters of each seed are scored on held-out examples of the task.
@@ -48,9 +48,9 @@ def child_ours(args) -> dict:
     torch.manual_seed(args.seed)
     peft_model = new_lora(model, LORA["r"], LORA["lora_alpha"], LORA["target_modules"], LORA["lora_dropout"])
     settings = TrainSettings(max_steps=args.steps, batch_size=4, grad_accum=2, lr=args.lr, seed=args.seed,
-                             gradient_checkpointing=False, checkpoint_every=10**9)
+                             gradient_checkpointing=False, checkpoint_every=10**9, loss_average=args.loss_average)
     objective = LoraObjective(peft_model, seed=args.seed, gradient_checkpointing=False, pad_id=tokenizer.pad_token_id,
-                              device=torch.device("cpu"))
+                              device=torch.device("cpu"), loss_average=settings.loss_average)
     started = time.perf_counter()
     history = train(objective, examples, settings, torch.device("cpu"), Checkpointer(args.out.with_suffix(".ckpt"), {})).history
     seconds = time.perf_counter() - started
@@ -72,8 +72,10 @@ def child_trl(args) -> dict:
 
     model, tokenizer = load_model_and_tokenizer(resolve_base_model(args.base_model), torch.device("cpu"), torch.float32)
     examples = load_replay([args.train], tokenizer, ReplayConfig(drop_history=True)).examples
-    data = Dataset.from_list([{"input_ids": e.input_ids, "completion_mask": [int(x != -100) for x in e.labels]}
-                              for e in examples])
+    # TRL's collator takes a pre-tokenised example's "labels" when there are some (else every token is a label, the
+    # prompt's too: TRL 1.16 does not read a "completion_mask" column of pre-tokenised data), so both train on the
+    # answer tokens only
+    data = Dataset.from_list([{"input_ids": e.input_ids, "labels": e.labels} for e in examples])
     steps: list[float] = []
 
     class StepTimer(TrainerCallback):
@@ -137,6 +139,8 @@ def main() -> None:
     parser.add_argument("--heldout", type=int, default=24, help="held-out examples scored (the task's last records)")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--smoke", action="store_true", help="a tiny model: checks the script in seconds")
+    parser.add_argument("--loss-average", choices=["micro-batch", "token"], default="micro-batch",
+                        help="how our loop averages a step's loss (TRL: every answer token alike)")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--child", choices=["ours", "trl"], help=argparse.SUPPRESS)
     parser.add_argument("--base-model", help=argparse.SUPPRESS)
@@ -155,7 +159,8 @@ def main() -> None:
         for who in runs:
             out = args.work / f"{who}-s{seed}"
             done = subprocess.run([sys.executable, __file__, "--child", who, "--base-model", str(base), "--train", str(train),
-                                   "--out", str(out), "--seed", str(seed), "--steps", str(args.steps), "--lr", str(args.lr)],
+                                   "--out", str(out), "--seed", str(seed), "--steps", str(args.steps), "--lr", str(args.lr),
+                                   "--loss-average", args.loss_average],
                                   capture_output=True, text=True)
             line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT ")), None)
             if line is None:
@@ -181,8 +186,9 @@ def main() -> None:
     for entry in summary.values():
         entry["tokens_per_s"] = n_tokens / entry["seconds_per_step"]
     ours, trl = summary["ours"], summary["trl"]
-    lines = [f"LoRA training, ours vs TRL SFTTrainer: {label}, CPU fp32, {args.examples} examples, {args.steps} steps of "
-             f"4 x 2, lr {args.lr:g}, seeds {','.join(map(str, args.seeds))}; F1 on {args.heldout} held-out examples",
+    lines = [f"LoRA training, ours (loss average: {args.loss_average}) vs TRL SFTTrainer: {label}, CPU fp32, {args.examples} "
+             f"examples, {args.steps} steps of 4 x 2, lr {args.lr:g}, seeds {','.join(map(str, args.seeds))}; F1 on "
+             f"{args.heldout} held-out examples",
              f"{'trainer':<8} {'s/step':>7} {'tokens/s':>9} {'peak RSS MiB':>12} {'F1 mean ± std':>15}",
              *[f"{who:<8} {e['seconds_per_step']:>7.2f} {e['tokens_per_s']:>9.0f} {e['peak_rss_mib']:>12.0f} "
                f"{100 * e['f1_mean']:>8.1f} ± {100 * e['f1_std']:.1f}" for who, e in summary.items()],
@@ -192,6 +198,7 @@ def main() -> None:
     if args.json:
         args.json.write_text(json.dumps({"benchmark": "bench_peers", "model": label, "steps": args.steps, "seeds": args.seeds,
                                          "examples": args.examples, "heldout": args.heldout, "lr": args.lr,
+                                         "loss_average": args.loss_average,
                                          "tokens_per_step_mean": n_tokens, "summary": summary}, indent=1) + "\n")
 
 

@@ -44,6 +44,9 @@ TRAINING = [
     click.option("--seed", type=int, default=0, show_default=True, help="Seed of data order and initialisation."),
     click.option("--gradient-checkpointing/--no-gradient-checkpointing", default=False, show_default=True,
                  help="Recompute activations in the backward pass (less memory, more time)."),
+    click.option("--loss-average", type=click.Choice(["micro-batch", "token"]), default="micro-batch", show_default=True,
+                 help="How a step's loss averages its micro-batches: each micro-batch's mean alike, or every answer "
+                      "token of the step alike (as transformers' Trainer and TRL do)."),
     click.option("--checkpoint-every", type=int, default=50, show_default=True, help="Optimiser steps between checkpoints."),
     click.option("--checkpoint-dir", type=click.Path(path_type=Path), default=None,
                  help="Where checkpoints go (default: OUT_DIR.ckpt beside the output)."),

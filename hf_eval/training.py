@@ -62,7 +62,7 @@ class AdapterTraining:
         return per_step(TrainSettings(epochs=o["epochs"], max_steps=o["max_steps"], batch_size=o["batch_size"],
                                       grad_accum=o["grad_accum"], lr=o["lr"], seed=o["seed"],
                                       gradient_checkpointing=o["gradient_checkpointing"],
-                                      checkpoint_every=o["checkpoint_every"]))
+                                      checkpoint_every=o["checkpoint_every"], loss_average=o["loss_average"]))
 
     def _train(self, console, output: Path, tracking: tuple) -> list[dict]:
         import torch
@@ -89,7 +89,7 @@ class AdapterTraining:
                        "train": asdict(settings), "replay": asdict(replay)}
         checkpoints = Path(o["checkpoint_dir"] or output.with_name(output.name + ".ckpt"))
         objective = LoraObjective(peft_model, seed=settings.seed, gradient_checkpointing=settings.gradient_checkpointing,
-                                  pad_id=tokenizer.pad_token_id, device=device)
+                                  pad_id=tokenizer.pad_token_id, device=device, loss_average=settings.loss_average)
         history = self._with_progress(console, tracking, lambda on_step: train(
             objective, examples, settings, device, Checkpointer(checkpoints, fingerprint), resume=o["resume"],
             on_step=on_step).history)

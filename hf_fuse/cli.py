@@ -95,6 +95,9 @@ def _flags(cls):
 @click.option("--optimizer", type=click.Choice(["adamw", "adafactor"]), default="adamw", show_default=True,
               help="adamw (paper), or adafactor: factored second moments and no first moment, a fraction of AdamW's "
                    "optimiser memory (see README: the HyperNet's memory).")
+@click.option("--loss-average", type=click.Choice(["micro-batch", "token"]), default="micro-batch", show_default=True,
+              help="How a step's loss averages its micro-batches: each micro-batch's mean alike, or every answer token "
+                   "of the step alike (as transformers' Trainer and TRL do).")
 @click.option("--epochs", type=float, default=3.0, show_default=True, help="Passes over the replay mix.")
 @click.option("--max-steps", type=int, default=None, help="Optimiser steps (overrides --epochs); 0 exports without training.")
 @click.option("--batch-size", type=int, default=1, show_default=True, help="Examples per micro-batch.")
@@ -129,7 +132,8 @@ def _flags(cls):
 @click.option("--force", is_flag=True, help="Replace an existing output folder / JSON file.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only errors.")
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logging.")
-def main(plans, base_model, replay, output, method, preset, weight_decay, max_grad_norm, warmup_rounding, optimizer, epochs,
+def main(plans, base_model, replay, output, method, preset, weight_decay, max_grad_norm, warmup_rounding, optimizer,
+         loss_average, epochs,
          max_steps, batch_size, grad_accum, lr, warmup_ratio, cutoff_len, max_examples_per_file, drop_history,
          gradient_checkpointing, seed, device, dtype, checkpoint_every, checkpoint_dir, resume, json_path, log_file,
          shard_base_model, report_to, tracker_dir, force, quiet, debug, **method_options) -> None:
@@ -171,7 +175,7 @@ def main(plans, base_model, replay, output, method, preset, weight_decay, max_gr
                                 warmup_ratio=warmup_ratio, seed=seed, gradient_checkpointing=gradient_checkpointing,
                                 checkpoint_every=checkpoint_every, weight_decay=chosen["weight_decay"],
                                 max_grad_norm=chosen["max_grad_norm"], warmup_rounding=chosen["warmup_rounding"],
-                                optimizer=optimizer),
+                                optimizer=optimizer, loss_average=loss_average),
             replay_config=ReplayConfig(cutoff_len=cutoff_len, max_examples_per_file=max_examples_per_file, seed=seed,
                                        drop_history=drop_history),
             device=device, dtype=dtype, checkpoint_dir=checkpoint_dir, resume=resume, force=force,

@@ -9,7 +9,7 @@ from torch import nn
 
 from .data import Example
 from .distributed import my_share, sum_gradients, sum_value
-from .trainer import StepLosses, lm_loss
+from .trainer import StepLosses, lm_loss, micro_weights
 
 
 class LoraObjective:
@@ -18,8 +18,9 @@ class LoraObjective:
     keep_grad_buffers = False
 
     def __init__(self, peft_model: nn.Module, *, seed: int, gradient_checkpointing: bool, pad_id: int,
-                 device: torch.device):
+                 device: torch.device, loss_average: str = "micro-batch"):
         self.model, self.seed, self.gradient_checkpointing = peft_model, seed, gradient_checkpointing
+        self.loss_average = loss_average
         self.pad_id, self.device = pad_id, device
         self.named = {name: p for name, p in peft_model.named_parameters() if p.requires_grad}
 
@@ -34,11 +35,13 @@ class LoraObjective:
 
     def step(self, step: int, batches: list[list[Example]]) -> StepLosses:
         total = 0.0
+        weights = micro_weights(batches, self.loss_average)
         for micro, batch in my_share(list(enumerate(batches))):  # data parallel: this process's share
             # LoRA dropout draws its masks from the global RNG: seeding it per micro-batch of the whole stream makes
             # the masks, and so the run, the same however a step's micro-batches are shared out among processes
             torch.manual_seed(self.seed * 1_000_003 + step * len(batches) + micro)
-            loss = lm_loss(self.model, batch, self.pad_id, self.device) / len(batches)
+            loss = lm_loss(self.model, batch, self.pad_id, self.device)
+            loss = loss / len(batches) if self.loss_average == "micro-batch" else loss * weights[micro]
             loss.backward()
             total += loss.item()
         sum_gradients(self.parameters())

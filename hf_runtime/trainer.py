@@ -55,6 +55,9 @@ class TrainSettings:
     gradient_checkpointing: bool = True
     checkpoint_every: int = 50
     optimizer: str = "adamw"  # adamw | adafactor (factored second moments, no first: a fraction of AdamW's state)
+    # how a step's loss averages its micro-batches: each micro-batch's mean alike (micro-batch), or every answer token
+    # of the step alike (token; what transformers' Trainer and TRL do under gradient accumulation)
+    loss_average: str = "micro-batch"
 
     def __post_init__(self) -> None:
         checks = [("--epochs", self.epochs > 0), ("--batch-size", self.batch_size >= 1), ("--grad-accum", self.grad_accum >= 1),
@@ -62,7 +65,8 @@ class TrainSettings:
                   ("--checkpoint-every", self.checkpoint_every >= 1),
                   ("--max-steps", self.max_steps is None or self.max_steps >= 0), ("--max-grad-norm", self.max_grad_norm >= 0),
                   ("--warmup-rounding", self.warmup_rounding in ("up", "down")), ("--weight-decay", self.weight_decay >= 0),
-                  ("--optimizer", self.optimizer in OPTIMIZERS)]
+                  ("--optimizer", self.optimizer in OPTIMIZERS),
+                  ("--loss-average", self.loss_average in ("micro-batch", "token"))]
         for flag, ok in checks:
             if not ok:
                 raise ConfigError(f"{flag} is out of range (got {getattr(self, flag[2:].replace('-', '_'))})")
@@ -156,6 +160,16 @@ def micro_batches(step: int, examples: list[Example], settings: TrainSettings, m
         chosen = order[index * settings.batch_size:(index + 1) * settings.batch_size]
         batches.append([examples[i] for i in chosen.tolist()])
     return batches
+
+
+def micro_weights(batches: list[list[Example]], how: str) -> list[float]:
+    """The weight of each micro-batch's mean loss in the step's loss (they sum to 1): equal, or by answer tokens (the
+    tokens the shifted labels score), so that every answer token of the step counts alike."""
+    if how == "micro-batch":
+        return [1 / len(batches)] * len(batches)
+    tokens = [sum(sum(1 for label in e.labels[1:] if label != -100) for e in batch) for batch in batches]
+    total = sum(tokens)
+    return [n / total if total else 1 / len(batches) for n in tokens]
 
 
 def lm_loss(model: torch.nn.Module, batch: list[Example], pad_id: int, device: torch.device) -> torch.Tensor:

@@ -222,7 +222,7 @@ class DistillMethod(FusionMethod):
         peft_model = ctx.attach_for_training(ctx.model, plan.target_config, target, trainable=True)
         torch.manual_seed(job.train.seed)
         objective = LoraObjective(peft_model, seed=job.train.seed, gradient_checkpointing=job.train.gradient_checkpointing,
-                                  pad_id=ctx.tokenizer.pad_token_id, device=ctx.device)
+                                  pad_id=ctx.tokenizer.pad_token_id, device=ctx.device, loss_average=job.train.loss_average)
         history = train(objective, examples, job.train, ctx.device, ctx.checkpointer, resume=job.resume,
                         on_step=lambda record, total: ctx.on_event("step", (0, record, total))).history
         trained = get_peft_model_state_dict(peft_model, save_embedding_layers=False)  # no probe of the base model

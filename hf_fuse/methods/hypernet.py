@@ -25,7 +25,7 @@ from hf_common.settings import setting
 from hf_runtime.data import Example
 from hf_runtime.distributed import my_share, sum_gradients, sum_value
 from hf_runtime.model import tensors_from_plan
-from hf_runtime.trainer import StepLosses, lm_loss, train
+from hf_runtime.trainer import StepLosses, lm_loss, micro_weights, train
 
 from ..export import fused_tensors
 from ..forward import new_b_tensors, run_hypernets
@@ -100,8 +100,10 @@ class HyperNetObjective:
     keep_grad_buffers = True  # the (large) gradient buffers are zeroed in place, not re-allocated every step
 
     def __init__(self, peft_model: nn.Module, hypernets: HyperNets, groups: list[GroupTensors], settings: HyperNetSettings,
-                 *, seed: int, gradient_checkpointing: bool, pad_id: int, device: torch.device):
+                 *, seed: int, gradient_checkpointing: bool, pad_id: int, device: torch.device,
+                 loss_average: str = "micro-batch"):
         self.model, self.hypernets, self.groups, self.settings = peft_model, hypernets, groups, settings
+        self.loss_average = loss_average
         self.gradient_checkpointing, self.pad_id, self.device = gradient_checkpointing, pad_id, device
         self.generator = torch.Generator(device=device).manual_seed(seed)  # the RDM term's random projections
         self.rng_after_last_step = self.generator.get_state()
@@ -128,9 +130,11 @@ class HyperNetObjective:
         new_b = new_b_tensors(self.hypernets, self.groups, outputs, self.originals)
         lm_started = time.perf_counter()
         lm_total = 0.0
+        weights = micro_weights(batches, self.loss_average)
         with patched(self.model, new_b) as leaves:
-            for batch in my_share(batches):  # all of them in a one-process run
-                loss = lm_loss(self.model, batch, self.pad_id, self.device) / len(batches)
+            for micro, batch in my_share(list(enumerate(batches))):  # all of them in a one-process run
+                loss = lm_loss(self.model, batch, self.pad_id, self.device)
+                loss = loss / len(batches) if self.loss_average == "micro-batch" else loss * weights[micro]
                 loss.backward()
                 lm_total += loss.item()
         sum_gradients(list(leaves.values()))  # data parallel: the whole step's LM gradient in every process
@@ -199,7 +203,8 @@ class HyperNetMethod(FusionMethod):
                                   f"{count_parameters(active) / 1e6:.1f} M HyperNet parameters")
             objective = HyperNetObjective(peft_model, active, groups, net, seed=job.train.seed,
                                           gradient_checkpointing=job.train.gradient_checkpointing,
-                                          pad_id=ctx.tokenizer.pad_token_id, device=ctx.device)
+                                          pad_id=ctx.tokenizer.pad_token_id, device=ctx.device,
+                                          loss_average=job.train.loss_average)
             state = train(objective, examples, job.train, ctx.device, ctx.checkpointer, task=index, resume=job.resume,
                           on_step=lambda record, total, task=index: ctx.on_event("step", (task, record, total)))
             target, metrics = fused_tensors(active, groups, target)

@@ -24,3 +24,36 @@ def test_settings_validation_names_flags():
         TrainSettings(grad_accum=0)
     with pytest.raises(ConfigError, match="--warmup-rounding"):
         TrainSettings(warmup_rounding="sideways")
+
+
+def test_micro_batch_weights_count_micro_batches_or_answer_tokens():
+    from hf_runtime.data import Example
+    from hf_runtime.trainer import micro_weights
+
+    def example(n_answer):  # the first label is never scored (labels are shifted)
+        return Example(input_ids=[1] * (3 + n_answer), labels=[-100] * 3 + [5] * n_answer, source="x")
+
+    batches = [[example(1), example(3)], [example(4)]]
+    assert micro_weights(batches, "micro-batch") == [0.5, 0.5]
+    assert micro_weights(batches, "token") == [0.5, 0.5]  # 4 answer tokens each
+    assert micro_weights([[example(1)], [example(3)]], "token") == [0.25, 0.75]
+
+
+def test_token_average_is_the_mean_over_every_answer_token_of_the_step(fusion):
+    import torch
+
+    from hf_runtime.data import ReplayConfig, collate, load_replay
+    from hf_runtime.model import load_model_and_tokenizer, resolve_base_model
+    from hf_runtime.trainer import lm_loss, micro_weights
+
+    model, tokenizer = load_model_and_tokenizer(resolve_base_model(fusion["base"]), torch.device("cpu"), torch.float32)
+    examples = load_replay([fusion["replay"]], tokenizer, ReplayConfig()).examples[:5]
+    batches = [examples[:2], examples[2:]]
+    with torch.no_grad():
+        weighted = sum(float(lm_loss(model, b, tokenizer.pad_token_id, torch.device("cpu"))) * w
+                       for b, w in zip(batches, micro_weights(batches, "token")))
+        inputs = collate(examples, tokenizer.pad_token_id)
+        logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits
+        every = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]),
+                                                  inputs["labels"][:, 1:].reshape(-1), ignore_index=-100)
+    assert weighted == pytest.approx(float(every), rel=1e-5)
