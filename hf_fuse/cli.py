@@ -13,6 +13,7 @@ command's parameters are read, so a method added as one file has its options, it
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import warnings
@@ -56,23 +57,28 @@ class FuseCommand(Command):
 def _method_options(registry) -> list[click.Parameter]:
     from hf_common.settings import click_options
 
-    owners: dict[str, list[str]] = {}
-    classes = []
-    for method in registry.METHODS.values():
-        for cls in method.settings_classes:
-            classes.append(cls)
-            for _, spec in _flags(cls):
-                owners.setdefault(spec.flag, []).append(method.name)
     method_option = click.Option(["--method"], type=click.Choice(list(registry.METHODS)), default="hypernet",
                                  show_default=True, help="Fusion method: " + "; ".join(
                                      f"{name}: {m.help}" for name, m in registry.METHODS.items()) + ".")
-    return [method_option, *click_options(dict.fromkeys(classes), owners)]
+    classes = dict.fromkeys(cls for method in registry.METHODS.values() for cls in method.settings_classes)
+    return [method_option, *click_options(classes, _flag_owners(registry))]
 
 
-def _flags(cls):
+def _flags(method, sections: set[str] | None = None) -> dict[str, object]:
+    """``method``'s option specs (``hf_common.settings.Flag``) by flag, of the given settings sections (default: all)."""
     from hf_common.settings import flags
 
-    return flags(cls)
+    return {spec.flag: spec for cls in method.settings_classes if sections is None or cls.section in sections
+            for _, spec in flags(cls)}
+
+
+def _flag_owners(registry) -> dict[str, list[str]]:
+    """Every method option's flag, with the methods that declare it."""
+    owners: dict[str, list[str]] = {}
+    for method in registry.METHODS.values():
+        for flag in _flags(method):
+            owners.setdefault(flag, []).append(method.name)
+    return owners
 
 
 @click.command(cls=FuseCommand, context_settings={"help_option_names": ["-h", "--help"]})
@@ -133,8 +139,8 @@ def _flags(cls):
 @click.option("-q", "--quiet", is_flag=True, help="Print only errors.")
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logging.")
 def main(plans, base_model, replay, output, method, preset, weight_decay, max_grad_norm, warmup_rounding, optimizer,
-         loss_average, epochs,
-         max_steps, batch_size, grad_accum, lr, warmup_ratio, cutoff_len, max_examples_per_file, drop_history,
+         loss_average, epochs, max_steps, batch_size, grad_accum, lr, warmup_ratio, cutoff_len, max_examples_per_file,
+         drop_history,
          gradient_checkpointing, seed, device, dtype, checkpoint_every, checkpoint_dir, resume, json_path, log_file,
          shard_base_model, report_to, tracker_dir, force, quiet, debug, **method_options) -> None:
     """Fuse the sources of PLAN.h5 into its target adapter; several plans run as a sequential pipeline."""
@@ -237,27 +243,21 @@ def method_settings(ctx: click.Context, method, values: dict, preset: dict) -> d
     registry = _registry()
     settings = {}
     for cls in method.settings_classes:
-        fields = {name for name, _ in _flags(cls)}
+        fields = {f.name for f in dataclasses.fields(cls)}
         overrides = {k: v for k, v in preset.items() if k in fields}
         settings[cls.section] = build(cls, values, overrides)
     used = method.sections_used(settings)
-    allowed = {spec.flag for cls in method.settings_classes if cls.section in used for _, spec in _flags(cls)}
-    for other in registry.METHODS.values():
-        for cls in other.settings_classes:
-            for _, spec in _flags(cls):
-                if spec.flag not in allowed and spec.name in values and given(ctx, spec.name):
-                    owners = [m.name for m in registry.METHODS.values()
-                              if any(spec.flag == s.flag for c in m.settings_classes for _, s in _flags(c))]
-                    how = f"--method {method.name}" + (" with these settings" if spec.flag in
-                                                        {s.flag for c in method.settings_classes for _, s in _flags(c)}
-                                                        else "")
-                    raise ConfigError(f"{spec.flag} belongs to --method {' / '.join(owners)}; {how} does not use it")
+    allowed, declared = _flags(method, used), _flags(method)
+    all_specs = {flag: spec for other in registry.METHODS.values() for flag, spec in _flags(other).items()}
+    for flag, owners in _flag_owners(registry).items():
+        name = all_specs[flag].name
+        if flag not in allowed and name in values and given(ctx, name):
+            how = f"--method {method.name}" + (" with these settings" if flag in declared else "")
+            raise ConfigError(f"{flag} belongs to --method {' / '.join(owners)}; {how} does not use it")
     return {section: value for section, value in settings.items() if section in used}
 
 
 def _other_methods_keys(method: str) -> set[str]:
     """Config-file keys of options that only other methods read (left out of the recorded config)."""
     registry = _registry()
-    mine = {spec.flag for cls in registry.METHODS[method].settings_classes for _, spec in _flags(cls)}
-    return {spec.flag[2:] for m in registry.METHODS.values() for cls in m.settings_classes for _, spec in _flags(cls)
-            if spec.flag not in mine}
+    return {flag[2:] for flag in _flag_owners(registry) if flag not in _flags(registry.METHODS[method])}

@@ -9,7 +9,7 @@ from torch import nn
 
 from .data import Example
 from .distributed import my_share, sum_gradients, sum_value
-from .trainer import StepLosses, lm_loss, micro_weights
+from .trainer import StepLosses, lm_loss, micro_weights, weighted
 
 
 class LoraObjective:
@@ -40,8 +40,7 @@ class LoraObjective:
             # LoRA dropout draws its masks from the global RNG: seeding it per micro-batch of the whole stream makes
             # the masks, and so the run, the same however a step's micro-batches are shared out among processes
             torch.manual_seed(self.seed * 1_000_003 + step * len(batches) + micro)
-            loss = lm_loss(self.model, batch, self.pad_id, self.device)
-            loss = loss / len(batches) if self.loss_average == "micro-batch" else loss * weights[micro]
+            loss = weighted(lm_loss(self.model, batch, self.pad_id, self.device), micro, weights, self.loss_average)
             loss.backward()
             total += loss.item()
         sum_gradients(self.parameters())

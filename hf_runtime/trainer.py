@@ -172,6 +172,12 @@ def micro_weights(batches: list[list[Example]], how: str) -> list[float]:
     return [n / total if total else 1 / len(batches) for n in tokens]
 
 
+def weighted(loss: torch.Tensor, micro: int, weights: list[float], how: str) -> torch.Tensor:
+    """Micro-batch ``micro``'s share of the step's loss (``micro_weights``); equal shares divide, as the loop always
+    did, so that default runs stay bit-identical (``x / 3`` and ``x * (1 / 3)`` can differ in the last bit)."""
+    return loss / len(weights) if how == "micro-batch" else loss * weights[micro]
+
+
 def lm_loss(model: torch.nn.Module, batch: list[Example], pad_id: int, device: torch.device) -> torch.Tensor:
     inputs = {k: v.to(device) for k, v in collate(batch, pad_id).items()}
     return model(**inputs).loss

@@ -25,7 +25,7 @@ from hf_common.settings import setting
 from hf_runtime.data import Example
 from hf_runtime.distributed import my_share, sum_gradients, sum_value
 from hf_runtime.model import tensors_from_plan
-from hf_runtime.trainer import StepLosses, lm_loss, micro_weights, train
+from hf_runtime.trainer import StepLosses, lm_loss, micro_weights, train, weighted
 
 from ..export import fused_tensors
 from ..forward import new_b_tensors, run_hypernets
@@ -133,8 +133,8 @@ class HyperNetObjective:
         weights = micro_weights(batches, self.loss_average)
         with patched(self.model, new_b) as leaves:
             for micro, batch in my_share(list(enumerate(batches))):  # all of them in a one-process run
-                loss = lm_loss(self.model, batch, self.pad_id, self.device)
-                loss = loss / len(batches) if self.loss_average == "micro-batch" else loss * weights[micro]
+                loss = weighted(lm_loss(self.model, batch, self.pad_id, self.device), micro, weights,
+                                self.loss_average)
                 loss.backward()
                 lm_total += loss.item()
         sum_gradients(list(leaves.values()))  # data parallel: the whole step's LM gradient in every process
