@@ -33,6 +33,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
+import shlex
 import subprocess
 import sys
 from dataclasses import asdict, dataclass, replace
@@ -44,6 +46,7 @@ sys.path[:0] = [str(HERE.parent), str(HERE)]
 
 from report_cross_family import write_report  # noqa: E402
 
+from hf_common.atomic import write_text_atomic  # noqa: E402
 from hf_common.console import Console  # noqa: E402
 from hf_eval.experiment import Experiment, StepFailed, locked  # noqa: E402
 from hf_eval.study import Study, TrainBudget, repeated  # noqa: E402
@@ -75,11 +78,12 @@ class Mode:
 
 MODES = {
     # 2 CPU cores: one source task, 0 and 16 source labels (not all 216), 10 optimiser steps of 8 examples per
-    # run, 12 validation and 24 held-out examples per task, a three-rate grid searched once (at 16 source labels)
-    # per method, zero-shot prompts.  `--labels 0,16,216` adds the third setting (about 40 minutes more).
+    # run (`--steps` for more), every validation and held-out example, a three-rate grid searched at each label
+    # count per method, zero-shot prompts, distill's prompts the whole pool.  `--labels 0,16,216` adds the third
+    # setting.
     "cpu": Mode(sources=("findvehicle",), labels=(0, 16), grid=(1e-4, 3e-4, 1e-3), seeds=3,
                 budget=TrainBudget(steps=10, batch_size=4, grad_accum=2, drop_history=True), expert_epochs=2,
-                expert_lr=3e-4, n_validation=12, n_heldout=24, new_tokens=48, tune_at=16, n_unlabeled=96),
+                expert_lr=3e-4, n_validation=24, n_heldout=60, new_tokens=48),
     # A GPU machine: the paper's 3 epochs over the replay mix, few-shot history kept, every held-out example.
     "full": Mode(sources=("conll04", "findvehicle", "tweetner7"), labels=(0, 16, POOL), grid=(5e-5, 1e-4, 2e-4, 3e-4),
                  seeds=3, budget=TrainBudget(epochs=3, batch_size=1, grad_accum=8, drop_history=False), expert_epochs=3,
@@ -107,22 +111,28 @@ def split(data_dir: Path, work: Path, mode: Mode, n_unlabeled: int | None = None
         for part, rows in parts.items():  # the file's stem is the task name, so scores are keyed by task
             path = out / part / f"{task}.json"
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(rows))
+            _write(path, json.dumps(rows))
             paths[task][part] = path
         if task != TARGET_TASK:
             count = n_unlabeled or mode.n_unlabeled
             path = out / ("unlabeled" if count == mode.n_unlabeled else f"unlabeled-{count}") / f"{task}.json"
             path.parent.mkdir(parents=True, exist_ok=True)
             rows = parts["train"][:count]
-            path.write_text(json.dumps([{k: v for k, v in r.items() if k != "output"} for r in rows]))
+            _write(path, json.dumps([{k: v for k, v in r.items() if k != "output"} for r in rows]))
             paths[task]["unlabeled"] = path
         for n in {*mode.labels, *([mode.tune_at] if mode.tune_at is not None else [])}:  # the grid's setting too
             if task != TARGET_TASK and 0 < n < len(parts["train"]):
                 path = out / f"train-{n}" / f"{task}.json"
                 path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text(json.dumps(parts["train"][:n]))
+                _write(path, json.dumps(parts["train"][:n]))
                 paths[task][f"train-{n}"] = path
     return paths
+
+
+def _write(path: Path, text: str) -> None:
+    """Write a split file unless it already holds ``text`` (invocations running at once read them meanwhile)."""
+    if not path.exists() or path.read_text() != text:
+        write_text_atomic(path, text, force=True)
 
 
 def git_commit() -> str:
@@ -157,29 +167,56 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None,
                         help="optimiser steps per run instead of the mode's (runs are named -T<steps>; results join the "
                              "same report as their own rows, so a longer budget sits beside the mode's)")
+    parser.add_argument("--epochs", type=float, default=None,
+                        help="passes over each run's own training set instead of a number of steps (runs are named "
+                             "-E<epochs>): a distill run then takes more steps than its null-source twin, whose answers "
+                             "are all dropped, and both see the target's replay equally often")
     parser.add_argument("--unlabeled-count", type=int, default=None,
                         help="unlabelled prompts per source task for distill instead of the mode's (runs named -U<n>)")
     parser.add_argument("--seeds", type=lambda v: [int(x) for x in v.split(",")], default=None,
                         help="which seeds to run (default: 0..N-1 of the mode); e.g. another invocation on the same "
                              "work folder can take the last seed while this one runs the first ones")
+    parser.add_argument("--variant", default=None, metavar="NAME",
+                        help="a named variant of the trainable fusion methods: --fuse-args are added to their hf-fuse "
+                             "commands, runs are named -V<NAME>, and the report gives them their own rows (with their own "
+                             "rate chosen on validation and their own null-source twins)")
+    parser.add_argument("--fuse-args", default="", metavar="ARGS",
+                        help="hf-fuse options of --variant, one string, e.g. '--gen-max-new-tokens auto'")
+    parser.add_argument("--prepare", action="store_true",
+                        help="only what the runs share: experts, their scores, the target alone, every seed's plans and "
+                             "null sources, and (with a distill method) the source experts' answers to the prompts for "
+                             "every seed's real and null plan (a one-step run each), so that other invocations, on this "
+                             "machine or a faster one, train from them (benchmarks/gpu_cross_family.sh)")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
+                        help="every model's dtype (default float32: the same numbers on a CPU and on a GPU)")
     parser.add_argument("--publish", action="store_true",
                         help="also copy the results to benchmarks/results/cross_family.{json,md}")
     args = parser.parse_args()
     mode = MODES[args.mode]
     if args.labels:
         mode = replace(mode, labels=args.labels)
+    if bool(args.variant) != bool(args.fuse_args.strip()):
+        raise SystemExit("--variant and --fuse-args go together")
+    if args.variant and not re.fullmatch(r"[A-Za-z0-9_.]+", args.variant):
+        raise SystemExit("--variant: letters, digits, '.' and '_' only (it is part of file names)")
+    variant_args = shlex.split(args.fuse_args)
     work = args.work or Path(f"/tmp/hf-cross-family-{args.mode}")
     console = Console()
     exp = Experiment(work, console)
     data = split(args.data_dir, work, mode, args.unlabeled_count)
+    if args.steps is not None and args.epochs is not None:
+        raise SystemExit("--steps and --epochs: one or the other")
     budget = mode.budget if args.steps is None else replace(mode.budget, steps=args.steps)
-    if budget.steps is not None and budget.steps < 1:
-        raise SystemExit("--steps must be a positive integer")
+    if args.epochs is not None:
+        budget = replace(mode.budget, steps=None, epochs=args.epochs)
+    if (budget.steps is not None and budget.steps < 1) or budget.epochs <= 0:
+        raise SystemExit("--steps and --epochs must be positive")
     n_unlabeled = args.unlabeled_count or mode.n_unlabeled
-    tag = ("" if budget == mode.budget else f"-T{budget.steps}")
-    distill_tag = tag + ("" if n_unlabeled == mode.n_unlabeled else f"-U{n_unlabeled}")
+    tag = "" if budget == mode.budget else f"-T{budget.steps}" if budget.steps is not None else f"-E{budget.epochs:g}"
+    fusion_tag = tag + (f"-V{args.variant}" if args.variant else "")  # replay-tune takes no hf-fuse options
+    distill_tag = fusion_tag + ("" if n_unlabeled == mode.n_unlabeled else f"-U{n_unlabeled}")
     study = Study(exp, "smollm2", budget, eval_args=["--max-new-tokens", mode.new_tokens, "--batch-size", 16],
-                  fuse_args=["--embed-dim", "auto", "--no-gradient-checkpointing", "-q"])
+                  fuse_args=["--embed-dim", "auto", "--no-gradient-checkpointing", "-q"], dtype=args.dtype)
     tasks = [TARGET_TASK, *mode.sources]
     heldout = [data[t]["heldout"] for t in tasks]
     validation = [data[t]["val"] for t in tasks]
@@ -232,18 +269,20 @@ def main() -> None:
     source_models = repeated("--source-model", [f"{i}={EXPERT_BASE[t]}" for i, t in enumerate(mode.sources)])
     prompts = repeated("--unlabeled", [f"{i}={unlabeled[t]}" for i, t in enumerate(mode.sources)])
 
-    def fusion(label: str, extra: list | tuple = (), suffix: str = tag):
+    def fusion(label: str, extra: list | tuple = (), suffix: str = fusion_tag):
         """Runs of one hf-fuse method: (source labels, rate, seed, null sources) -> (run name, adapter)."""
         def train(n: int, lr: float, seed: int = 0, null: bool = False) -> tuple[str, Path]:
             name = f"{label}{'-null' if null else ''}-L{n}-lr{lr:g}-s{seed}{suffix}"
             return name, study.fuse(name, null_plan(seed) if null else real_plan, replay_for(n), lr=lr, seed=seed,
-                                    extra=extra)
+                                    extra=[*extra, *variant_args])
         return train
 
+    def distill_args(student: str) -> list:
+        return ["--method", "distill", "--student", student, *source_models, *prompts, "--gen-cache", work / "gen-cache",
+                "--gen-max-new-tokens", mode.new_tokens, "--gen-batch-size", 16]
+
     def distill(student: str):
-        return fusion(f"distill-{student}", ["--method", "distill", "--student", student, *source_models, *prompts,
-                                             "--gen-cache", work / "gen-cache", "--gen-max-new-tokens", mode.new_tokens,
-                                             "--gen-batch-size", 16], distill_tag)
+        return fusion(f"distill-{student}", distill_args(student), distill_tag)
 
     def project(n: int, weight: float, seed: int = 0, null: bool = False) -> tuple[str, Path]:
         # Training-free and deterministic: the real projection is computed once and scored under each seed's name
@@ -260,10 +299,23 @@ def main() -> None:
         # the projection at --project-weight 1 (project's weights scored alike on validation), the HyperNet's rate tuned
         "project-hypernet": (fusion("project-hypernet", ["--method", "project-hypernet", *source_models]), mode.grid, True),
     }
-    tags = {"distill-lora": distill_tag, "distill-hypernet": distill_tag, "project": ""}  # project trains nothing
+    tags = {"distill-lora": distill_tag, "distill-hypernet": distill_tag, "project": "",  # project trains nothing
+            "replay-tune": tag}
     unknown = set(args.methods) - set(runners)
     if unknown:
         raise SystemExit(f"--methods: unknown {', '.join(sorted(unknown))} (known: {', '.join(runners)})")
+    seeds = args.seeds if args.seeds is not None else range(mode.seeds)
+    if args.prepare:
+        for seed in seeds:
+            null_plan(seed)
+        for method in (m for m in args.methods if m.startswith("distill")):
+            for seed in seeds:  # one step each: the answers land in the shared cache
+                for null in (False, True):
+                    study.fuse(f"answers-{method}{'-null' if null else ''}-s{seed}{distill_tag}",
+                               null_plan(seed) if null else real_plan, replay_for(0), lr=1e-4, seed=seed,
+                               extra=[*distill_args(method.removeprefix("distill-")), *variant_args, "--max-steps", 1])
+        console.success(f"prepared in {work}")
+        return
     chosen: dict[int, dict[str, float]] = {}
     for labels in mode.labels:
         n = min(labels, mode.pool)
@@ -275,10 +327,10 @@ def main() -> None:
             knob, scores = study.pick_lr(lambda x, train=train, at=tune_at: train(at, x), grid, validation,
                                          f"{method} at {tune_at} source labels")
             chosen[tune_at][method] = knob
-            key = f"L{tune_at}{tags.get(method, tag)}"
+            key = f"L{tune_at}{tags.get(method, fusion_tag)}"
             results["chosen_lr"].setdefault(key, {})[method] = knob
             results["validation"].setdefault(key, {})[method] = {f"{x:g}": f for x, f in scores.items()}
-        for seed in args.seeds if args.seeds is not None else range(mode.seeds):
+        for seed in seeds:
             for method in args.methods:
                 train, _, has_twin = runners[method]
                 for null in (False, True) if has_twin else (False,):
@@ -286,8 +338,12 @@ def main() -> None:
                     name, adapter = train(n, knob, seed, null)
                     setting = {"lr": None, "project_weight": knob} if method == "project" else {"lr": knob}
                     variant = {"steps": budget.steps} if method != "project" else {}
+                    if method != "project" and budget.steps is None:
+                        variant["epochs"] = budget.epochs
                     if method.startswith("distill"):
                         variant["n_unlabeled"] = n_unlabeled
+                    if args.variant and method not in ("project", "replay-tune"):
+                        variant.update(variant=args.variant, fuse_args=variant_args)
                     record({"name": name, "method": method, "seed": seed, **setting, "source_labels_per_task": n,
                             "null_source": null, "lr_chosen_at_source_labels": tune_at, **variant}, adapter, name)
     console.success(f"results in {work / 'results.md'}" + (f" and {publish}" if publish else ""))

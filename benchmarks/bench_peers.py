@@ -4,7 +4,8 @@ student run it) against TRL's ``SFTTrainer`` with a PEFT LoRA config, on the sam
 Same examples (the first ``--examples`` records of a task's training pool, tokenised once by our formatter and given
 to TRL as ``input_ids`` + ``labels``, so both train on identical tokens with the loss on the answers only),
 same LoRA (r 8, alpha 16, dropout 0.05, the seven projections), AdamW (fused), cosine schedule with 5 % warm-up,
-batch 4 x 2 accumulation, the same steps and seeds, fp32 on the CPU, no gradient checkpointing.  Each run is its
+batch 4 x 2 accumulation, the same steps and seeds, fp32 on the CPU (TRL's SFTConfig defaults to bf16 autocast, even on
+the CPU: it is turned off), no gradient checkpointing.  Each run is its
 own process (peak RSS per run); then both adapters of each seed are scored on held-out examples of the task.
 
 TRL is an optional extra (``pip install '.[peers]'``): without it the benchmark says so and exits 0 having run
@@ -89,6 +90,7 @@ def child_trl(args) -> dict:
                        gradient_accumulation_steps=2, learning_rate=args.lr, lr_scheduler_type="cosine",
                        warmup_steps=math.ceil(0.05 * args.steps),  # our loop's warm-up, in whole steps
                        weight_decay=0.0, max_grad_norm=1.0, optim="adamw_torch_fused", seed=args.seed, logging_steps=1,
+                       bf16=False, fp16=False,  # SFTConfig turns bf16 autocast on by default, also on the CPU: ours is fp32
                        save_strategy="no", report_to=[], use_cpu=True, gradient_checkpointing=False, packing=False,
                        completion_only_loss=True, max_length=None, dataloader_num_workers=0, disable_tqdm=True)
     trainer = SFTTrainer(model=model, args=config, train_dataset=data, processing_class=tokenizer,

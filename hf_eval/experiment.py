@@ -11,6 +11,7 @@ import contextlib
 import fcntl
 import json
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -33,11 +34,14 @@ class Experiment:
         self.records: dict[str, dict] = json.loads(self.records_path.read_text()) if self.records_path.exists() else {}
 
     def tool(self, name: str) -> str:
-        return str(Path(sys.executable).with_name(name))
+        """A console script of ours: the one beside this interpreter (a virtual environment), else the one on PATH."""
+        beside = Path(sys.executable).with_name(name)
+        return str(beside) if beside.exists() else shutil.which(name) or str(beside)
 
     def run(self, name: str, cmd: list[str], output: Path) -> dict:
         record = self.records.get(name)
-        same = record is not None and record.get("cmd", [str(c) for c in cmd]) == [str(c) for c in cmd]
+        # the same step: the same arguments (where the program is installed differs from machine to machine)
+        same = record is not None and record.get("cmd", [str(c) for c in cmd])[1:] == [str(c) for c in cmd][1:]
         if output.exists() and record and record["rc"] == 0 and same:
             self.console.info(f"· {name}: done earlier ({record['seconds']:.0f} s), skipped")
             return record

@@ -41,6 +41,7 @@ class Study:
     budget: TrainBudget
     eval_args: list = field(default_factory=lambda: ["--max-new-tokens", 64, "--batch-size", 8])
     fuse_args: list = field(default_factory=lambda: ["--embed-dim", "auto", "--no-gradient-checkpointing"])
+    dtype: str | None = None  # every model-loading step's --dtype (None: each tool's default for the device)
 
     @property
     def work(self) -> Path:
@@ -49,11 +50,14 @@ class Study:
     def tool(self, name: str) -> str:
         return self.exp.tool(name)
 
+    def dtype_args(self) -> list:
+        return ["--dtype", self.dtype] if self.dtype else []
+
     def expert(self, name: str, base_model: str, data: Path, *, epochs: float, lr: float, seed: int = 0) -> Path:
         out = self.work / name
         self.exp.run(name, [self.tool("hf-eval"), "train-expert", "--base-model", base_model, "--data", data, "-o", out,
                             "--epochs", epochs, "--batch-size", 4, "--lr", lr, "--seed", seed,
-                            *self.budget.history_flag(), "--force"], out)
+                            *self.budget.history_flag(), *self.dtype_args(), "--force"], out)
         return out
 
     def null_source(self, source: Path, seed: int) -> Path:
@@ -70,15 +74,16 @@ class Study:
     def fuse(self, name: str, plan: Path, replay: Sequence[Path], *, lr: float, seed: int, extra: Sequence = ()) -> Path:
         out = self.work / name
         self.exp.run(name, [self.tool("hf-fuse"), plan, "--base-model", self.base_model, *repeated("--replay", replay),
-                            *self.budget.args(), "--lr", lr, "--seed", seed, *self.fuse_args, *extra, "-o", out, "--force"],
+                            *self.budget.args(), "--lr", lr, "--seed", seed, *self.fuse_args, *self.dtype_args(), *extra,
+                            "-o", out, "--force"],
                      out)
         return out
 
     def replay_tune(self, name: str, target: Path, replay: Sequence[Path], *, lr: float, seed: int) -> Path:
         out = self.work / name
         self.exp.run(name, [self.tool("hf-eval"), "replay-tune", "--base-model", self.base_model, "--adapter", target,
-                            *repeated("--replay", replay), *self.budget.args(), "--lr", lr, "--seed", seed, "-o", out,
-                            "--force"], out)
+                            *repeated("--replay", replay), *self.budget.args(), "--lr", lr, "--seed", seed,
+                            *self.dtype_args(), "-o", out, "--force"], out)
         return out
 
     def evaluate(self, name: str, adapter: Path | None, data: Sequence[Path], *, base_model: str | None = None) -> dict:
@@ -92,6 +97,7 @@ class Study:
         named = repeated("--adapter", [f"{name}={path}" for name, path in adapters.items() if path])
         self.exp.run(f"eval-{step}", [self.tool("hf-eval"), "evaluate", "--base-model", base_model or self.base_model,
                                       *named, *repeated("--data", data), *self.eval_args, *self.budget.history_flag(),
+                                      *self.dtype_args(),
                                       "-o", out, "--force"], out)
         return {name: load_scores(out, name if path else "base") for name, path in adapters.items()}
 

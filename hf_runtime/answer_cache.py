@@ -3,7 +3,9 @@ each batch is generated, so an interrupted run generates only what is missing.
 
 A cache folder can be shared between runs and people, so a cache file is input like any other: every line must
 match the schema (``i`` an integer index of this prompt set, ``answer`` a string, ``finished`` a boolean,
-``n_tokens`` a non-negative integer, ``logprob`` a finite number <= 0); nothing is coerced.  A line that does not
+``n_tokens`` a non-negative integer, ``logprob`` a finite number <= 0; for token-level distillation, optionally
+``starts``, ``n_tokens`` non-decreasing character offsets into the answer, and ``top``, ``n_tokens`` lists of the
+same number of probabilities, each sorted largest first); nothing is coerced.  A line that does not
 match (bad JSON, bytes that are not UTF-8, an index out of range, a value of the wrong type) is skipped, counted
 and named in a warning with its line number, and its answer is generated again.  A file that cannot be read at
 all is refused (exit 2).  Runs that share a cache hold an exclusive lock (``fcntl.flock`` on ``FILE.lock``) while
@@ -35,10 +37,32 @@ class CachedAnswer:
     finished: bool
     n_tokens: int
     logprob: float
+    starts: tuple[int, ...] | None = None  # token-level distillation's teacher side (hf_runtime.token_distill)
+    top: tuple[tuple[float, ...], ...] | None = None
+
+
+KEYS = {"i", "answer", "finished", "n_tokens", "logprob"}
+TEACHER_KEYS = {"starts", "top"}
+
+
+def _teacher(row: dict, n_tokens: int, length: int) -> tuple[tuple, tuple] | None:
+    """The optional teacher fields, checked; None when they do not match the schema."""
+    starts, top = row["starts"], row["top"]
+    if not isinstance(starts, list) or not isinstance(top, list) or len(starts) != n_tokens or len(top) != n_tokens:
+        return None
+    if any(type(s) is not int or not 0 <= s <= length for s in starts) or starts != sorted(starts):
+        return None
+    width = len(top[0]) if top else 0
+    for probs in top:
+        if not isinstance(probs, list) or len(probs) != width or width == 0:
+            return None
+        if any(type(p) not in (int, float) or not 0.0 <= p <= 1.0 for p in probs) or probs != sorted(probs, reverse=True):
+            return None
+    return tuple(starts), tuple(tuple(float(p) for p in probs) for probs in top)
 
 
 def _valid(row: object, n: int) -> tuple[int, CachedAnswer] | None:
-    if not isinstance(row, dict) or set(row) != {"i", "answer", "finished", "n_tokens", "logprob"}:
+    if not isinstance(row, dict) or set(row) not in (KEYS, KEYS | TEACHER_KEYS):
         return None
     i, text, finished, n_tokens, logprob = (row[k] for k in ("i", "answer", "finished", "n_tokens", "logprob"))
     if type(i) is not int or not 0 <= i < n or not isinstance(text, str) or type(finished) is not bool:
@@ -47,6 +71,11 @@ def _valid(row: object, n: int) -> tuple[int, CachedAnswer] | None:
         return None
     if type(logprob) not in (int, float) or not math.isfinite(logprob) or logprob > 0:
         return None
+    if TEACHER_KEYS <= set(row):
+        teacher = _teacher(row, n_tokens, len(text))
+        if teacher is None:
+            return None
+        return i, CachedAnswer(text, finished, n_tokens, float(logprob), *teacher)
     return i, CachedAnswer(text, finished, n_tokens, float(logprob))
 
 
@@ -110,6 +139,8 @@ class AnswerCache:
                     handle.write(b"\n")  # a line cut by an interruption stays on its own (and is skipped)
                 for i, a in answers:
                     row = {"i": i, "answer": a.text, "finished": a.finished, "n_tokens": a.n_tokens, "logprob": a.logprob}
+                    if a.starts is not None and a.top is not None:
+                        row.update(starts=list(a.starts), top=[list(p) for p in a.top])
                     handle.write((json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8"))
                 handle.flush()
                 os.fsync(handle.fileno())

@@ -60,6 +60,7 @@ class Example:
     input_ids: list[int]
     labels: list[int]
     source: str
+    teacher: Any = None  # distill's token-level signal (hf_runtime.token_distill.TeacherSignal), when there is one
 
 
 @dataclass(frozen=True)

@@ -26,25 +26,37 @@ class Generated:
     finished: bool  # False when the answer was cut at the length cap
     n_tokens: int  # answer tokens, the stop token included when there is one
     logprob: float  # mean log-probability of those tokens under the model (greedy: the largest at each step)
+    # with top_k: where each answer token starts in ``text``, and the model's sorted top-k probabilities at each step
+    starts: tuple[int, ...] | None = None
+    top: tuple[tuple[float, ...], ...] | None = None
 
 
 class _ChosenLogprob:
     """A logits processor that leaves the scores alone and records, per step, the log-probability of the token greedy
-    decoding picks (the row's maximum): a batch-sized vector per step, not the whole distribution."""
+    decoding picks (the row's maximum): a batch-sized vector per step, not the whole distribution; with ``top_k``,
+    also the ``top_k`` largest probabilities of each row (token-level distillation's teacher side)."""
 
-    def __init__(self):
+    def __init__(self, top_k: int = 0):
         self.steps: list[torch.Tensor] = []
+        self.top: list[torch.Tensor] = []
+        self.top_k = top_k
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        self.steps.append(torch.log_softmax(scores.float(), dim=-1).max(dim=-1).values.cpu())
+        logprobs = torch.log_softmax(scores.float(), dim=-1)
+        self.steps.append(logprobs.max(dim=-1).values.cpu())
+        if self.top_k:
+            self.top.append(torch.topk(logprobs, k=min(self.top_k, logprobs.shape[-1]), dim=-1).values.exp().cpu())
         return scores
 
 
 @torch.no_grad()
 def generate_batches(model, tokenizer, prompts: dict[int, list[int]], max_new_tokens: int,
-                     batch_size: int) -> Iterator[list[Generated]]:
-    """Greedy answers, batched by similar length with left padding; yields them batch by batch."""
+                     batch_size: int, top_k: int = 0) -> Iterator[list[Generated]]:
+    """Greedy answers, batched by similar length with left padding; yields them batch by batch.  With ``top_k``, each
+    answer also carries its tokens' starts in the text and the model's sorted top-``top_k`` probabilities per step."""
     from transformers import LogitsProcessorList
+
+    from .token_distill import char_starts
 
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -59,7 +71,7 @@ def generate_batches(model, tokenizer, prompts: dict[int, list[int]], max_new_to
         for row, i in enumerate(batch):
             ids[row, width - len(prompts[i]):] = torch.tensor(prompts[i])
             mask[row, width - len(prompts[i]):] = 1
-        recorder = _ChosenLogprob()
+        recorder = _ChosenLogprob(top_k)
         out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=False,
                              max_new_tokens=max_new_tokens, pad_token_id=pad, eos_token_id=stops,
                              logits_processor=LogitsProcessorList([recorder]))
@@ -70,11 +82,17 @@ def generate_batches(model, tokenizer, prompts: dict[int, list[int]], max_new_to
         full = torch.full((len(batch),), new.shape[1], dtype=torch.long)
         lengths = torch.where(finished, is_stop.int().argmax(dim=1) + 1, full)
         chosen = torch.stack(recorder.steps, dim=1) if recorder.steps else torch.zeros(len(batch), 0)
+        top = torch.stack(recorder.top, dim=1) if recorder.top else None
         results = []
         for row, i in enumerate(batch):
             n = int(lengths[row])
             logprob = float(chosen[row, :n].mean()) if n else 0.0
-            results.append(Generated(i, tokenizer.decode(new[row], skip_special_tokens=True), bool(finished[row]), n, logprob))
+            text = tokenizer.decode(new[row], skip_special_tokens=True)
+            starts = probs = None
+            if top is not None:
+                starts = tuple(char_starts(tokenizer, new[row, :n].tolist())[1])
+                probs = tuple(tuple(round(float(x), 5) for x in top[row, j]) for j in range(n))
+            results.append(Generated(i, text, bool(finished[row]), n, logprob, starts, probs))
         yield results
 
 

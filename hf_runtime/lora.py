@@ -7,19 +7,23 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .data import Example
+from .data import Example, collate
 from .distributed import my_share, sum_gradients, sum_value
+from .token_distill import token_loss
 from .trainer import StepLosses, lm_loss, micro_weights, weighted
 
 
 class LoraObjective:
-    """The LM loss of the examples, back-propagated into the LoRA weights (PEFT's dropout active)."""
+    """The LM loss of the examples, back-propagated into the LoRA weights (PEFT's dropout active); with
+    ``token_loss_weight``, plus that weight times the token-level distance to a teacher's distributions on the
+    examples that carry one (``hf_runtime.token_distill``)."""
 
     keep_grad_buffers = False
 
     def __init__(self, peft_model: nn.Module, *, seed: int, gradient_checkpointing: bool, pad_id: int,
-                 device: torch.device, loss_average: str = "micro-batch"):
+                 device: torch.device, loss_average: str = "micro-batch", token_loss_weight: float = 0.0):
         self.model, self.seed, self.gradient_checkpointing = peft_model, seed, gradient_checkpointing
+        self.token_loss_weight = token_loss_weight
         self.loss_average = loss_average
         self.pad_id, self.device = pad_id, device
         self.named = {name: p for name, p in peft_model.named_parameters() if p.requires_grad}
@@ -34,18 +38,30 @@ class LoraObjective:
         self.model.train()
 
     def step(self, step: int, batches: list[list[Example]]) -> StepLosses:
-        total = 0.0
+        total = token_total = 0.0
         weights = micro_weights(batches, self.loss_average)
         for micro, batch in my_share(list(enumerate(batches))):  # data parallel: this process's share
             # LoRA dropout draws its masks from the global RNG: seeding it per micro-batch of the whole stream makes
             # the masks, and so the run, the same however a step's micro-batches are shared out among processes
             torch.manual_seed(self.seed * 1_000_003 + step * len(batches) + micro)
-            loss = weighted(lm_loss(self.model, batch, self.pad_id, self.device), micro, weights, self.loss_average)
-            loss.backward()
-            total += loss.item()
+            if self.token_loss_weight:
+                out = self.model(**{k: v.to(self.device) for k, v in collate(batch, self.pad_id).items()})
+                distance, _ = token_loss(out.logits, [e.teacher for e in batch])
+                lm = weighted(out.loss, micro, weights, self.loss_average)
+                token = weighted(distance, micro, weights, self.loss_average)
+                (lm + self.token_loss_weight * token).backward()
+                total, token_total = total + lm.item(), token_total + token.item()
+            else:
+                loss = weighted(lm_loss(self.model, batch, self.pad_id, self.device), micro, weights, self.loss_average)
+                loss.backward()
+                total += loss.item()
         sum_gradients(self.parameters())
         # the fields of the HyperNet's step records (no α), so reports and progress bars read both alike
-        return StepLosses(lm=sum_value(total), record={"alpha": {}})
+        if not self.token_loss_weight:
+            return StepLosses(lm=sum_value(total), record={"alpha": {}})
+        lm, token = sum_value(total), sum_value(token_total)
+        return StepLosses(lm=lm, extra={"token": token}, total=lm + self.token_loss_weight * token,
+                          record={"alpha": {}, "token_loss": token})
 
     def step_done(self) -> None:
         pass

@@ -16,7 +16,7 @@ import hashlib
 import json
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import ClassVar
 
@@ -33,6 +33,7 @@ from hf_runtime.distributed import main_first
 from hf_runtime.generation import generate_batches
 from hf_runtime.lora import LoraObjective
 from hf_runtime.model import attach_target, load_model_and_tokenizer, resolve_base_model, tensors_from_blob
+from hf_runtime.token_distill import teacher_signal
 from hf_runtime.trainer import train
 
 from .base import FuseContext, FusionMethod, MethodResult, lora_task, register
@@ -61,6 +62,14 @@ class DistillSettings:
     min_answer_logprob: float | None = setting(None, type=float, metavar="X",
                                                help="drop answers whose mean token log-probability under the expert is "
                                                     "below X (its own confidence; e.g. -0.5); default: keep all.")
+    token_loss_weight: float = setting(0.0, type=float, metavar="W",
+                                       help="token-level distillation (LoRA student): add W x the distance between the "
+                                            "student's and the expert's sorted next-token probabilities on the expert's "
+                                            "answers (ULD), positions aligned by text across the two tokenizers; "
+                                            "0: the answers' text only.")
+    token_loss_top_k: int = setting(32, type=int, metavar="K",
+                                    help="with --token-loss-weight: the expert's K largest probabilities per answer "
+                                         "token, recorded as it answers (in the answer cache) and compared.")
     batch_size: int = setting(8, flag="--gen-batch-size", help="prompts per generation batch.")
     work_dir: str | None = setting(None, flag="--gen-cache", type=click.Path(), parse=lambda v: str(v) if v else None,
                                    help="folder of cached answers (default: OUT_DIR.work); runs may share one.")
@@ -74,6 +83,12 @@ class DistillSettings:
         if self.min_answer_logprob is not None and not (math.isfinite(self.min_answer_logprob)
                                                         and self.min_answer_logprob <= 0):
             raise ConfigError(f"--min-answer-logprob must be a number <= 0 (a log-probability; got {self.min_answer_logprob!r})")
+        if not (math.isfinite(self.token_loss_weight) and self.token_loss_weight >= 0):
+            raise ConfigError(f"--token-loss-weight must be a number >= 0 (got {self.token_loss_weight!r})")
+        if isinstance(self.token_loss_top_k, bool) or not 1 <= self.token_loss_top_k <= 1024:
+            raise ConfigError(f"--token-loss-top-k must be an integer from 1 to 1024 (got {self.token_loss_top_k!r})")
+        if self.token_loss_weight and self.student != "lora":
+            raise ConfigError("--token-loss-weight trains the LoRA student only (--student lora)")
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise ConfigError(f"--gen-batch-size must be a positive integer (got {self.batch_size!r})")
         if not self.unlabeled:
@@ -131,14 +146,23 @@ class DistillMethod(FusionMethod):
         for index in range(plan.n_sources):
             conversations = [c for i, path in s.unlabeled if i in (None, index) for c in load_records(path, prompts_only=True)]
             answers, stats[str(index)] = self._answers(ctx, index, conversations, work)
+            aligned = 0
             for conv, answer in zip(conversations, answers):
                 if answer is None:
                     continue
-                pair = Conversation(conv.system, [*conv.turns[:-1], (conv.turns[-1][0], answer)])
+                pair = Conversation(conv.system, [*conv.turns[:-1], (conv.turns[-1][0], answer.text)])
                 example = format_example(ctx.tokenizer, pair, job.replay_config.cutoff_len, job.replay_config.drop_history,
                                          source=f"distill-source{index}")
-                if example is not None:
-                    distilled.append(example)
+                if example is None:
+                    continue
+                if s.token_loss_weight:
+                    signal = teacher_signal(ctx.tokenizer, example.input_ids, example.labels, answer.text, answer.starts,
+                                            [p[:s.token_loss_top_k] for p in answer.top])
+                    example = replace(example, teacher=signal)
+                    aligned += len(signal.positions) if signal else 0
+                distilled.append(example)
+            if s.token_loss_weight:
+                stats[str(index)]["aligned_positions"] = aligned
         ctx.on_event("stage", f"distill: {len(distilled)} generated examples join {len(ctx.replay.examples)} replay examples")
         examples = ctx.replay.examples + distilled
         if s.student == "hypernet":
@@ -150,7 +174,7 @@ class DistillMethod(FusionMethod):
         return result
 
     def _answers(self, ctx: FuseContext, index: int, conversations: list[Conversation],
-                 work: Path) -> tuple[list[str | None], dict]:
+                 work: Path) -> tuple[list[CachedAnswer | None], dict]:
         """The source expert's answer to every conversation (None where dropped), from the cache where it can."""
         s, job, plan = self.distill, ctx.job, ctx.plans[0]
         config, blob = plan.source_adapter(index)
@@ -161,9 +185,16 @@ class DistillMethod(FusionMethod):
             "drop_history": job.replay_config.drop_history, "format": 2}, sort_keys=True).encode()).hexdigest()[:16]
         cache = AnswerCache(work / f"generations-source{index}-{key}.jsonl", len(conversations))
         cap = s.max_new_tokens
+        top_k = s.token_loss_top_k if s.token_loss_weight else 0
+
+        def missing(i: int) -> bool:  # not cached, or cached without the teacher's side that a kept answer needs
+            got = done.get(i)
+            return got is None or bool(top_k and got.finished and got.text.strip()
+                                       and (got.top is None or len(got.top[0]) < top_k))
+
         with main_first(), cache.locked():  # data parallel: the main process generates, the others then read its cache
             done = cache.read()
-            todo = [i for i in range(len(conversations)) if i not in done]
+            todo = [i for i in range(len(conversations)) if missing(i)]
             ctx.on_event("stage", f"source {index}: {len(done)} cached answers, {len(todo)} to generate ({cache.path.name})")
             if todo:
                 ref = resolve_base_model(s.source_models[index])
@@ -173,24 +204,26 @@ class DistillMethod(FusionMethod):
                 prompts = {i: prompt_ids(tokenizer, conversations[i], replay.cutoff_len, replay.drop_history) for i in todo}
 
                 def answer(keys: list[int], limit: int) -> None:
-                    for batch in generate_batches(expert, tokenizer, {i: prompts[i] for i in keys}, limit, s.batch_size):
-                        got = [(g.key, CachedAnswer(g.text, g.finished, g.n_tokens, g.logprob)) for g in batch]
+                    for batch in generate_batches(expert, tokenizer, {i: prompts[i] for i in keys}, limit, s.batch_size,
+                                                  top_k):
+                        got = [(g.key, CachedAnswer(g.text, g.finished, g.n_tokens, g.logprob, g.starts, g.top))
+                               for g in batch]
                         cache.append(got)
                         done.update(got)
                         ctx.on_event("generate", (index, len(done), len(conversations)))
 
                 if cap == "auto":
                     pilot = list(range(min(PILOT, len(conversations))))  # on a resume, their answers are cached
-                    answer([i for i in pilot if i not in done], PILOT_CAP)
+                    answer([i for i in pilot if missing(i)], PILOT_CAP)
                     cap = auto_cap([done[i] for i in pilot])
                     ctx.on_event("stage", f"source {index}: --gen-max-new-tokens auto -> {cap}")
-                answer([i for i in todo if i not in done], cap)
+                answer([i for i in todo if missing(i)], cap)
                 del expert, model
                 if ctx.device.type == "cuda":
                     torch.cuda.empty_cache()
             elif cap == "auto":
                 cap = auto_cap([done[i] for i in range(min(PILOT, len(conversations)))])
-        answers: list[str | None] = []
+        answers: list[CachedAnswer | None] = []
         counts = {"prompts": len(conversations), "kept": 0, "empty": 0, "truncated": 0, "filtered": 0,
                   "cached": len(conversations) - len(todo), "bad_cache_lines": cache.bad_lines}
         for i in range(len(conversations)):
@@ -206,7 +239,7 @@ class DistillMethod(FusionMethod):
                 answers.append(None)
             else:
                 counts["kept"] += 1
-                answers.append(got.text)
+                answers.append(got)
         if counts["empty"] or counts["truncated"] or counts["filtered"]:
             logger.warning("source %d: of %d answers, %d empty, %d cut at the cap and %d below --min-answer-logprob were "
                            "dropped", index, counts["prompts"], counts["empty"], counts["truncated"], counts["filtered"])
@@ -222,7 +255,8 @@ class DistillMethod(FusionMethod):
         peft_model = ctx.attach_for_training(ctx.model, plan.target_config, target, trainable=True)
         torch.manual_seed(job.train.seed)
         objective = LoraObjective(peft_model, seed=job.train.seed, gradient_checkpointing=job.train.gradient_checkpointing,
-                                  pad_id=ctx.tokenizer.pad_token_id, device=ctx.device, loss_average=job.train.loss_average)
+                                  pad_id=ctx.tokenizer.pad_token_id, device=ctx.device, loss_average=job.train.loss_average,
+                                  token_loss_weight=self.distill.token_loss_weight)
         history = train(objective, examples, job.train, ctx.device, ctx.checkpointer, resume=job.resume,
                         on_step=lambda record, total: ctx.on_event("step", (0, record, total))).history
         trained = get_peft_model_state_dict(peft_model, save_embedding_layers=False)  # no probe of the base model

@@ -78,6 +78,15 @@ def test_report_gives_means_shares_and_paired_intervals(tmp_path):
                      "steps": 60, "n_unlabeled": 100})
         runs.append({**_run(tmp_path, f"rt60-s{seed}", "replay-tune", seed, False, {"a": [right, wrong], "b": [wrong, wrong]}),
                      "steps": 60})
+        # the labelled ceiling: every labelled source example of the pool (smoke mode's pool: 8), the same steps
+        runs.append({**_run(tmp_path, f"rt60-L8-s{seed}", "replay-tune", seed, False,
+                            {"a": [right, wrong], "b": [right, right]}, labels=8), "steps": 60})
+    for seed in range(3):  # a named variant (--variant): its own rows and its own twin; an epoch budget is named so
+        extra = {"steps": None, "epochs": 2.0, "n_unlabeled": 100, "variant": "auto", "fuse_args": ["--x"]}
+        runs.append({**_run(tmp_path, f"v-s{seed}", "distill-lora", seed, False, {"a": [right, wrong], "b": [right, wrong]}),
+                     **extra})
+        runs.append({**_run(tmp_path, f"vn-s{seed}", "distill-lora", seed, True, {"a": [right, wrong], "b": [wrong, wrong]}),
+                     **extra})
     results = {"mode": "test", "settings": asdict(bench.MODES["smoke"]), "commit": "abc", "date": "d",
                "device": "cpu", "target_task": "a", "source_tasks": ["b"], "experts": {"b": 1.0},
                "expert_scores": {"b": {"precision": 1.0, "recall": 1.0, "f1": 1.0}}, "runs": runs,
@@ -101,10 +110,14 @@ def test_report_gives_means_shares_and_paired_intervals(tmp_path):
     issue11, issue20 = text.split("## The bar of issue 11")[1].split("## The bar of issue 20")
     assert "| hypernet | 3 / 3 | b 50.0 ± 0.0 (50 %; gap closed 50 %) | 0.0 | +50.0 | +0.0 | +0.0 | yes |" in issue11
     # all conditions hold, but with 2 seeds the bar (3 seeds at least) is not met
-    assert "| distill-lora [60 steps, 100 prompts] | 2 / 2 | b 100.0 ± 0.0 (100 %; gap closed 100 %) | 0.0 | +100.0 | +0.0 " \
-           "| +0.0 | no |" in issue11
+    assert "| distill-lora [60 steps, 100 prompts] | 2 / 2 | b 100.0 ± 0.0 (100 %; gap closed 100 %; 100 % of labelled) | " \
+           "0.0 | +100.0 | +0.0 | +0.0 | no |" in issue11
     assert "| hypernet | 3 / 3 | b 50.0 ± 0.0 (50 %; gap closed 50 %) | 0.0 | +50.0 | +0.0 | +0.0 | no |" in issue20  # < 80 %
     assert "b 50 % (gap closed 50 %)" in text
+    variant = by["distill-lora [2 epochs, 100 prompts, auto] - null-source"]
+    assert variant["seeds"] == [0, 1, 2] and variant["tasks"]["b"]["diff"] == pytest.approx(0.5)
+    assert "| distill-lora [2 epochs, 100 prompts, auto] | 3 / 3 | b 50.0 ± 0.0 (50 %; gap closed 50 %) | 0.0 | +50.0 |" \
+           in issue11
 
 
 def test_results_accumulate_across_invocations_with_the_same_settings(tmp_path):
@@ -116,7 +129,7 @@ def test_results_accumulate_across_invocations_with_the_same_settings(tmp_path):
     other_labels = {"mode": "cpu", "settings": asdict(replace(bench.MODES["cpu"], labels=(0,)))}
     kept = bench.earlier_results(tmp_path / "results.json", other_labels)
     assert kept["runs"] == earlier["runs"] and kept["experts"] == {"x": 0.5}
-    other_budget = {"mode": "cpu", "settings": asdict(replace(bench.MODES["cpu"], n_heldout=60))}
+    other_budget = {"mode": "cpu", "settings": asdict(replace(bench.MODES["cpu"], n_heldout=24))}
     assert bench.earlier_results(tmp_path / "results.json", other_budget) == {}
     assert bench.earlier_results(tmp_path / "missing.json", other_labels) == {}
 

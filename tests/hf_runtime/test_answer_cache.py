@@ -53,3 +53,34 @@ def test_an_unreadable_cache_is_refused(tmp_path):
     (tmp_path / "cache.jsonl").mkdir()
     with pytest.raises(FileAccessError, match="cannot read the answer cache"):
         AnswerCache(tmp_path / "cache.jsonl", n=1).read()
+
+
+TEACHER = {**GOOD, "n_tokens": 2, "starts": [0, 7], "top": [[0.5, 0.25], [0.875, 0.125]]}
+
+
+def test_the_teachers_side_of_an_answer_round_trips(tmp_path):
+    cache = AnswerCache(tmp_path / "cache.jsonl", n=3)
+    cache.append([(0, CachedAnswer("person: alpha", True, 2, -0.25, (0, 7), ((0.5, 0.25), (0.875, 0.125)))),
+                  (1, CachedAnswer("b", True, 1, -1.0))])
+    done = cache.read()
+    assert done[0].starts == (0, 7) and done[0].top == ((0.5, 0.25), (0.875, 0.125))
+    assert done[1].starts is None and done[1].top is None and cache.bad_lines == 0
+
+
+@pytest.mark.parametrize("change", [
+    {"starts": [0, 7, 9]},  # one start per token
+    {"starts": [7, 0]},  # starts never go back
+    {"starts": [0, 99]},  # beyond the answer
+    {"starts": [0, True]},
+    {"top": [[0.5, 0.25], [0.125, 0.875]]},  # each row sorted largest first
+    {"top": [[0.5, 0.25], [0.875]]},  # rows of one width
+    {"top": [[0.5, 0.25], [1.5, 0.1]]},  # probabilities
+    {"top": [[0.5, 0.25], [float("nan"), 0.1]]},
+    {"top": [[], []]},
+    {"top": None},
+])
+def test_a_bad_teacher_field_makes_the_line_bad(tmp_path, change):
+    path = tmp_path / "cache.jsonl"
+    path.write_text(json.dumps({**TEACHER, "i": 1}) + "\n" + json.dumps({**TEACHER, **change}) + "\n")
+    cache = AnswerCache(path, n=3)
+    assert list(cache.read()) == [1] and cache.bad_lines == 1

@@ -110,3 +110,44 @@ def test_bad_values_of_the_new_options_are_refused_in_one_line(setting, tmp_path
     result = CliRunner().invoke(main, _argv(setting, tmp_path / "out", flag, value))
     assert result.exit_code == 2 and message in result.stderr, result.output
     assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
+
+
+def test_the_token_level_loss_regenerates_answers_without_the_teachers_side_and_trains_on_it(setting, tmp_path):
+    base = ["--gen-max-new-tokens", "4", "--seed", "3", "--gen-cache", tmp_path / "cache"]
+    assert CliRunner().invoke(main, _argv(setting, tmp_path / "plain", *base)).exit_code == 0
+    cache = Path(_stats(tmp_path / "plain")["cache"])
+    rows = [json.loads(line) for line in cache.read_text().splitlines()]
+    # finished answers without the teacher's side: a token-level run must generate them again (with it)
+    cache.write_text("".join(json.dumps({**r, "answer": "person: alpha", "finished": True}) + "\n" for r in rows))
+    again = CliRunner().invoke(main, _argv(setting, tmp_path / "token", *base, "--token-loss-weight", "1",
+                                           "--token-loss-top-k", "3"))
+    assert again.exit_code == 0, again.output
+    assert _stats(tmp_path / "token")["cached"] == 0
+    regenerated = [json.loads(line) for line in cache.read_text().splitlines()][len(rows):]
+    assert sorted(r["i"] for r in regenerated) == [0, 1, 2, 3, 4]
+    assert all(len(r["top"]) == r["n_tokens"] and len(r["top"][0]) == 3 for r in regenerated)
+    # finished answers that carry it: trained on with the token-level term, which changes the adapter
+    taught = {"answer": "person: alpha", "finished": True, "n_tokens": 3, "starts": [0, 6, 8],
+              "top": [[0.6, 0.3, 0.1], [0.9, 0.05, 0.05], [0.7, 0.2, 0.1]]}
+    cache.write_text("".join(json.dumps({**r, **taught}) + "\n" for r in rows))
+    for name, weight in (("with", "1"), ("without", "0")):
+        run = CliRunner().invoke(main, _argv(setting, tmp_path / name, *base, "--token-loss-weight", weight,
+                                             "--token-loss-top-k", "3", "--max-steps", "3", "--lr", "1e-2"))
+        assert run.exit_code == 0, run.output
+    report = json.loads((tmp_path / "with/fusion_report.json").read_text())
+    assert report["distill"]["sources"]["0"]["aligned_positions"] > 0
+    assert report["tasks"][0]["history"][0]["token_loss"] > 0
+    assert (tmp_path / "with/adapter_model.safetensors").read_bytes() != \
+           (tmp_path / "without/adapter_model.safetensors").read_bytes()
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--token-loss-weight", "-1"], "--token-loss-weight must be a number >= 0"),
+    (["--token-loss-weight", "inf"], "--token-loss-weight must be a number >= 0"),
+    (["--token-loss-top-k", "0"], "--token-loss-top-k must be an integer from 1 to 1024"),
+    (["--token-loss-weight", "1", "--student", "hypernet"], "--token-loss-weight trains the LoRA student only"),
+])
+def test_bad_token_loss_options_are_refused_in_one_line(setting, tmp_path, extra, message):
+    result = CliRunner().invoke(main, _argv(setting, tmp_path / "out", *extra))
+    assert result.exit_code == 2 and message in result.stderr, result.output
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()

@@ -1,0 +1,107 @@
+"""Token-level distillation across tokenizers (``distill --token-loss-weight``).
+
+The student learns the source expert's next-token *distributions* on the expert's own answers, not only its
+greedy text, in the manner of Universal Logit Distillation (Boizard et al., 2024): at each aligned position both
+distributions are sorted, so the two vocabularies need not correspond, and compared by the L1 distance of their
+``K`` largest probabilities.  Positions are aligned by text: a student token and a teacher token that begin at the
+same character of the answer are predicted from the same text before them, so their distributions are comparable.
+
+The teacher's side is recorded while the expert answers (``hf_runtime.generation``: the sorted top-``K`` of every
+step and where each token starts in the answer) and cached with the answer, so the expert never runs beside the
+student.  Written here rather than taken from TRL: TRL's GOLD trainer is a Trainer subclass with its own loop,
+collator and a teacher model held in memory during training; the part that fits our one loop is this loss.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+IGNORE_INDEX = -100
+
+
+@dataclass(frozen=True)
+class TeacherSignal:
+    """The teacher's side of one training example: ``positions`` index the example's tokens whose logits predict an
+    aligned answer token; ``probs`` holds the teacher's sorted top-K probabilities for each of them."""
+
+    positions: tuple[int, ...]
+    probs: tuple[tuple[float, ...], ...]
+
+
+def char_starts(tokenizer, ids: Sequence[int]) -> tuple[str, list[int]]:
+    """The decoded text of ``ids`` (special tokens skipped) and the character where each token starts in it: the
+    length of the decoded prefix before it (made non-decreasing: a prefix that ends inside a multi-byte character
+    can decode longer than the next one)."""
+    starts, last = [], 0
+    for j in range(len(ids)):
+        last = max(last, len(tokenizer.decode(list(ids[:j]), skip_special_tokens=True))) if j else 0
+        starts.append(last)
+    text = tokenizer.decode(list(ids), skip_special_tokens=True)
+    return text, [min(s, len(text)) for s in starts]
+
+
+def align(student_starts: Sequence[int], teacher_starts: Sequence[int], length: int) -> list[tuple[int, int]]:
+    """Pairs ``(i, j)`` of a student and a teacher token that begin at the same character, inside the answer's
+    ``length`` characters; where several tokens of one side begin at one character (an empty-text token), the first."""
+    teacher_at: dict[int, int] = {}
+    for j, start in enumerate(teacher_starts):
+        teacher_at.setdefault(start, j)
+    pairs, seen = [], set()
+    for i, start in enumerate(student_starts):
+        if start < length and start in teacher_at and start not in seen:
+            seen.add(start)
+            pairs.append((i, teacher_at[start]))
+    return pairs
+
+
+def teacher_signal(tokenizer, input_ids: Sequence[int], labels: Sequence[int], answer: str,
+                   teacher_starts: Sequence[int], teacher_probs: Sequence[Sequence[float]]) -> TeacherSignal | None:
+    """Align a formatted example's answer tokens with the teacher's (``teacher_starts``: characters of ``answer``
+    where the teacher's tokens begin).  Both sides are measured on the answer stripped of the white space either
+    side may add.  None when no position aligns."""
+    first = next((k for k, label in enumerate(labels) if label != IGNORE_INDEX), None)
+    if first is None or first == 0:
+        return None
+    core = answer.strip()
+    text, starts = char_starts(tokenizer, input_ids[first:])
+    shift, lead = text.find(core), len(answer) - len(answer.lstrip())
+    if not core or shift < 0:
+        return None
+    pairs = align([s - shift if s >= shift else len(core) for s in starts], [s - lead for s in teacher_starts], len(core))
+    pairs = [(i, j) for i, j in pairs if j < len(teacher_probs)]
+    if not pairs:
+        return None
+    # the logits at position p predict token p + 1
+    return TeacherSignal(tuple(first + i - 1 for i, _ in pairs), tuple(tuple(teacher_probs[j]) for _, j in pairs))
+
+
+def sorted_l1(logits: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """ULD's distance per position: ``|sort(softmax(logits))[:K] - teacher|_1`` (``teacher``: sorted top-K)."""
+    k = teacher.shape[-1]
+    probs = torch.softmax(logits.float(), dim=-1)
+    top = torch.topk(probs, k=min(k, probs.shape[-1]), dim=-1).values
+    if top.shape[-1] < k:  # a student vocabulary smaller than K: its missing entries are zeros
+        top = torch.nn.functional.pad(top, (0, k - top.shape[-1]))
+    return (top - teacher).abs().sum(dim=-1)
+
+
+def token_loss(logits: torch.Tensor, signals: Sequence[TeacherSignal | None]) -> tuple[torch.Tensor, int]:
+    """The mean sorted-L1 distance over every aligned position of a batch (rows of ``logits`` are the examples, in
+    order), and the number of positions; zero and 0 when nothing aligns."""
+    rows, cols, targets = [], [], []
+    for row, signal in enumerate(signals):
+        if signal is None:
+            continue
+        for position, probs in zip(signal.positions, signal.probs):
+            if position < logits.shape[1]:
+                rows.append(row)
+                cols.append(position)
+                targets.append(probs)
+    if not rows:
+        return logits.sum() * 0.0, 0
+    teacher = torch.tensor(targets, dtype=torch.float32, device=logits.device)
+    picked = logits[torch.tensor(rows, device=logits.device), torch.tensor(cols, device=logits.device)]
+    return sorted_l1(picked, teacher).mean(), len(rows)

@@ -1,0 +1,70 @@
+"""Token-level distillation across tokenizers: text-offset alignment and the sorted-probability (ULD) distance."""
+
+import pytest
+import torch
+from tiny_models import tiny_tokenizer
+
+from hf_runtime.data import Conversation, format_example
+from hf_runtime.token_distill import TeacherSignal, align, char_starts, sorted_l1, teacher_signal, token_loss
+
+
+def test_alignment_pairs_the_tokens_that_begin_at_the_same_character():
+    # "red car, truck": teacher tokens "red" " car" "," " truck"; student tokens "re" "d" " c" "ar" "," " tr" "uck"
+    teacher = [0, 3, 7, 8]
+    student = [0, 2, 3, 5, 7, 8, 11]
+    assert align(student, teacher, 14) == [(0, 0), (2, 1), (4, 2), (5, 3)]
+    # nothing at or beyond the answer's end (the stop token, which starts there), and one pair per character
+    assert align([0, 0, 14], [0, 14], 14) == [(0, 0)]
+
+
+def test_char_starts_of_a_real_tokenizer_spell_the_text_token_by_token():
+    tok = tiny_tokenizer()
+    ids = tok("person: kubrick; city: rome", add_special_tokens=False)["input_ids"] + [tok.convert_tokens_to_ids("<|im_end|>")]
+    text, starts = char_starts(tok, ids)
+    assert text == "person: kubrick; city: rome" and starts[0] == 0 and starts == sorted(starts)
+    pieces = [text[a:b] for a, b in zip(starts, [*starts[1:], len(text)])]
+    assert pieces == [tok.decode([i], skip_special_tokens=True) for i in ids]  # ASCII: each token's own text
+    assert starts[-1] == len(text)  # the stop token adds no text
+
+
+def test_the_signal_points_at_the_logits_that_predict_each_aligned_answer_token():
+    tok = tiny_tokenizer()
+    answer = "person: kubrick"
+    example = format_example(tok, Conversation(None, [("Text: kubrick Answer:", answer)]), 256)
+    first = next(i for i, label in enumerate(example.labels) if label != -100)
+    answer_ids = example.input_ids[first:]
+    # a teacher with this very tokenizer: every answer token aligns (the end-of-turn tokens add no text)
+    _, starts = char_starts(tok, answer_ids)
+    probs = [[1.0 - 0.01 * j, 0.01 * j] for j in range(len(answer_ids))]
+    signal = teacher_signal(tok, example.input_ids, example.labels, answer, starts, probs)
+    n_text = sum(1 for s in starts if s < len(answer))
+    assert signal.positions == tuple(range(first - 1, first - 1 + n_text))
+    assert signal.probs == tuple(tuple(p) for p in probs[:n_text])
+    # white space the teacher put before its answer moves its offsets, not the alignment
+    shifted = teacher_signal(tok, example.input_ids, example.labels, "  " + answer, [s + 2 for s in starts], probs)
+    assert shifted == signal
+    # a teacher whose tokens never begin where the student's do: nothing to learn from
+    assert teacher_signal(tok, example.input_ids, example.labels, answer, [3] * len(starts), probs) is None
+
+
+def test_the_distance_is_zero_when_the_student_is_the_teacher_and_positive_otherwise():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 5, 40)
+    k = 8
+    teacher = torch.topk(torch.softmax(logits, dim=-1), k, dim=-1).values
+    signals = [TeacherSignal((0, 3), (tuple(teacher[0, 0].tolist()), tuple(teacher[0, 3].tolist()))),
+               TeacherSignal((4,), (tuple(teacher[1, 4].tolist()),))]
+    same, n = token_loss(logits, signals)
+    assert n == 3 and same.item() == pytest.approx(0.0, abs=1e-6)
+    other, _ = token_loss(torch.randn(2, 5, 40), signals)
+    assert other.item() > 0.05
+    # a permuted vocabulary is the same distribution to ULD: sorting makes vocabularies irrelevant
+    assert token_loss(logits[..., torch.randperm(40)], signals)[0].item() == pytest.approx(0.0, abs=1e-6)
+    # no signal: zero with a gradient path, and no positions
+    empty, n = token_loss(logits.requires_grad_(), [None, None])
+    assert n == 0 and empty.item() == 0.0 and empty.requires_grad
+
+
+def test_a_teacher_wider_than_the_student_vocabulary_pads_with_zeros():
+    logits = torch.tensor([[0.0, 0.0]])
+    assert sorted_l1(logits, torch.tensor([[0.5, 0.5, 0.0]])).item() == pytest.approx(0.0)
