@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import re
 import shlex
 import subprocess
@@ -49,7 +50,7 @@ from report_cross_family import write_report  # noqa: E402
 from hf_common.atomic import write_text_atomic  # noqa: E402
 from hf_common.console import Console  # noqa: E402
 from hf_eval.experiment import Experiment, StepFailed, locked  # noqa: E402
-from hf_eval.study import Study, TrainBudget, repeated  # noqa: E402
+from hf_eval.study import HYPERNET_ARGS, Study, TrainBudget, repeated  # noqa: E402
 
 FILES = {"mit-movie": "mit-movie_sample300.json", "conll04": "RE_conll04_sample300.json",
          "findvehicle": "ET_FindVehicle_sample300.json", "tweetner7": "TweetNER7_sample_15000_sample300.json"}
@@ -95,7 +96,7 @@ MODES = {
 }
 
 
-def split(data_dir: Path, work: Path, mode: Mode, n_unlabeled: int | None = None) -> dict[str, dict]:
+def split(data_dir: Path, work: Path, mode: Mode, n_unlabeled: int | None = None, n_seeds: int = 5) -> dict[str, dict]:
     """Write each task's training pool, validation and held-out files; label subsets of the pool for sources."""
     out = work / "data"
     paths: dict[str, dict] = {}
@@ -120,6 +121,12 @@ def split(data_dir: Path, work: Path, mode: Mode, n_unlabeled: int | None = None
             rows = parts["train"][:count]
             _write(path, json.dumps([{k: v for k, v in r.items() if k != "output"} for r in rows]))
             paths[task]["unlabeled"] = path
+            # data-free runs: a few prompts drawn from the training pool (never validation or held out), answers dropped
+            seeds = [parts["train"][k] for k in sorted(random.Random(0).sample(range(len(parts["train"])), n_seeds))]
+            path = out / f"seeds-{n_seeds}" / f"{task}.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _write(path, json.dumps([{k: v for k, v in r.items() if k != "output"} for r in seeds]))
+            paths[task]["seeds"] = path
         for n in {*mode.labels, *([mode.tune_at] if mode.tune_at is not None else [])}:  # the grid's setting too
             if task != TARGET_TASK and 0 < n < len(parts["train"]):
                 path = out / f"train-{n}" / f"{task}.json"
@@ -162,6 +169,10 @@ def main() -> None:
     parser.add_argument("--methods", type=lambda v: v.split(","), default=["hypernet", "replay-tune"],
                         help="comma-separated: hypernet, replay-tune, distill-lora, distill-hypernet, project, "
                              "project-hypernet (default: hypernet,replay-tune)")
+    parser.add_argument("--sources", type=lambda v: tuple(v.split(",")), default=None,
+                        help=f"source tasks instead of the mode's, comma-separated, of {', '.join(FILES)} but the "
+                             f"target's (several: one plan with an expert for each; results published as "
+                             f"cross_family_<tasks>.json)")
     parser.add_argument("--labels", type=lambda v: tuple(int(x) for x in v.split(",")), default=None,
                         help="labelled source-task examples in the replay, comma-separated (default: the mode's)")
     parser.add_argument("--steps", type=int, default=None,
@@ -171,6 +182,10 @@ def main() -> None:
                         help="passes over each run's own training set instead of a number of steps (runs are named "
                              "-E<epochs>): a distill run then takes more steps than its null-source twin, whose answers "
                              "are all dropped, and both see the target's replay equally often")
+    parser.add_argument("--synthesize", type=int, default=None, metavar="N",
+                        help="data-free distill: no unlabelled prompts; the target writes N prompts in the style of "
+                             "--seed-count prompts drawn from each source task's training pool (runs named -S<N>x<seeds>)")
+    parser.add_argument("--seed-count", type=int, default=5, help="seed prompts per source task for --synthesize")
     parser.add_argument("--unlabeled-count", type=int, default=None,
                         help="unlabelled prompts per source task for distill instead of the mode's (runs named -U<n>)")
     parser.add_argument("--seeds", type=lambda v: [int(x) for x in v.split(",")], default=None,
@@ -195,6 +210,10 @@ def main() -> None:
     mode = MODES[args.mode]
     if args.labels:
         mode = replace(mode, labels=args.labels)
+    if args.sources:
+        if not set(args.sources) <= set(FILES) - {TARGET_TASK} or len(set(args.sources)) != len(args.sources):
+            raise SystemExit(f"--sources: distinct tasks of {', '.join(sorted(set(FILES) - {TARGET_TASK}))}")
+        mode = replace(mode, sources=args.sources)
     if bool(args.variant) != bool(args.fuse_args.strip()):
         raise SystemExit("--variant and --fuse-args go together")
     if args.variant and not re.fullmatch(r"[A-Za-z0-9_.]+", args.variant):
@@ -203,7 +222,7 @@ def main() -> None:
     work = args.work or Path(f"/tmp/hf-cross-family-{args.mode}")
     console = Console()
     exp = Experiment(work, console)
-    data = split(args.data_dir, work, mode, args.unlabeled_count)
+    data = split(args.data_dir, work, mode, args.unlabeled_count, args.seed_count)
     if args.steps is not None and args.epochs is not None:
         raise SystemExit("--steps and --epochs: one or the other")
     budget = mode.budget if args.steps is None else replace(mode.budget, steps=args.steps)
@@ -215,8 +234,10 @@ def main() -> None:
     tag = "" if budget == mode.budget else f"-T{budget.steps}" if budget.steps is not None else f"-E{budget.epochs:g}"
     fusion_tag = tag + (f"-V{args.variant}" if args.variant else "")  # replay-tune takes no hf-fuse options
     distill_tag = fusion_tag + ("" if n_unlabeled == mode.n_unlabeled else f"-U{n_unlabeled}")
+    if args.synthesize:
+        distill_tag = fusion_tag + f"-S{args.synthesize}x{args.seed_count}"
     study = Study(exp, "smollm2", budget, eval_args=["--max-new-tokens", mode.new_tokens, "--batch-size", 16],
-                  fuse_args=["--embed-dim", "auto", "--no-gradient-checkpointing", "-q"], dtype=args.dtype)
+                  fuse_args=["--no-gradient-checkpointing", "-q"], dtype=args.dtype)
     tasks = [TARGET_TASK, *mode.sources]
     heldout = [data[t]["heldout"] for t in tasks]
     validation = [data[t]["val"] for t in tasks]
@@ -225,6 +246,7 @@ def main() -> None:
     results = {**meta, "experts": {}, "runs": [], "chosen_lr": {}, "validation": {}}
     results.update(earlier_results(work / "results.json", meta))
     publish = HERE / "results" if args.publish else None
+    stem = "cross_family" + ("" if mode.sources == MODES[args.mode].sources else "_" + "_".join(mode.sources))
 
     def record(run: dict, adapter: Path | None, step: str | None) -> None:
         scores = study.evaluate(run["name"], adapter, heldout)
@@ -240,7 +262,7 @@ def main() -> None:
         with locked(work):  # what another invocation on this folder recorded meanwhile is kept
             merge_results(results, earlier_results(work / "results.json", meta))
             results["runs"] = [r for r in results["runs"] if r["name"] != run["name"]] + [entry]
-            write_report(work, results, publish)
+            write_report(work, results, publish, stem)
 
     experts = {t: study.expert(f"expert-{t}", EXPERT_BASE[t], data[t]["train"], epochs=mode.expert_epochs,
                                lr=mode.expert_lr) for t in tasks}
@@ -268,6 +290,9 @@ def main() -> None:
     unlabeled = {t: data[t]["unlabeled"] for t in mode.sources}  # the first n_unlabeled prompts of the pool
     source_models = repeated("--source-model", [f"{i}={EXPERT_BASE[t]}" for i, t in enumerate(mode.sources)])
     prompts = repeated("--unlabeled", [f"{i}={unlabeled[t]}" for i, t in enumerate(mode.sources)])
+    if args.synthesize:  # data-free: the seeds instead of the unlabelled prompts
+        prompts = [*repeated("--seed-prompts", [f"{i}={data[t]['seeds']}" for i, t in enumerate(mode.sources)]),
+                   "--synthesize", args.synthesize]
 
     def fusion(label: str, extra: list | tuple = (), suffix: str = fusion_tag):
         """Runs of one hf-fuse method: (source labels, rate, seed, null sources) -> (run name, adapter)."""
@@ -279,7 +304,8 @@ def main() -> None:
 
     def distill_args(student: str) -> list:
         return ["--method", "distill", "--student", student, *source_models, *prompts, "--gen-cache", work / "gen-cache",
-                "--gen-max-new-tokens", mode.new_tokens, "--gen-batch-size", 16]
+                "--gen-max-new-tokens", mode.new_tokens, "--gen-batch-size", 16,
+                *(HYPERNET_ARGS if student == "hypernet" else [])]
 
     def distill(student: str):
         return fusion(f"distill-{student}", distill_args(student), distill_tag)
@@ -293,11 +319,12 @@ def main() -> None:
                                 extra=["--method", "project", *source_models, "--project-weight", weight])
 
     runners = {  # method -> (trainer, its grid, whether it has a null-source twin)
-        "hypernet": (fusion("hypernet"), mode.grid, True), "replay-tune": (tune, mode.grid, False),
+        "hypernet": (fusion("hypernet", HYPERNET_ARGS), mode.grid, True), "replay-tune": (tune, mode.grid, False),
         "distill-lora": (distill("lora"), mode.grid, True), "distill-hypernet": (distill("hypernet"), mode.grid, True),
         "project": (project, mode.weights, True),
         # the projection at --project-weight 1 (project's weights scored alike on validation), the HyperNet's rate tuned
-        "project-hypernet": (fusion("project-hypernet", ["--method", "project-hypernet", *source_models]), mode.grid, True),
+        "project-hypernet": (fusion("project-hypernet", ["--method", "project-hypernet", *source_models, *HYPERNET_ARGS]),
+                             mode.grid, True),
     }
     tags = {"distill-lora": distill_tag, "distill-hypernet": distill_tag, "project": "",  # project trains nothing
             "replay-tune": tag}
@@ -341,7 +368,9 @@ def main() -> None:
                     if method != "project" and budget.steps is None:
                         variant["epochs"] = budget.epochs
                     if method.startswith("distill"):
-                        variant["n_unlabeled"] = n_unlabeled
+                        variant["n_unlabeled"] = 0 if args.synthesize else n_unlabeled
+                        if args.synthesize:
+                            variant.update(data_free=True, n_seed_prompts=args.seed_count, n_synthesized=args.synthesize)
                     if args.variant and method not in ("project", "replay-tune"):
                         variant.update(variant=args.variant, fuse_args=variant_args)
                     record({"name": name, "method": method, "seed": seed, **setting, "source_labels_per_task": n,

@@ -64,7 +64,7 @@ def main() -> None:
 
     def fuse(steps: int) -> list:
         return [tool / "hf-fuse", args.work / "plan-real.h5", "--base-model", "smollm2", *replay, *budget(steps),
-                "--embed-dim", "auto", "--no-gradient-checkpointing", "-q", "--force"]
+                "--no-gradient-checkpointing", "-q", "--force"]
 
     replay = ["--replay", data / "train" / f"{TARGET_TASK}.json"]
     distill = ["--method", "distill", "--source-model", "0=gemma3", "--unlabeled", f"0={unlabeled / 'findvehicle.json'}",
@@ -72,9 +72,10 @@ def main() -> None:
     runs = {
         "replay-tune": [tool / "hf-eval", "replay-tune", "--base-model", "smollm2", "--adapter", args.work / "expert-mit-movie",
                         *replay, *budget(args.steps), "-o", out / "replay-tune", "-q", "--force"],
-        "hypernet": [*fuse(args.steps), "-o", out / "hypernet"],
+        "hypernet": [*fuse(args.steps), "--embed-dim", "auto", "-o", out / "hypernet"],
         "distill-lora": [*fuse(args.steps), *distill, "--gen-cache", args.work / "gen-cache", "-o", out / "distill-lora"],
-        "distill-hypernet": [*fuse(args.steps), *distill, "--student", "hypernet", "--gen-cache", args.work / "gen-cache",
+        "distill-hypernet": [*fuse(args.steps), *distill, "--student", "hypernet", "--embed-dim", "auto",
+                             "--gen-cache", args.work / "gen-cache",
                              "-o", out / "distill-hypernet"],
         "distill-generate": [*fuse(0), *distill, "--gen-cache", out / "fresh-cache", "-o", out / "distill-generate"],
         "project": [*fuse(0), "--method", "project", "--source-model", "0=gemma3", "-o", out / "project"],

@@ -1,7 +1,7 @@
 """The cross-family benchmark's results: ``results.json`` and a Markdown report (tables of means, spreads and
 bootstrap intervals), rewritten after every evaluation.  Used by ``bench_cross_family.py``; also runs alone:
 
-    python benchmarks/report_cross_family.py WORK [--publish]    # re-render WORK/results.json
+    python benchmarks/report_cross_family.py WORK [--publish [STEM]]    # re-render WORK/results.json
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ def groups(runs: list[dict], settings: dict) -> dict[tuple, list[dict]]:
     for run in runs:
         steps = run.get("steps", settings["budget"]["steps"]) if "epochs" not in run else f"{run['epochs']:g} epochs"
         prompts = run.get("n_unlabeled", settings.get("n_unlabeled")) if run["method"].startswith("distill") else None
+        if run.get("data_free"):
+            prompts = f"data-free: {run['n_seed_prompts']} seeds, {run['n_synthesized']} written"
         out[(run["source_labels_per_task"], run["method"], run["null_source"], steps, prompts,
              run.get("variant"))].append(run)
     return out
@@ -43,7 +45,7 @@ def _label(key: tuple, settings: dict) -> str:
     variant = [steps if isinstance(steps, str) else f"{steps} steps"] if (steps != settings["budget"]["steps"]
                                                                            and method != "project") else []
     if prompts is not None and prompts != settings.get("n_unlabeled"):
-        variant.append(f"{prompts} prompts")
+        variant.append(f"{prompts} prompts" if isinstance(prompts, int) else prompts)
     if name:
         variant.append(name)
     shown = f" [{', '.join(variant)}]" if variant else ""
@@ -173,6 +175,12 @@ class Bar:
     below_alone: float  # the target task at most this much below the target alone
     below_twin: float | None  # ... and at most this much below the twin
     seeds: int = 3
+    kind: str = "prompts"  # which runs it judges: one source with its prompts, "data-free" runs, or "two" sources
+
+    def judges(self, results: dict, runs: list[dict]) -> bool:
+        data_free, several = bool(runs[0].get("data_free")), len(results["source_tasks"]) > 1
+        return {"prompts": not data_free and not several, "data-free": data_free,
+                "two": several and not data_free}[self.kind]
 
     def conditions(self) -> str:
         parts = [f"each source task at least {100 * self.share:.0f} % of its expert's F1"]
@@ -186,7 +194,9 @@ class Bar:
 
 
 BARS = [Bar("issue 11", 0.5, None, 0.2, 0.01, None),
-        Bar("issue 20, with the source task's unlabelled prompts", 0.8, 0.08, 0.2, 0.01, 0.02)]
+        Bar("issue 20, with the source task's unlabelled prompts", 0.8, 0.08, 0.2, 0.01, 0.02),
+        Bar("issue 20, data-free (5 seed prompts)", 0.5, None, 0.2, 0.01, 0.02, kind="data-free"),
+        Bar("issue 20, two experts in one plan", 0.6, None, 0.2, 0.01, 0.02, kind="two")]
 
 
 def gap_closed(results: dict, runs: list[dict], task: str) -> float | None:
@@ -214,7 +224,7 @@ def bar_rows(results: dict, bar: Bar = BARS[0]) -> list[str]:
     for key, runs in sorted(by_group.items(), key=lambda kv: str(kv[0])):
         labels, method, null, steps, prompts, variant = key
         twin = by_group.get((labels, method, True, steps, prompts, variant))
-        if labels != 0 or null or not twin or alone is None:
+        if labels != 0 or null or not twin or alone is None or not bar.judges(results, runs):
             continue
         cells, ok = [], True
         for task in results["source_tasks"]:
@@ -240,17 +250,18 @@ def bar_rows(results: dict, bar: Bar = BARS[0]) -> list[str]:
     return rows
 
 
-def write_report(work: Path, results: dict, publish: Path | None = None) -> None:
+def write_report(work: Path, results: dict, publish: Path | None = None, stem: str = "cross_family") -> None:
     results["comparisons"] = comparisons(results)
     for path, text in ((work / "results.json", json.dumps(results, indent=2) + "\n"), (work / "results.md", render(results))):
         write_text_atomic(path, text, force=True)
     if publish:
         publish.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(work / "results.json", publish / "cross_family.json")
-        shutil.copyfile(work / "results.md", publish / "cross_family.md")
+        shutil.copyfile(work / "results.json", publish / f"{stem}.json")
+        shutil.copyfile(work / "results.md", publish / f"{stem}.md")
 
 
 if __name__ == "__main__":
     folder = Path(sys.argv[1])
-    write_report(folder, json.loads((folder / "results.json").read_text()),
-                 HERE / "results" if "--publish" in sys.argv else None)
+    publish = "--publish" in sys.argv
+    stem = sys.argv[sys.argv.index("--publish") + 1] if publish and sys.argv[-1] != "--publish" else "cross_family"
+    write_report(folder, json.loads((folder / "results.json").read_text()), HERE / "results" if publish else None, stem)

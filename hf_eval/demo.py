@@ -21,7 +21,7 @@ from pathlib import Path
 from hf_common.console import Console
 
 from .experiment import Experiment, StepFailed
-from .study import Study, TrainBudget
+from .study import HYPERNET_ARGS, Study, TrainBudget
 
 PEOPLE = ["ada lovelace", "alan turing", "grace hopper", "marie curie", "nikola tesla", "emmy noether", "carl gauss"]
 CITIES = ["paris", "lisbon", "nairobi", "kyoto", "lima", "oslo", "quito"]
@@ -78,8 +78,8 @@ def main(work: Path) -> None:
     replay = [data["ner"]["train"], data["relations"]["train"]]
     plan, null_plan = study.plan("plan", target, [source]), study.plan("plan-null-source", target,
                                                                       [study.null_source(source, 0)])
-    fused = study.fuse("fused", plan, replay, lr=1e-4, seed=0)
-    null = study.fuse("fused-null-source", null_plan, replay, lr=1e-4, seed=0)
+    fused = study.fuse("fused", plan, replay, lr=1e-4, seed=0, extra=HYPERNET_ARGS)
+    null = study.fuse("fused-null-source", null_plan, replay, lr=1e-4, seed=0, extra=HYPERNET_ARGS)
     unlabeled = work / "unlabeled" / "relations.json"  # the relation prompts, answers dropped
     unlabeled.parent.mkdir(parents=True, exist_ok=True)
     unlabeled.write_text(json.dumps([{k: v for k, v in r.items() if k != "output"}

@@ -40,7 +40,9 @@ class Study:
     base_model: str  # the target's base model (folder, .gguf, smollm2 / gemma3)
     budget: TrainBudget
     eval_args: list = field(default_factory=lambda: ["--max-new-tokens", 64, "--batch-size", 8])
-    fuse_args: list = field(default_factory=lambda: ["--embed-dim", "auto", "--no-gradient-checkpointing"])
+    # options of every hf-fuse run (a method's own options, e.g. the HyperNet's --embed-dim, go in ``extra``: hf-fuse
+    # refuses an option the chosen method does not use)
+    fuse_args: list = field(default_factory=lambda: ["--no-gradient-checkpointing"])
     dtype: str | None = None  # every model-loading step's --dtype (None: each tool's default for the device)
 
     @property
@@ -113,6 +115,9 @@ class Study:
         self.exp.console.info(f"{label}: validation macro F1 " +
                               ", ".join(f"lr {lr:g}: {100 * f:.1f}" for lr, f in scores.items()) + f" -> lr {best:g}")
         return best, scores
+
+
+HYPERNET_ARGS = ["--embed-dim", "auto"]  # the HyperNet sized to the plan (the studies' setting)
 
 
 def repeated(flag: str, values) -> list:

@@ -33,11 +33,11 @@ class Progress:
             if not self.console.quiet:
                 self._bar.console.print(str(payload))
             return
-        if kind in ("generate", "align"):  # (source, answers or aligned tokens so far, their total)
+        if kind in ("generate", "align", "synthesize"):  # (source, answers / tokens / prompts so far, their total)
             source, done, total = payload
             key = (kind, source)
             if key not in self._tasks:
-                what = "answers" if kind == "generate" else "aligned tokens"
+                what = {"generate": "answers", "align": "aligned tokens", "synthesize": "prompts written"}[kind]
                 self._tasks[key] = self._bar.add_task("", total=total, task_no=f"source {source} {what}", metrics="")
             self._bar.update(self._tasks[key], completed=done)
             return

@@ -39,6 +39,7 @@ from hf_runtime.trainer import train
 from .base import FuseContext, FusionMethod, MethodResult, lora_task, register
 from .hypernet import HyperNetMethod, HyperNetSettings
 from .sources import SOURCE_MODEL_OPTION, check_sources, parse_indexed
+from .synthesize import MIN_SEEDS, synthesize
 
 logger = logging.getLogger(__name__)
 STUDENTS = ("lora", "hypernet")
@@ -52,6 +53,15 @@ class DistillSettings:
     unlabeled: tuple[tuple[int | None, str], ...] = setting(
         (), multiple=True, metavar="[INDEX=]FILE", parse=lambda v: tuple(parse_indexed(v, "--unlabeled", index_required=False)),
         help="prompts for the source experts (Alpaca/chat; any output is ignored); INDEX= sends a file to one source only.")
+    synthesize: int = setting(0, type=int, metavar="N",
+                              help="data-free: the target's base model writes N new prompts in the style of "
+                                   "--seed-prompts (at least 3), a filter keeps those that look like them, and the "
+                                   "source experts answer those (with or without --unlabeled).")
+    seed_prompts: tuple[tuple[int | None, str], ...] = setting(
+        (), multiple=True, metavar="[INDEX=]FILE",
+        parse=lambda v: tuple(parse_indexed(v, "--seed-prompts", index_required=False)),
+        help="with --synthesize: a few example prompts of the source task (Alpaca/chat; answers ignored); INDEX= for "
+             "one source only.")
     student: str = setting("lora", type=click.Choice(list(STUDENTS)),
                            help="what learns from the answers: the target LoRA itself, or the HyperNet.")
     max_new_tokens: int | str = setting(128, flag="--gen-max-new-tokens", type=str, metavar="N|auto", cli_default="128",
@@ -91,8 +101,13 @@ class DistillSettings:
             raise ConfigError("--token-loss-weight trains the LoRA student only (--student lora)")
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise ConfigError(f"--gen-batch-size must be a positive integer (got {self.batch_size!r})")
-        if not self.unlabeled:
-            raise ConfigError("--method distill needs --unlabeled FILE (prompts for the source experts to answer)")
+        if isinstance(self.synthesize, bool) or not 0 <= self.synthesize <= 100_000:
+            raise ConfigError(f"--synthesize must be an integer from 0 to 100000 (got {self.synthesize!r})")
+        if bool(self.synthesize) != bool(self.seed_prompts):
+            raise ConfigError("--synthesize N and --seed-prompts FILE go together")
+        if not self.unlabeled and not self.synthesize:
+            raise ConfigError("--method distill needs --unlabeled FILE (prompts for the source experts to answer) or "
+                              "--synthesize N --seed-prompts FILE")
         if not self.source_models:
             raise ConfigError("--method distill needs --source-model INDEX=PATH for every source of the plan")
 
@@ -116,14 +131,30 @@ class DistillMethod(FusionMethod):
         s = self.settings.get(DistillSettings.section)
         if s is None:
             raise ConfigError("--method distill needs --source-model and --unlabeled")
-        check_replay_files([Path(path) for _, path in s.unlabeled], prompts_only=True)
-        check_sources(self.name, plans, s.source_models, [i for i, _ in s.unlabeled if i is not None], warnings)
+        check_replay_files([Path(path) for _, path in (*s.unlabeled, *s.seed_prompts)], prompts_only=True)
+        plan = check_sources(self.name, plans, s.source_models,
+                             [i for i, _ in (*s.unlabeled, *s.seed_prompts) if i is not None], warnings)
+        for index in range(plan.n_sources if s.synthesize else 0):
+            seeds = self._seeds(index)
+            if len(seeds) < MIN_SEEDS:
+                raise ConfigError(f"--synthesize needs at least {MIN_SEEDS} --seed-prompts for each source; source "
+                                  f"{index} has {len(seeds)}")
+
+    def _seeds(self, index: int) -> list[Conversation]:
+        return [c for i, path in self.distill.seed_prompts if i in (None, index) for c in load_records(path, prompts_only=True)]
 
     def summary_lines(self, report: dict) -> list[str]:
-        return [f"source {source} ({stats['source_model']}): {stats['kept']} of {stats['prompts']} answers kept, "
-                f"{stats['empty']} empty, {stats['truncated']} cut at the length cap ({stats['max_new_tokens']} tokens), "
-                f"{stats['filtered']} below --min-answer-logprob, {stats['cached']} from the cache"
-                for source, stats in report["distill"]["sources"].items()]
+        lines = []
+        for source, stats in report["distill"]["sources"].items():
+            if "synthesis" in stats:
+                x = stats["synthesis"]
+                lines.append(f"source {source}: {x['kept']} of {x['candidates']} synthesized prompts kept ({x['unfinished']} "
+                             f"unfinished, {x['length']} too short or long, {x['copies']} copies, {x['unlikely']} less "
+                             f"likely than the seeds; {x['n_seed_prompts']} seeds)")
+            lines.append(f"source {source} ({stats['source_model']}): {stats['kept']} of {stats['prompts']} answers kept, "
+                         f"{stats['empty']} empty, {stats['truncated']} cut at the length cap ({stats['max_new_tokens']} "
+                         f"tokens), {stats['filtered']} below --min-answer-logprob, {stats['cached']} from the cache")
+        return lines
 
     def html_section(self, page, report: dict) -> None:
         page.heading("Distillation: the source experts' answers")
@@ -145,7 +176,17 @@ class DistillMethod(FusionMethod):
         stats = {}
         for index in range(plan.n_sources):
             conversations = [c for i, path in s.unlabeled if i in (None, index) for c in load_records(path, prompts_only=True)]
+            synthesis = None
+            if s.synthesize:
+                ctx.on_event("stage", f"source {index}: writing {s.synthesize} prompts in the style of its seeds")
+                made, synthesis = synthesize(ctx.model, ctx.tokenizer, self._seeds(index), s.synthesize, work,
+                                             seed=job.train.seed, cutoff_len=job.replay_config.cutoff_len,
+                                             on_progress=lambda done, total, i=index: ctx.on_event("synthesize",
+                                                                                                  (i, done, total)))
+                conversations += made
             answers, stats[str(index)] = self._answers(ctx, index, conversations, work)
+            if synthesis is not None:
+                stats[str(index)]["synthesis"] = synthesis
             aligned = 0
             for conv, answer in zip(conversations, answers):
                 if answer is None:

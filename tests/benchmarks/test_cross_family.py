@@ -144,3 +144,26 @@ def test_results_of_two_invocations_merge_and_each_keeps_its_own_entries():
     assert mine["experts"] == {"t": 0.5, "u": 0.7}
     assert mine["chosen_lr"] == {"L0": {"hypernet": 1e-4, "project": 1.0}}
     assert mine["validation"]["L0"] == {"hypernet": {"0.0001": 0.1}, "project": {"1": 0.2}}
+
+
+def test_each_bar_judges_its_own_runs(tmp_path):
+    right, wrong = (1, 1, 1), (1, 1, 0)
+    runs = [_run(tmp_path, "target", "target", 0, False, {"a": [right], "b": [wrong], "c": [wrong]}, labels=None)]
+    free = {"data_free": True, "n_seed_prompts": 5, "n_synthesized": 64, "n_unlabeled": 0}
+    for seed in range(3):
+        runs.append(_run(tmp_path, f"d-s{seed}", "distill-lora", seed, False, {"a": [right], "b": [right], "c": [right]}))
+        runs.append(_run(tmp_path, f"dn-s{seed}", "distill-lora", seed, True, {"a": [right], "b": [wrong], "c": [wrong]}))
+        runs.append({**_run(tmp_path, f"f-s{seed}", "distill-lora", seed, False, {"a": [right], "b": [right], "c": [wrong]}),
+                     **free})
+        runs.append({**_run(tmp_path, f"fn-s{seed}", "distill-lora", seed, True, {"a": [right], "b": [wrong], "c": [wrong]}),
+                     **free})
+    results = {"mode": "test", "settings": asdict(bench.MODES["smoke"]), "commit": "abc", "date": "d", "device": "cpu",
+               "target_task": "a", "source_tasks": ["b", "c"], "experts": {"b": 1.0, "c": 1.0}, "expert_scores": {},
+               "runs": runs, "chosen_lr": {}, "validation": {}}
+    text = report.render(results)
+    two = text.split("## The bar of issue 20, two experts in one plan")[1].split("## ")[0]
+    free_bar = text.split("## The bar of issue 20, data-free (5 seed prompts)")[1].split("## ")[0]
+    assert "| distill-lora | 3 / 3 |" in two and "data-free" not in two.split("|---|")[-1]
+    assert "yes |" in two  # both sources at 100 %, each twin 100 points lower
+    assert "| distill-lora [data-free: 5 seeds, 64 written] | 3 / 3 |" in free_bar and "no |" in free_bar  # c at 0 %
+    assert "## The bar of issue 11" not in text  # one-source bars do not judge a two-source plan
