@@ -39,6 +39,15 @@ class Experiment:
         return str(beside) if beside.exists() else shutil.which(name) or str(beside)
 
     def run(self, name: str, cmd: list[str], output: Path) -> dict:
+        slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-")  # step names are prose; file names are not
+        # one invocation runs a step at a time: another that needs it meanwhile waits, then finds it done
+        with locked(self.work, f".{slug}.lock"):
+            with locked(self.work):
+                if self.records_path.exists():
+                    self.records.update(json.loads(self.records_path.read_text()))
+            return self._run(name, slug, cmd, output)
+
+    def _run(self, name: str, slug: str, cmd: list[str], output: Path) -> dict:
         record = self.records.get(name)
         # the same step: the same arguments (where the program is installed differs from machine to machine)
         same = record is not None and record.get("cmd", [str(c) for c in cmd])[1:] == [str(c) for c in cmd][1:]
@@ -48,7 +57,6 @@ class Experiment:
         if output.exists() and record and not same:
             self.console.info(f"· {name}: its command changed since it was done; running it again")
         self.console.rule(name)
-        slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-")  # step names are prose; file names are not
         measure = self.work / f".{slug}.measure.json"
         subprocess.run([sys.executable, "-m", "hf_eval.measure", str(measure), *map(str, cmd)])
         if not measure.exists():
@@ -65,10 +73,10 @@ class Experiment:
 
 
 @contextlib.contextmanager
-def locked(work: Path) -> Iterator[None]:
-    """An exclusive lock on a work folder, for read-modify-write of its shared files (``steps.json``,
-    ``results.json``) by several invocations at once (e.g. one method per core)."""
-    with open(work / ".lock", "w") as handle:
+def locked(work: Path, name: str = ".lock") -> Iterator[None]:
+    """An exclusive lock on a work folder (or on one step of it: ``name``), for read-modify-write of its shared files
+    (``steps.json``, ``results.json``) by several invocations at once (e.g. one method per core)."""
+    with open(work / name, "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield

@@ -53,7 +53,8 @@ class _ChosenLogprob:
 def generate_batches(model, tokenizer, prompts: dict[int, list[int]], max_new_tokens: int,
                      batch_size: int, top_k: int = 0) -> Iterator[list[Generated]]:
     """Greedy answers, batched by similar length with left padding; yields them batch by batch.  With ``top_k``, each
-    answer also carries its tokens' starts in the text and the model's sorted top-``top_k`` probabilities per step."""
+    finished answer also carries its tokens' starts in the text and the model's sorted top-``top_k`` probabilities per
+    step."""
     from transformers import LogitsProcessorList
 
     from .token_distill import char_starts
@@ -89,7 +90,7 @@ def generate_batches(model, tokenizer, prompts: dict[int, list[int]], max_new_to
             logprob = float(chosen[row, :n].mean()) if n else 0.0
             text = tokenizer.decode(new[row], skip_special_tokens=True)
             starts = probs = None
-            if top is not None:
+            if top is not None and finished[row]:  # an answer cut at the cap is dropped: no teacher side to keep
                 starts = tuple(char_starts(tokenizer, new[row, :n].tolist())[1])
                 probs = tuple(tuple(round(float(x), 5) for x in top[row, j]) for j in range(n))
             results.append(Generated(i, text, bool(finished[row]), n, logprob, starts, probs))

@@ -149,7 +149,8 @@ class DistillMethod(FusionMethod):
             if "synthesis" in stats:
                 x = stats["synthesis"]
                 lines.append(f"source {source}: {x['kept']} of {x['candidates']} synthesized prompts kept ({x['unfinished']} "
-                             f"unfinished, {x['length']} too short or long, {x['copies']} copies, {x['unlikely']} less "
+                             f"unfinished, {x['length']} too short or long, {x['lines']} other lines, {x['copies']} copies, "
+                             f"{x['unlikely']} less "
                              f"likely than the seeds; {x['n_seed_prompts']} seeds)")
             lines.append(f"source {source} ({stats['source_model']}): {stats['kept']} of {stats['prompts']} answers kept, "
                          f"{stats['empty']} empty, {stats['truncated']} cut at the length cap ({stats['max_new_tokens']} "

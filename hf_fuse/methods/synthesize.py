@@ -10,7 +10,9 @@ The filter here is not Trans-LoRA's and has no trained part:
 2. **It looks like the seeds, by the model's own measure.** A candidate is kept when the model, shown the other
    seeds as examples, finds it at least as likely (mean log-probability per token) as the least likely seed is
    given the others: a threshold taken from the seeds themselves, so there is no constant to tune.
-3. **Nothing copied.** Exact copies and near-copies (word-trigram Jaccard similarity >= 0.6) of a seed or of a
+3. **The same lines.** Where every seed's varying part has the same further lines, begun with the same words
+   (e.g. a text, then a line " Entities: ..."), a candidate must have them too.
+4. **Nothing copied.** Exact copies and near-copies (word-trigram Jaccard similarity >= 0.6) of a seed or of a
    candidate already kept are dropped, as are candidates shorter than half the shortest seed or longer than 1.5x
    the longest, and candidates cut at the length cap.
 
@@ -62,6 +64,11 @@ def frame_of(prompts: list[str]) -> Frame:
     return Frame(prefix, suffix, [p[len(prefix):len(p) - len(suffix)] for p in prompts])
 
 
+def line_heads(text: str) -> tuple[str, ...]:
+    """The first word of each line after the first: a text's line structure."""
+    return tuple(line.split()[0] for line in text.strip().split("\n")[1:] if line.split())
+
+
 def _trigrams(text: str) -> set[tuple[str, ...]]:
     words = text.lower().split()
     return {tuple(words[i:i + 3]) for i in range(max(len(words) - 2, 1))}
@@ -73,7 +80,7 @@ def near_copy(a: str, b: str) -> bool:
     return a.strip() == b.strip() or (bool(x | y) and len(x & y) / len(x | y) >= NEAR_COPY)
 
 
-MARK = "\n\nExample"  # what begins the next example: a candidate ends there
+MARK = "\n\nExample"  # what begins the next example (a candidate ends there, or at a blank line if no seed has one)
 
 
 def _listing(examples: list[str]) -> str:
@@ -113,11 +120,13 @@ def synthesize(model, tokenizer, seeds: list[Conversation], n: int, work: Path, 
     lengths = [len(tokenizer.encode(m, add_special_tokens=False)) for m in middles]
     cap = max(16, math.ceil(1.5 * max(lengths)))
     key = hashlib.sha256(json.dumps({"seeds": middles, "frame": [frame.prefix, frame.suffix], "seed": seed, "cap": cap,
-                                     "model": getattr(model.config, "_name_or_path", ""), "format": 2},
+                                     "model": getattr(model.config, "_name_or_path", ""), "format": 3},
                                     sort_keys=True).encode()).hexdigest()[:16]
     cache = AnswerCache(work / f"synthesized-{key}.jsonl", n)
     stops = stop_token_ids(tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    end = MARK if any("\n\n" in m.strip() for m in middles) else "\n\n"
+    heads = {line_heads(m) for m in middles}
     was_training = model.training
     model.eval()
 
@@ -148,8 +157,8 @@ def synthesize(model, tokenizer, seeds: list[Conversation], n: int, work: Path, 
                 length = int(is_stop.int().argmax()) if bool(is_stop.any()) else new.shape[1]
                 text = tokenizer.decode(new[row, :length], skip_special_tokens=True)
                 # it ends where the next example begins, or at a stop token; else it was cut at the cap
-                finished = MARK in text or length < new.shape[1]
-                text = text.split(MARK)[0].strip()
+                finished = end in text.lstrip() or length < new.shape[1]
+                text = text.lstrip().split(end)[0].strip()
                 scored = min(len(tokenizer.encode(text, add_special_tokens=False)), length)  # the text's own tokens
                 mean = float(chosen[row, :scored].mean()) if scored else -100.0
                 rows.append((i, CachedAnswer(text, finished, scored, min(0.0, mean))))
@@ -161,7 +170,7 @@ def synthesize(model, tokenizer, seeds: list[Conversation], n: int, work: Path, 
                                   device) for k, m in enumerate(middles))
     model.train(was_training)
     low, high = 0.5 * min(map(len, middles)), 1.5 * max(map(len, middles))
-    counts = {"candidates": n, "kept": 0, "unfinished": 0, "length": 0, "copies": 0, "unlikely": 0,
+    counts = {"candidates": n, "kept": 0, "unfinished": 0, "length": 0, "lines": 0, "copies": 0, "unlikely": 0,
               "threshold": round(threshold, 4), "cached": n - len(todo), "n_seed_prompts": len(seeds)}
     kept: list[str] = []
     for i in range(n):
@@ -171,6 +180,8 @@ def synthesize(model, tokenizer, seeds: list[Conversation], n: int, work: Path, 
             counts["unfinished"] += 1
         elif not low <= len(text) <= high:
             counts["length"] += 1
+        elif len(heads) == 1 and line_heads(text) not in heads:
+            counts["lines"] += 1
         elif any(near_copy(text, other) for other in [*middles, *kept]):
             counts["copies"] += 1
         elif got.logprob < threshold:

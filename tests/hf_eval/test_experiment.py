@@ -47,3 +47,20 @@ def test_a_step_whose_command_changed_is_run_again(tmp_path):
     assert out.read_text() == "first"
     exp.run("step", _write(out, "second"), out)  # e.g. an evaluation of other adapters under the same name
     assert out.read_text() == "second"
+
+
+def test_two_invocations_needing_one_step_at_once_run_it_once(tmp_path):
+    import threading
+
+    out, tally = tmp_path / "out.txt", tmp_path / "tally.txt"
+    # the step appends to a tally (so running it twice shows) and takes a moment (so both arrive while it runs)
+    step = [sys.executable, "-c", f"import pathlib, time; t = pathlib.Path({str(tally)!r}); "
+            f"t.write_text((t.read_text() if t.exists() else '') + 'x'); time.sleep(1); "
+            f"pathlib.Path({str(out)!r}).write_text('ok')"]
+    invocations = [Experiment(tmp_path, Console(quiet=True)) for _ in range(2)]  # both read the folder before it ran
+    threads = [threading.Thread(target=exp.run, args=("shared", step, out)) for exp in invocations]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert tally.read_text() == "x" and out.read_text() == "ok"

@@ -151,3 +151,32 @@ def test_bad_token_loss_options_are_refused_in_one_line(setting, tmp_path, extra
     result = CliRunner().invoke(main, _argv(setting, tmp_path / "out", *extra))
     assert result.exit_code == 2 and message in result.stderr, result.output
     assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
+
+
+def test_two_source_experts_of_two_families_distill_into_one_adapter(fusion, tmp_path):
+    from tiny_models import make_source_model
+
+    from hf_analyze.execute import execute
+    from hf_analyze.planner import AnalyzeSettings, analyze
+    from hf_analyze.report import build_report
+
+    qwen = make_source_model(tmp_path / "qwen2", "qwen2")
+    gemma = make_source_model(tmp_path / "gemma3", "gemma3", hidden=32, n_layers=2, seed=9)
+    analysis = analyze(fusion["target"], [qwen["expert"], gemma["expert"]], AnalyzeSettings(block_size="auto"))
+    execute(analysis, build_report(analysis), tmp_path / "plan.h5")
+    prompts = [{"instruction": r["instruction"], "input": r["input"]} for r in json.loads(fusion["replay"].read_text())]
+    (tmp_path / "a.json").write_text(json.dumps(prompts[:3]))
+    (tmp_path / "b.json").write_text(json.dumps(prompts[3:5]))
+    result = CliRunner().invoke(main, [str(tmp_path / "plan.h5"), "--base-model", str(fusion["base"]), "--replay",
+                                       str(fusion["replay"]), "-o", str(tmp_path / "out"), "--method", "distill",
+                                       "--source-model", f"0={qwen['base']}", "--source-model", f"1={gemma['base']}",
+                                       "--unlabeled", f"0={tmp_path / 'a.json'}", "--unlabeled", f"1={tmp_path / 'b.json'}",
+                                       *FAST, "--gen-max-new-tokens", "3"])
+    assert result.exit_code == 0, result.output
+    sources = json.loads((tmp_path / "out/fusion_report.json").read_text())["distill"]["sources"]
+    assert {i: s["prompts"] for i, s in sources.items()} == {"0": 3, "1": 2}  # each expert answers its own prompts
+    assert sources["0"]["cache"] != sources["1"]["cache"]
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(fusion["base"]), tmp_path / "out")  # loads cleanly

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from tiny_models import make_distill_setting
 
 from hf_fuse.cli import main
-from hf_fuse.methods.synthesize import frame_of, near_copy
+from hf_fuse.methods.synthesize import frame_of, line_heads, near_copy
 
 FAST = ["--max-steps", "1", "--grad-accum", "1", "--batch-size", "2", "--gen-batch-size", "4", "--max-examples-per-file", "4",
         "--gen-max-new-tokens", "4"]
@@ -43,6 +43,11 @@ def test_the_frame_is_what_every_seed_shares_and_the_middles_what_varies():
     assert frame.middles == ["red car", "blue truck", "rome"] and frame.fill("x") == "Do it. Text: x Answer:"
 
 
+def test_line_heads_are_the_first_words_of_the_later_lines():
+    assert line_heads("a red car\n Entities: red, car") == ("Entities:",)
+    assert line_heads("one line only") == ()
+
+
 def test_near_copies_are_exact_copies_and_heavy_trigram_overlap():
     assert near_copy("hanks drove a red car", "hanks drove a red car ")
     assert near_copy("hanks drove a red car today", "hanks drove a red car")
@@ -55,7 +60,7 @@ def test_synthesis_writes_caches_and_resumes_and_the_filter_drops_copies(setting
     assert first.exit_code == 0, first.output
     counts = _synthesis(tmp_path / "a")
     assert counts["candidates"] == 6 and counts["cached"] == 0 and counts["n_seed_prompts"] == 5
-    assert counts["kept"] + counts["unfinished"] + counts["length"] + counts["copies"] + counts["unlikely"] == 6
+    assert sum(counts[k] for k in ("kept", "unfinished", "length", "lines", "copies", "unlikely")) == 6
     (cache,) = work.glob("synthesized-*.jsonl")
     rows = [json.loads(line) for line in cache.read_text().splitlines()]
     assert sorted(r["i"] for r in rows) == list(range(6))
