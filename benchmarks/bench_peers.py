@@ -49,7 +49,8 @@ def child_ours(args) -> dict:
     torch.manual_seed(args.seed)
     peft_model = new_lora(model, LORA["r"], LORA["lora_alpha"], LORA["target_modules"], LORA["lora_dropout"])
     settings = TrainSettings(max_steps=args.steps, batch_size=4, grad_accum=2, lr=args.lr, seed=args.seed,
-                             gradient_checkpointing=False, checkpoint_every=10**9, loss_average=args.loss_average)
+                             gradient_checkpointing=False, checkpoint_every=10**9, loss_average=args.loss_average,
+                             group_by_length=args.group_by_length)
     objective = LoraObjective(peft_model, seed=args.seed, gradient_checkpointing=False, pad_id=tokenizer.pad_token_id,
                               device=torch.device("cpu"), loss_average=settings.loss_average)
     started = time.perf_counter()
@@ -143,6 +144,8 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="a tiny model: checks the script in seconds")
     parser.add_argument("--loss-average", choices=["micro-batch", "token"], default="micro-batch",
                         help="how our loop averages a step's loss (TRL: every answer token alike)")
+    parser.add_argument("--group-by-length", action="store_true",
+                        help="our loop with length-grouped micro-batches (TRL keeps its default, group_by_length off)")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--child", choices=["ours", "trl"], help=argparse.SUPPRESS)
     parser.add_argument("--base-model", help=argparse.SUPPRESS)
@@ -162,7 +165,8 @@ def main() -> None:
             out = args.work / f"{who}-s{seed}"
             done = subprocess.run([sys.executable, __file__, "--child", who, "--base-model", str(base), "--train", str(train),
                                    "--out", str(out), "--seed", str(seed), "--steps", str(args.steps), "--lr", str(args.lr),
-                                   "--loss-average", args.loss_average],
+                                   "--loss-average", args.loss_average,
+                                   *(["--group-by-length"] if args.group_by_length else [])],
                                   capture_output=True, text=True)
             line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT ")), None)
             if line is None:
@@ -188,7 +192,9 @@ def main() -> None:
     for entry in summary.values():
         entry["tokens_per_s"] = n_tokens / entry["seconds_per_step"]
     ours, trl = summary["ours"], summary["trl"]
-    lines = [f"LoRA training, ours (loss average: {args.loss_average}) vs TRL SFTTrainer: {label}, CPU fp32, {args.examples} "
+    grouped = ", length-grouped batches" if args.group_by_length else ""
+    lines = [f"LoRA training, ours (loss average: {args.loss_average}{grouped}) vs TRL SFTTrainer: {label}, CPU fp32, "
+             f"{args.examples} "
              f"examples, {args.steps} steps of 4 x 2, lr {args.lr:g}, seeds {','.join(map(str, args.seeds))}; F1 on "
              f"{args.heldout} held-out examples",
              f"{'trainer':<8} {'s/step':>7} {'tokens/s':>9} {'peak RSS MiB':>12} {'F1 mean ± std':>15}",
@@ -200,7 +206,8 @@ def main() -> None:
     if args.json:
         args.json.write_text(json.dumps({"benchmark": "bench_peers", "model": label, "steps": args.steps, "seeds": args.seeds,
                                          "examples": args.examples, "heldout": args.heldout, "lr": args.lr,
-                                         "loss_average": args.loss_average,
+                                         "loss_average": args.loss_average, "group_by_length": args.group_by_length,
+                                         "trl_bf16_autocast": False,
                                          "tokens_per_step_mean": n_tokens, "summary": summary}, indent=1) + "\n")
 
 

@@ -146,16 +146,19 @@ def resolve_block_size(settings: AnalyzeSettings, units: list[Unit]) -> int:
 def licences_side_by_side(target: Adapter, sources: list[Adapter]) -> list[dict]:
     """Each adapter's licence and base model as its own model card writes them, and its base model folder's licence
     when that folder is on disk.  Never guessed: what is not written down stays None."""
-    from hf_common.model_card import read_front_matter
+    from hf_common.model_card import gguf_license, read_front_matter
 
     out = []
     for role, index, adapter in [("target", None, target), *(("source", i, s) for i, s in enumerate(sources))]:
         front = read_front_matter(adapter.folder)
         base = adapter.base_model
         base_front = read_front_matter(Path(base)) if base and Path(base).is_dir() else {}
+        base_license = _text(base_front.get("license"))
+        if base and base.endswith(".gguf") and Path(base).is_file():  # a GGUF file writes it in its header
+            base_license = gguf_license(Path(base))
         out.append({"role": role, "index": index, "adapter": str(adapter.folder),
                     "license": _text(front.get("license")), "card_base_model": _text(front.get("base_model")),
-                    "base_model": base, "base_model_license": _text(base_front.get("license"))})
+                    "base_model": base, "base_model_license": base_license})
     return out
 
 

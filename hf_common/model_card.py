@@ -90,6 +90,28 @@ def _cell(value: object) -> str:
     return str(value).replace("|", "\\|").replace("\n", " ")
 
 
+def gguf_loading_note(gguf_file: str | None, hub_id: str | None) -> str:
+    """A card's sentence on loading a base model that was read from a GGUF file (empty when it was not)."""
+    if not gguf_file:
+        return ""
+    origin = f" (quantised from `{hub_id}`, the base model named above)" if hub_id else ""
+    return (f" It was trained on the GGUF file `{gguf_file}`{origin}; to load that file: "
+            f"`AutoModelForCausalLM.from_pretrained(folder, gguf_file=\"{gguf_file}\")`, then "
+            "`PeftModel.from_pretrained(model, this_folder)`.")
+
+
+def gguf_license(path: Path) -> str | None:
+    """The ``general.license`` a GGUF file's header writes down (None when it does not, or cannot be read)."""
+    try:
+        from gguf import GGUFReader
+
+        field = GGUFReader(path).fields.get("general.license")
+        value = field.contents() if field is not None else None
+    except Exception:  # an unreadable header is the loader's to report; here it only means no licence
+        return None
+    return value.strip() if isinstance(value, str) and value.strip() else None
+
+
 def license_of(*folders: Path | None) -> str | None:
     """The licence written in the first of ``folders`` whose card names one."""
     for folder in folders:

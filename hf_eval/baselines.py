@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -46,12 +47,12 @@ def trainable_from(model, adapter_dir: Path):
     return PeftModel.from_pretrained(model, adapter_dir, is_trainable=True)
 
 
-def save_adapter(peft_model, out_dir: Path, *, force: bool, base_model_name: str | None = None,
+def save_adapter(peft_model, out_dir: Path, *, force: bool, base_model_name: str | None,
                  adapter_name: str = "default", card_text: str | None = None) -> None:
     """Save one adapter of ``peft_model`` to ``out_dir`` atomically (temporary folder, then rename), with our model
-    card in place of PEFT's empty template."""
-    if base_model_name:
-        peft_model.peft_config[adapter_name].base_model_name_or_path = base_model_name
+    card in place of PEFT's empty template; ``base_model_name`` (a Hub id, a model folder, or None for a GGUF base
+    of unknown origin) replaces what PEFT would write, which for a GGUF base is a path into the conversion cache."""
+    peft_model.peft_config[adapter_name].base_model_name_or_path = base_model_name
     with atomic_folder(out_dir, force=force) as tmp:
         # Our adapters never train embeddings (embedding LoRA is refused); saying so also stops PEFT from
         # probing the Hub for the base model's config.json, which must never happen at run time.
@@ -61,6 +62,11 @@ def save_adapter(peft_model, out_dir: Path, *, force: bool, base_model_name: str
             for item in nested.iterdir():
                 os.replace(item, tmp / item.name)
             nested.rmdir()
+        # PEFT fills an empty base model name from the model's config (a conversion-cache folder for a GGUF base)
+        config = json.loads((tmp / "adapter_config.json").read_text())
+        if config.get("base_model_name_or_path") != base_model_name:
+            config["base_model_name_or_path"] = base_model_name
+            (tmp / "adapter_config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         if card_text is not None:
             (tmp / "README.md").write_text(card_text)
 

@@ -18,6 +18,7 @@ import click
 from hf_common import __version__
 from hf_common.atomic import check_output_path
 from hf_common.cli_support import Group, check_json_target, errors_to_exit_codes, write_json
+from hf_common.config_file import config_option
 from hf_common.console import Console, setup_logging
 
 from .support import card, check_adapters_fit, finish, is_main, load, process_console, quiet_libraries
@@ -32,7 +33,11 @@ COMMON = [
     click.option("-q", "--quiet", is_flag=True, help="Print only errors."),
     click.option("--debug", is_flag=True, help="Show tracebacks and debug logging."),
 ]
+BASE_MODEL_ID = click.option("--base-model-id", default=None, metavar="ORG/NAME",
+                             help="The base model's Hub id, written into the adapter's config and card (default: the "
+                                  "registry's id, or the one the model's files state).")
 TRAINING = [
+    BASE_MODEL_ID,
     click.option("--epochs", type=float, default=1.0, show_default=True, help="Passes over the data."),
     click.option("--max-steps", type=int, default=None, help="Optimiser steps (overrides --epochs)."),
     click.option("--batch-size", type=int, default=4, show_default=True, help="Examples per micro-batch."),
@@ -41,12 +46,17 @@ TRAINING = [
     click.option("--cutoff-len", type=int, default=1024, show_default=True, help="Token cut-off of an example."),
     click.option("--max-examples-per-file", type=int, default=None, help="Cap on examples per data file."),
     click.option("--drop-history", is_flag=True, help="Zero-shot prompts: drop earlier turns."),
-    click.option("--seed", type=int, default=0, show_default=True, help="Seed of data order and initialisation."),
+    click.option("--seed", type=click.IntRange(0, 2**31 - 1), default=0, show_default=True,
+                 help="Seed of data order and initialisation (0 to 2^31-1)."),
     click.option("--gradient-checkpointing/--no-gradient-checkpointing", default=False, show_default=True,
                  help="Recompute activations in the backward pass (less memory, more time)."),
     click.option("--loss-average", type=click.Choice(["micro-batch", "token"]), default="micro-batch", show_default=True,
                  help="How a step's loss averages its micro-batches: each micro-batch's mean alike, or every answer "
                       "token of the step alike (as transformers' Trainer and TRL do)."),
+    click.option("--group-by-length", is_flag=True,
+                 help="Micro-batches of examples of similar length (sorted within groups of 16 micro-batches "
+                   "of each epoch's shuffled order): less padding, less time; the same examples "
+                   "per epoch, in another order."),
     click.option("--checkpoint-every", type=int, default=50, show_default=True, help="Optimiser steps between checkpoints."),
     click.option("--checkpoint-dir", type=click.Path(path_type=Path), default=None,
                  help="Where checkpoints go (default: OUT_DIR.ckpt beside the output)."),
@@ -85,6 +95,7 @@ def main() -> None:
 
 
 @main.command()
+@config_option
 @_options(COMMON)
 @click.option("--adapter", "adapters", multiple=True, metavar="NAME=DIR",
               help="An adapter to evaluate (repeat); none evaluates the base model alone.")
@@ -164,6 +175,7 @@ def _parse_adapters(values: tuple[str, ...]) -> dict[str, Path]:
 
 
 @main.command("train-expert")
+@config_option
 @_options(COMMON + TRAINING)
 @click.option("--data", "data", multiple=True, required=True, type=click.Path(path_type=Path), help="Training data.")
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Adapter folder to write.")
@@ -179,6 +191,7 @@ def train_expert(data, rank, alpha, **options) -> None:
 
 
 @main.command("replay-tune")
+@config_option
 @_options(COMMON + TRAINING)
 @click.option("--adapter", required=True, type=click.Path(path_type=Path), help="The target adapter to tune further.")
 @click.option("--replay", "replay", multiple=True, required=True, type=click.Path(path_type=Path), help="Replay data.")
@@ -193,7 +206,8 @@ def replay_tune(adapter, replay, **options) -> None:
 
 
 @main.command()
-@_options(COMMON)
+@config_option
+@_options([*COMMON, BASE_MODEL_ID])
 @click.option("--adapter", "adapters", multiple=True, required=True, type=click.Path(path_type=Path),
               help="Adapters of ONE base model to merge (repeat).")
 @click.option("--weight", "weights", multiple=True, type=float, help="Weight per adapter (default: 1 each).")
@@ -201,7 +215,8 @@ def replay_tune(adapter, replay, **options) -> None:
               help="PEFT add_weighted_adapter combination type.")
 @click.option("--density", type=float, default=0.5, show_default=True, help="Kept fraction for TIES / DARE.")
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Adapter folder to write.")
-def merge(base_model, device, dtype, force, quiet, debug, adapters, weights, method, density, output) -> None:
+def merge(base_model, device, dtype, force, quiet, debug, base_model_id, adapters, weights, method, density,
+          output) -> None:
     """Homogeneous merge through PEFT (refused when the adapters' base models differ)."""
     console = process_console(quiet, debug)
     with errors_to_exit_codes(console):
@@ -212,18 +227,20 @@ def merge(base_model, device, dtype, force, quiet, debug, adapters, weights, met
         from .baselines import merge as merge_adapters
 
         check_homogeneous(list(adapters))  # before loading any weights
-        ref, model, _, _ = load(base_model, device, dtype)
+        ref, model, _, _ = load(base_model, device, dtype, base_model_id)
         peft_model = merge_adapters(model, list(adapters), list(weights) or [1.0] * len(adapters), method, density)
         if is_main():
-            save_adapter(peft_model, output, force=force, base_model_name=ref.label, adapter_name="merged", card_text=card(
-                f"Merged adapter ({method})", ref.label, f"PEFT `add_weighted_adapter` ({method}) of adapters of one base model, "
-                "by `hf-eval merge`.", {"adapters": [str(a) for a in adapters], "weights": list(weights) or "1 each",
-                                       "density": density}, ["merge", method], *adapters))
+            save_adapter(peft_model, output, force=force, base_model_name=ref.adapter_base_name, adapter_name="merged",
+                         card_text=card(f"Merged adapter ({method})", ref, f"PEFT `add_weighted_adapter` ({method}) of "
+                                        "adapters of one base model, by `hf-eval merge`.",
+                                        {"adapters": [str(a) for a in adapters], "weights": list(weights) or "1 each",
+                                         "density": density}, ["merge", method], *adapters))
         console.success(f"{method} merge of {len(adapters)} adapters written to {output}")
         finish()
 
 
 @main.command("null-source")
+@config_option
 @click.argument("source", type=click.Path(path_type=Path), metavar="SRC_ADAPTER")
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Adapter folder to write.")
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True, help="Seed of the noise (0 to 2^32-1).")

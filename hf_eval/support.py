@@ -19,11 +19,11 @@ def quiet_libraries(quiet: bool) -> None:
         quiet_progress_bars()
 
 
-def load(base_model: Path, device: str | None, dtype: str | None):
+def load(base_model: Path, device: str | None, dtype: str | None, base_model_id: str | None = None):
     from hf_runtime.distributed import device_for
     from hf_runtime.model import load_model_and_tokenizer, pick_device, pick_dtype, resolve_base_model
 
-    ref = resolve_base_model(base_model)
+    ref = resolve_base_model(base_model, base_model_id)
     torch_device = pick_device(device_for(device))
     model, tokenizer = load_model_and_tokenizer(ref, torch_device, pick_dtype(dtype, torch_device))
     return ref, model, tokenizer, torch_device
@@ -47,11 +47,14 @@ def is_main() -> bool:
     return processes().is_main
 
 
-def card(title, base_model, how, details, tags, *inputs) -> str:
-    from hf_common.model_card import card, license_of
+def card(title, ref, how, details, tags, *inputs) -> str:
+    """The card of an adapter made on base model ``ref``: its Hub id as the base model (a note on loading a GGUF base),
+    the inputs' licence, else the base model's own."""
+    from hf_common.model_card import card, gguf_loading_note, license_of
+    from hf_runtime.model import model_license
 
-    return card(title=title, base_model=base_model, how=how, details=details, tags=tags,
-                license=license_of(*[Path(i) for i in inputs]))
+    return card(title=title, base_model=ref.adapter_base_name, how=how + gguf_loading_note(ref.gguf_file, ref.hub_id),
+                details=details, tags=tags, license=license_of(*[Path(i) for i in inputs]) or model_license(ref))
 
 
 def check_adapters_fit(base_model: Path, named: dict[str, Path | None]) -> list[str]:

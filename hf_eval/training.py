@@ -62,7 +62,8 @@ class AdapterTraining:
         return per_step(TrainSettings(epochs=o["epochs"], max_steps=o["max_steps"], batch_size=o["batch_size"],
                                       grad_accum=o["grad_accum"], lr=o["lr"], seed=o["seed"],
                                       gradient_checkpointing=o["gradient_checkpointing"],
-                                      checkpoint_every=o["checkpoint_every"], loss_average=o["loss_average"]))
+                                      checkpoint_every=o["checkpoint_every"], loss_average=o["loss_average"],
+                                      group_by_length=o["group_by_length"]))
 
     def _train(self, console, output: Path, tracking: tuple) -> list[dict]:
         import torch
@@ -77,7 +78,7 @@ class AdapterTraining:
         settings = self.settings()
         replay = ReplayConfig(cutoff_len=o["cutoff_len"], seed=o["seed"], drop_history=o["drop_history"],
                               max_examples_per_file=o["max_examples_per_file"])
-        ref, model, tokenizer, device = load(o["base_model"], o["device"], o["dtype"])
+        ref, model, tokenizer, device = load(o["base_model"], o["device"], o["dtype"], o["base_model_id"])
         examples = load_replay(self.data, tokenizer, replay).examples
         if self.adapter is None:
             torch.manual_seed(o["seed"])
@@ -102,8 +103,8 @@ class AdapterTraining:
                                    f"seed {settings.seed}",
                        "loss": f"{history[0]['loss']:.4f} -> {history[-1]['loss']:.4f}" if history else "no steps"}
             inputs = [self.adapter] if self.adapter is not None else []
-            save_adapter(peft_model, output, force=o["force"], base_model_name=ref.label,
-                         card_text=card(self.title, ref.label, self.how, details, self.tags, *inputs))
+            save_adapter(peft_model, output, force=o["force"], base_model_name=ref.adapter_base_name,
+                         card_text=card(self.title, ref, self.how, details, self.tags, *inputs))
         return history
 
     def _tracking(self, output: Path) -> tuple:

@@ -104,6 +104,10 @@ def _flag_owners(registry) -> dict[str, list[str]]:
 @click.option("--loss-average", type=click.Choice(["micro-batch", "token"]), default="micro-batch", show_default=True,
               help="How a step's loss averages its micro-batches: each micro-batch's mean alike, or every answer token "
                    "of the step alike (as transformers' Trainer and TRL do).")
+@click.option("--group-by-length", is_flag=True,
+              help="Micro-batches of examples of similar length (sorted within groups of 16 micro-batches "
+                   "of each epoch's shuffled order): less padding, less time; the same examples "
+                   "per epoch, in another order.")
 @click.option("--epochs", type=float, default=3.0, show_default=True, help="Passes over the replay mix.")
 @click.option("--max-steps", type=int, default=None, help="Optimiser steps (overrides --epochs); 0 exports without training.")
 @click.option("--batch-size", type=int, default=1, show_default=True, help="Examples per micro-batch.")
@@ -115,7 +119,8 @@ def _flag_owners(registry) -> dict[str, list[str]]:
 @click.option("--drop-history", is_flag=True, help="Drop earlier turns ('history'): zero-shot prompts.")
 @click.option("--gradient-checkpointing/--no-gradient-checkpointing", default=True, show_default=True,
               help="Recompute activations in the backward pass (less memory, more time).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of initialisation, data order and RDM draws.")
+@click.option("--seed", type=click.IntRange(0, 2**31 - 1), default=0, show_default=True,
+              help="Seed of initialisation, data order and RDM draws (0 to 2^31-1).")
 @click.option("--device", default=None, help="cuda, cuda:1, cpu... (default: CUDA if available).")
 @click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default=None,
               help="Base model dtype (default: bfloat16 on GPU, float32 on CPU).")
@@ -135,14 +140,17 @@ def _flag_owners(registry) -> dict[str, list[str]]:
                    "W&B run, through Accelerate's trackers.")
 @click.option("--tracker-dir", type=click.Path(path_type=Path), default=None,
               help="Where the tracker writes (default: OUT_DIR.runs beside the output).")
+@click.option("--base-model-id", default=None, metavar="ORG/NAME",
+              help="The base model's Hub id, written into the adapter's config and card (default: the registry's id, "
+                   "or the one the model's files state).")
 @click.option("--force", is_flag=True, help="Replace an existing output folder / JSON file.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only errors.")
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logging.")
 def main(plans, base_model, replay, output, method, preset, weight_decay, max_grad_norm, warmup_rounding, optimizer,
-         loss_average, epochs, max_steps, batch_size, grad_accum, lr, warmup_ratio, cutoff_len, max_examples_per_file,
-         drop_history,
+         loss_average, group_by_length, epochs, max_steps, batch_size, grad_accum, lr, warmup_ratio, cutoff_len,
+         max_examples_per_file, drop_history,
          gradient_checkpointing, seed, device, dtype, checkpoint_every, checkpoint_dir, resume, json_path, log_file,
-         shard_base_model, report_to, tracker_dir, force, quiet, debug, **method_options) -> None:
+         shard_base_model, report_to, tracker_dir, base_model_id, force, quiet, debug, **method_options) -> None:
     """Fuse the sources of PLAN.h5 into its target adapter; several plans run as a sequential pipeline."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is ever downloaded at run time
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -181,12 +189,12 @@ def main(plans, base_model, replay, output, method, preset, weight_decay, max_gr
                                 warmup_ratio=warmup_ratio, seed=seed, gradient_checkpointing=gradient_checkpointing,
                                 checkpoint_every=checkpoint_every, weight_decay=chosen["weight_decay"],
                                 max_grad_norm=chosen["max_grad_norm"], warmup_rounding=chosen["warmup_rounding"],
-                                optimizer=optimizer, loss_average=loss_average),
+                                optimizer=optimizer, loss_average=loss_average, group_by_length=group_by_length),
             replay_config=ReplayConfig(cutoff_len=cutoff_len, max_examples_per_file=max_examples_per_file, seed=seed,
                                        drop_history=drop_history),
             device=device, dtype=dtype, checkpoint_dir=checkpoint_dir, resume=resume, force=force,
             method=method, settings=settings, shard_base_model=shard_base_model,
-            record={"fusion_config.yaml": dump(config)},
+            record={"fusion_config.yaml": dump(config)}, base_model_id=base_model_id,
         )
         setup_logging(debug, str(log_path) if procs.is_main else None)
         try:

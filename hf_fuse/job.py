@@ -31,6 +31,7 @@ class FuseJob:
     settings: dict[str, Any] = field(default_factory=dict)
     shard_base_model: bool = False  # FSDP across the processes (or an Accelerate FSDP config): hf_runtime.distributed
     record: dict[str, str] = field(default_factory=dict)  # extra text files for the output folder (the resolved config)
+    base_model_id: str | None = None  # the base model's Hub id for the adapter's config and card (--base-model-id)
 
     @property
     def checkpoints(self) -> Path:

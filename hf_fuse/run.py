@@ -50,7 +50,7 @@ def preflight(job: FuseJob, warnings: list[str] | None = None, method=None) -> t
                 raise InputError("the plan has no active group: nothing to fuse", plan.path)
             plan.check_target_tensors()
         replay_data.check_replay_files(job.replay)
-        ref = resolve_base_model(job.base_model)
+        ref = resolve_base_model(job.base_model, job.base_model_id)
         config = load_config(ref)
         first = plans[0].target_safetensors()
         for plan in plans:
@@ -118,7 +118,8 @@ def run(job: FuseJob, on_event: Callable[[str, object], None] = lambda kind, pay
         from .html import fusion_report
 
         page = fusion_report(report, method)  # report.html and its figures as PNG files beside it
-        texts = {**job.record, "README.md": fused_card(job, plans, result.config, report, method),
+        result.config["base_model_name_or_path"] = ref.adapter_base_name  # a Hub id, never a .gguf or cache path
+        texts = {**job.record, "README.md": fused_card(job, plans, result.config, report, method, ref),
                  "report.html": page.render()}
         write_adapter(job.output, result.config, result.tensors, force=job.force,
                       extra_files={"fusion_report.json": report}, extra_texts=texts, extra_bytes=page.pngs)
@@ -162,10 +163,11 @@ def method_settings(job: FuseJob) -> dict:
             if value is not None and name in used}
 
 
-def fused_card(job: FuseJob, plans: list[Plan], config: dict, report: dict, method: FusionMethod) -> str:
+def fused_card(job: FuseJob, plans: list[Plan], config: dict, report: dict, method: FusionMethod, ref) -> str:
     """The fused adapter's model card: method, target and sources with their families and base models, plan
-    checksums, settings; the target's licence when its card names one."""
-    from hf_common.model_card import card, license_of
+    checksums, settings; the target's licence when its card names one, else the base model's when its files do."""
+    from hf_common.model_card import card, gguf_loading_note, license_of
+    from hf_runtime.model import model_license
 
     inputs = plans[-1].provenance["inputs"]
     target = inputs[0]
@@ -186,7 +188,8 @@ def fused_card(job: FuseJob, plans: list[Plan], config: dict, report: dict, meth
         title = f"NULL-SOURCE CONTROL, not for use: {title}"
         how = ("**A control, not a model to use**: at least one source was a null source (`hf-eval null-source`, noise of "
                "the expert's norms), so what this adapter gains over the target came from the replay data. " + how)
+    how += gguf_loading_note(ref.gguf_file, ref.hub_id)
     return card(title=title, base_model=config.get("base_model_name_or_path"), how=how, details=details,
                 tags=[f"fusion-{report['method']}", target["family"], *{e["family"] for e in inputs[1:]},
                       *(["null-source-control"] if control else [])],
-                license=license_of(target_folder if target_folder.is_dir() else None))
+                license=license_of(target_folder if target_folder.is_dir() else None) or model_license(ref))

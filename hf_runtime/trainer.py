@@ -58,6 +58,9 @@ class TrainSettings:
     # how a step's loss averages its micro-batches: each micro-batch's mean alike (micro-batch), or every answer token
     # of the step alike (token; what transformers' Trainer and TRL do under gradient accumulation)
     loss_average: str = "micro-batch"
+    # micro-batches of examples of similar length (within groups of LENGTH_GROUP micro-batches of each epoch's shuffled
+    # order): less padding, as transformers' group_by_length; the same examples per epoch, in another order
+    group_by_length: bool = False
 
     def __post_init__(self) -> None:
         checks = [("--epochs", self.epochs > 0), ("--batch-size", self.batch_size >= 1), ("--grad-accum", self.grad_accum >= 1),
@@ -151,14 +154,27 @@ def schedule_length(n_examples: int, settings: TrainSettings) -> tuple[int, int]
     return micro_per_epoch, math.ceil(math.ceil(settings.epochs * micro_per_epoch) / settings.grad_accum)
 
 
+LENGTH_GROUP = 16  # micro-batches per length group (group_by_length)
+
+
+def epoch_order(examples: list[Example], settings: TrainSettings, epoch: int) -> list[int]:
+    """The seeded shuffled order of one epoch; with ``group_by_length``, each run of ``LENGTH_GROUP`` micro-batches'
+    worth of it sorted longest first, so that a micro-batch holds examples of similar length."""
+    order = torch.randperm(len(examples), generator=torch.Generator().manual_seed(settings.seed * 100_003 + epoch)).tolist()
+    if not settings.group_by_length:
+        return order
+    size = settings.batch_size * LENGTH_GROUP
+    return [i for start in range(0, len(order), size)
+            for i in sorted(order[start:start + size], key=lambda i: (-len(examples[i].input_ids), i))]
+
+
 def micro_batches(step: int, examples: list[Example], settings: TrainSettings, micro_per_epoch: int) -> list[list[Example]]:
     """The micro-batches of optimiser step ``step``: a continuous, seeded, per-epoch shuffled stream."""
     batches = []
     for micro in range(step * settings.grad_accum, (step + 1) * settings.grad_accum):
         epoch, index = divmod(micro, micro_per_epoch)
-        order = torch.randperm(len(examples), generator=torch.Generator().manual_seed(settings.seed * 100_003 + epoch))
-        chosen = order[index * settings.batch_size:(index + 1) * settings.batch_size]
-        batches.append([examples[i] for i in chosen.tolist()])
+        order = epoch_order(examples, settings, epoch)
+        batches.append([examples[i] for i in order[index * settings.batch_size:(index + 1) * settings.batch_size]])
     return batches
 
 

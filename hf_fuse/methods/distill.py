@@ -134,6 +134,10 @@ class DistillMethod(FusionMethod):
         check_replay_files([Path(path) for _, path in (*s.unlabeled, *s.seed_prompts)], prompts_only=True)
         plan = check_sources(self.name, plans, s.source_models,
                              [i for i, _ in (*s.unlabeled, *s.seed_prompts) if i is not None], warnings)
+        for index, model in sorted(s.source_models.items()):
+            notice = outputs_licence_notice(index, model)
+            if notice and warnings is not None and notice not in warnings:
+                warnings.append(notice)
         for index in range(plan.n_sources if s.synthesize else 0):
             seeds = self._seeds(index)
             if len(seeds) < MIN_SEEDS:
@@ -307,6 +311,21 @@ class DistillMethod(FusionMethod):
         tensors = {k: trained[k].detach().to(target[k].dtype).cpu() for k in target}
         ctx.model = peft_model.unload()
         return MethodResult(tensors, plan.target_config, [lora_task(plan, history)])
+
+
+PERMISSIVE = {"apache-2.0", "mit", "bsd-2-clause", "bsd-3-clause", "cc-by-4.0", "cc0-1.0", "unlicense"}
+
+
+def outputs_licence_notice(index: int, model: str) -> str | None:
+    """A warning when a source model's files name a licence outside the permissive ones: distill trains the target on
+    that model's outputs, which some model terms cover (Gemma's do); None when permissive or not written down."""
+    from hf_runtime.model import model_license
+
+    licence = model_license(resolve_base_model(model))
+    if licence is None or licence.lower() in PERMISSIVE:
+        return None
+    return (f"source {index}'s base model ({model}) is under the {licence!r} licence: distill trains the target on its "
+            f"outputs, which such terms may cover; check them before you share the fused adapter")
 
 
 def auto_cap(pilot: list[CachedAnswer]) -> int:

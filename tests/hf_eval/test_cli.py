@@ -160,3 +160,29 @@ def test_a_base_model_of_another_family_whose_shapes_fit_is_used_with_a_warning(
     tuned = CliRunner().invoke(main, ["replay-tune", "--base-model", str(qwen), "--adapter", str(fusion["target"]),
                                       "--replay", str(fusion["replay"]), "--max-steps", "1", "-o", str(tmp_path / "tuned")])
     assert tuned.exit_code == 0 and "is a qwen2 model (qwen2), but adapter target" in " ".join(tuned.stderr.split())
+
+
+def test_every_hf_eval_command_takes_a_config_file_and_flags_win(fusion, tmp_path):
+    import hashlib
+
+    hf_eval = main
+    config = tmp_path / "expert.yaml"
+    config.write_text(f"base-model: {fusion['base']}\ndata: [{fusion['replay']}]\nmax-steps: 2\nlr: 1.0e-3\n"
+                      f"max-examples-per-file: 4\nquiet: true\n")
+    by_file = CliRunner().invoke(hf_eval, ["train-expert", "--config", str(config), "-o", str(tmp_path / "a")])
+    assert by_file.exit_code == 0, by_file.output
+    by_flags = CliRunner().invoke(hf_eval, ["train-expert", "--base-model", str(fusion["base"]), "--data",
+                                            str(fusion["replay"]), "--max-steps", "2", "--lr", "1e-3",
+                                            "--max-examples-per-file", "4", "-q", "-o", str(tmp_path / "b")])
+    assert by_flags.exit_code == 0, by_flags.output
+
+    def digest(folder):
+        return hashlib.sha256((folder / "adapter_model.safetensors").read_bytes()).hexdigest()
+
+    assert digest(tmp_path / "a") == digest(tmp_path / "b")
+    winning = CliRunner().invoke(hf_eval, ["train-expert", "--config", str(config), "--max-steps", "1", "-o",
+                                           str(tmp_path / "c")])
+    assert winning.exit_code == 0 and digest(tmp_path / "c") != digest(tmp_path / "a")  # the flag's 1 step won
+    config.write_text("base-model: x\nsteps: 3\n")
+    bad = CliRunner().invoke(hf_eval, ["evaluate", "--config", str(config), "-o", str(tmp_path / "d")])
+    assert bad.exit_code == 2 and "unknown key 'steps'" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1

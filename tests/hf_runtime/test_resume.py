@@ -4,6 +4,7 @@ and no output, and ``--resume`` then ends with the bytes an uninterrupted run wr
 checkpoint made by two processes resumes with one."""
 
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -91,3 +92,37 @@ def test_a_two_process_checkpoint_resumes_with_one_process(fusion, tmp_path):
 
     a, b = load_file(tmp_path / "one/adapter_model.safetensors"), load_file(tmp_path / "resumed/adapter_model.safetensors")
     assert max(float((a[k] - b[k]).abs().max() / (a[k].abs().max() + 1e-12)) for k in a) < 1e-5
+
+
+@pytest.mark.parametrize("stage", ["generation", "training"])
+def test_distill_killed_with_sigkill_resumes_to_the_uninterrupted_adapter(fusion, tmp_path, stage):
+    """kill -9 (no handler runs, nothing is flushed on purpose): during the expert's answers, or after the first
+    checkpoint. The same command with --resume reads no half-written cache line as an answer and ends with the bytes
+    an uninterrupted run writes."""
+    setting = make_distill_setting(fusion, tmp_path / "setting", n_prompts=12)
+    base = [sys.executable, "-m", "hf_fuse", setting["plan"], "--base-model", setting["base"], "--replay", setting["replay"],
+            "--method", "distill", "--source-model", f"0={setting['source_base']}", "--unlabeled", setting["unlabeled"],
+            "--gen-max-new-tokens", "24", "--gen-batch-size", "1", *STEPS]
+    straight = subprocess.run([*map(str, base), "--gen-cache", str(tmp_path / "gen-straight"), "-o",
+                               str(tmp_path / "straight")], env=_env(), capture_output=True, text=True, timeout=300)
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    command = [*map(str, base), "--gen-cache", str(tmp_path / "gen"), "-o", str(tmp_path / "out")]
+    process = subprocess.Popen(command, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def cache_lines() -> int:
+        return sum(len(p.read_bytes().splitlines()) for p in (tmp_path / "gen").glob("*.jsonl"))
+
+    ready = (lambda: 0 < cache_lines() < 12) if stage == "generation" else (tmp_path / "out.ckpt" / "task0.pt").exists
+    deadline = time.monotonic() + 240
+    while not ready() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert process.poll() is None, "the run ended before it could be killed"
+    process.send_signal(signal.SIGKILL)
+    process.communicate(timeout=60)
+    assert process.returncode == -signal.SIGKILL and not (tmp_path / "out").exists()
+    resumed = subprocess.run([*command, "--resume"], env=_env(), capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert _digest(tmp_path / "out") == _digest(tmp_path / "straight")
+    (cache,) = (tmp_path / "gen").glob("*.jsonl")
+    rows = [line for line in cache.read_bytes().splitlines() if line.strip()]
+    assert len({json.loads(line)["i"] for line in rows if line.startswith(b"{") and line.endswith(b"}")}) == 12

@@ -57,3 +57,36 @@ def test_token_average_is_the_mean_over_every_answer_token_of_the_step(fusion):
         every = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]),
                                                   inputs["labels"][:, 1:].reshape(-1), ignore_index=-100)
     assert weighted == pytest.approx(float(every), rel=1e-5)
+
+
+def test_length_grouped_batches_hold_the_same_examples_with_less_padding_and_the_same_loss_sum(fusion):
+    import torch
+
+    from hf_runtime.data import ReplayConfig, load_replay
+    from hf_runtime.model import load_model_and_tokenizer, resolve_base_model
+    from hf_runtime.trainer import lm_loss
+
+    model, tokenizer = load_model_and_tokenizer(resolve_base_model(fusion["base"]), torch.device("cpu"), torch.float32)
+    examples = load_replay([fusion["replay"]], tokenizer, ReplayConfig()).examples
+    plain, grouped = (TrainSettings(batch_size=3, grad_accum=2, seed=1, epochs=1, group_by_length=g) for g in (False, True))
+    micro_per_epoch, steps = schedule_length(len(examples), plain)
+
+    def stream(settings):
+        return [b for step in range(steps) for b in micro_batches(step, examples, settings, micro_per_epoch)]
+
+    a, b = stream(plain), stream(grouped)
+    assert sorted(id(e) for batch in a for e in batch) == sorted(id(e) for batch in b for e in batch)  # same examples
+
+    def padding(batches):
+        return sum(max(len(e.input_ids) for e in batch) * len(batch) - sum(len(e.input_ids) for e in batch)
+                   for batch in batches)
+
+    assert padding(b) < padding(a)
+    assert stream(grouped) == b  # seeded
+
+    def loss_sum(batches):  # every answer token's loss, summed: the batching must not change it
+        with torch.no_grad():
+            return sum(float(lm_loss(model, batch, tokenizer.pad_token_id, torch.device("cpu")))
+                       * sum(sum(1 for x in e.labels[1:] if x != -100) for e in batch) for batch in batches)
+
+    assert loss_sum(b) == pytest.approx(loss_sum(a), rel=1e-5)

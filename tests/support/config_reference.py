@@ -7,12 +7,14 @@ import sys
 
 from hf_analyze.cli import main as analyze
 from hf_common.config_file import not_recorded_keys, reference_table
+from hf_eval.cli import main as hf_eval
 from hf_fuse.cli import main as fuse
 
 
 def document() -> str:
     lines = ["# Config files (`--config FILE.yaml`)", "",
-             "`hf-fuse` and `hf-analyze` take every option from a YAML mapping; options given on the command line win.",
+             "`hf-fuse`, `hf-analyze` and every `hf-eval` command take every option from a YAML mapping; options given",
+             "on the command line win.",
              "Keys are the long option names without the leading dashes (`-` and `_` alike; `source` for `--source`,",
              "`json` for `--json`), the arguments by name (`plans`). A repeatable option takes a list. An unknown key,",
              "a value of the wrong type, a list where one value is expected, or YAML that is not plain data",
@@ -27,6 +29,8 @@ def document() -> str:
     lines.append("")
     for title, cmd in (("hf-fuse", fuse), ("hf-analyze", analyze)):
         lines += [f"## {title}", "", *reference_table(cmd), ""]
+    for name, cmd in sorted(hf_eval.commands.items()):
+        lines += [f"## hf-eval {name}", "", *reference_table(cmd), ""]
     lines.append("This file is generated from the commands' own options (`tests/hf_common/test_config_file.py` checks it).")
     return "\n".join(lines) + "\n"
 

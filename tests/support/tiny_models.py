@@ -100,9 +100,10 @@ def make_fusion_setting(root: Path, n_layers: int = 4, n_examples: int = 24) -> 
             "replay": root / "replay.json", "plan": root / "plan.h5", "plan_qwen": root / "plan-qwen.h5"}
 
 
-def make_tiny_gguf(path: Path, n_layers: int = 2, hidden: int = 32, seed: int = 0) -> Path:
+def make_tiny_gguf(path: Path, n_layers: int = 2, hidden: int = 32, seed: int = 0, metadata: dict | None = None) -> Path:
     """A real GGUF file (llama architecture, fp32 tensors, the tiny BPE tokenizer and its chat template),
-    written with the ``gguf`` package that transformers itself uses to read such files."""
+    written with the ``gguf`` package that transformers itself uses to read such files; ``metadata``: more string
+    fields (``general.license``, ``general.base_model.0.repo_url``...)."""
     import gguf
     import numpy as np
 
@@ -131,6 +132,8 @@ def make_tiny_gguf(path: Path, n_layers: int = 2, hidden: int = 32, seed: int = 
     writer.add_eos_token_id(tok.eos_token_id)
     writer.add_pad_token_id(tok.pad_token_id)
     writer.add_chat_template(tok.chat_template)
+    for key, value in (metadata or {}).items():
+        writer.add_string(key, value)
     rng = np.random.default_rng(seed)
     shapes = {"token_embd.weight": (len(tokens), hidden)}
     for i in range(n_layers):
