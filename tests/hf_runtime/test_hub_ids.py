@@ -80,3 +80,22 @@ def test_a_registry_packages_own_file_is_named_by_its_hub_id_wherever_it_is_inst
     other = tmp_path / "elsewhere"
     other.mkdir()
     assert resolve_base_model(make_tiny_gguf(other / "SmolLM2-135M-Instruct.Q4_1.gguf")).hub_id is None  # not guessed
+
+
+def test_a_cards_front_matter_is_a_hub_model_card_whose_base_model_is_a_valid_repo_id(fusion, tmp_path):
+    from huggingface_hub import ModelCard
+    from huggingface_hub.utils import validate_repo_id
+
+    named = tmp_path / "named"
+    named.mkdir()
+    for item in fusion["base"].iterdir():
+        (named / item.name).write_bytes(item.read_bytes())
+    config = json.loads((named / "config.json").read_text())
+    (named / "config.json").write_text(json.dumps({**config, "_name_or_path": "example-org/tiny"}))
+    argv = ["train-expert", "--base-model", str(named), "--data", str(fusion["replay"]), "--max-steps", "1",
+            "--max-examples-per-file", "4", "-q", "-o", str(tmp_path / "a")]
+    assert CliRunner().invoke(hf_eval, argv).exit_code == 0
+    card = ModelCard((tmp_path / "a/README.md").read_text())  # parses the front matter as the Hub does
+    assert card.data.base_model == "example-org/tiny" and card.data.library_name == "peft"
+    validate_repo_id(card.data.base_model)  # raises on a path or a .gguf file
+    assert json.loads((tmp_path / "a/adapter_config.json").read_text())["base_model_name_or_path"] == "example-org/tiny"
