@@ -49,6 +49,17 @@ class _ChosenLogprob:
         return scores
 
 
+def left_padded(prompts: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids of a batch of prompts padded on the left (generation continues every row at its end), and the mask."""
+    width = max(map(len, prompts))
+    ids = torch.full((len(prompts), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for row, prompt in enumerate(prompts):
+        ids[row, width - len(prompt):] = torch.tensor(prompt)
+        mask[row, width - len(prompt):] = 1
+    return ids, mask
+
+
 @torch.no_grad()
 def generate_batches(model, tokenizer, prompts: dict[int, list[int]], max_new_tokens: int,
                      batch_size: int, top_k: int = 0) -> Iterator[list[Generated]]:
@@ -66,12 +77,8 @@ def generate_batches(model, tokenizer, prompts: dict[int, list[int]], max_new_to
     stop_ids = torch.tensor(stops)
     for start in range(0, len(order), batch_size):
         batch = order[start:start + batch_size]
-        width = max(len(prompts[i]) for i in batch)
-        ids = torch.full((len(batch), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, i in enumerate(batch):
-            ids[row, width - len(prompts[i]):] = torch.tensor(prompts[i])
-            mask[row, width - len(prompts[i]):] = 1
+        ids, mask = left_padded([prompts[i] for i in batch], pad)
+        width = ids.shape[1]
         recorder = _ChosenLogprob(top_k)
         out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=False,
                              max_new_tokens=max_new_tokens, pad_token_id=pad, eos_token_id=stops,

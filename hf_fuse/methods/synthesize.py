@@ -38,7 +38,7 @@ import torch
 from hf_common.errors import ConfigError
 from hf_runtime.answer_cache import AnswerCache, CachedAnswer
 from hf_runtime.data import Conversation
-from hf_runtime.generation import stop_token_ids
+from hf_runtime.generation import left_padded, stop_token_ids
 
 MIN_SEEDS = 3  # fewer cannot separate the task's frame from the varying part, nor set a likelihood threshold
 SHOTS = 4  # seeds shown per candidate (a fresh sample of them each time)
@@ -138,12 +138,8 @@ def synthesize(model, tokenizer, seeds: list[Conversation], n: int, work: Path, 
         todo = [i for i in range(n) if i not in done]
         for start in range(0, len(todo), BATCH):
             batch = todo[start:start + BATCH]
-            prompts = [context(_shots(middles, random.Random(seed * 1_000_003 + i))) for i in batch]
-            width = max(map(len, prompts))
-            ids = torch.full((len(batch), width), pad, dtype=torch.long)
-            mask = torch.zeros_like(ids)
-            for row, p in enumerate(prompts):
-                ids[row, width - len(p):], mask[row, width - len(p):] = torch.tensor(p), 1
+            ids, mask = left_padded([context(_shots(middles, random.Random(seed * 1_000_003 + i))) for i in batch], pad)
+            width = ids.shape[1]
             torch.manual_seed(seed * 1_000_003 + batch[0])
             out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=True, temperature=1.0,
                                  top_p=0.95, top_k=0, max_new_tokens=cap, pad_token_id=pad, eos_token_id=stops,
