@@ -7,10 +7,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .data import Example, collate
+from .data import Example
 from .distributed import my_share, sum_gradients, sum_value
 from .token_distill import token_loss
-from .trainer import StepLosses, lm_loss, micro_weights, weighted
+from .trainer import StepLosses, lm_loss, lm_outputs, micro_weights, weighted
 
 
 class LoraObjective:
@@ -45,7 +45,7 @@ class LoraObjective:
             # the masks, and so the run, the same however a step's micro-batches are shared out among processes
             torch.manual_seed(self.seed * 1_000_003 + step * len(batches) + micro)
             if self.token_loss_weight:
-                out = self.model(**{k: v.to(self.device) for k, v in collate(batch, self.pad_id).items()})
+                out = lm_outputs(self.model, batch, self.pad_id, self.device)
                 distance, _ = token_loss(out.logits, [e.teacher for e in batch])
                 lm = weighted(out.loss, micro, weights, self.loss_average)
                 token = weighted(distance, micro, weights, self.loss_average)

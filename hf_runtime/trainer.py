@@ -170,10 +170,12 @@ def epoch_order(examples: list[Example], settings: TrainSettings, epoch: int) ->
 
 def micro_batches(step: int, examples: list[Example], settings: TrainSettings, micro_per_epoch: int) -> list[list[Example]]:
     """The micro-batches of optimiser step ``step``: a continuous, seeded, per-epoch shuffled stream."""
-    batches = []
+    batches, orders = [], {}
     for micro in range(step * settings.grad_accum, (step + 1) * settings.grad_accum):
         epoch, index = divmod(micro, micro_per_epoch)
-        order = epoch_order(examples, settings, epoch)
+        if epoch not in orders:  # a step's micro-batches span one epoch, or two: each order drawn once
+            orders[epoch] = epoch_order(examples, settings, epoch)
+        order = orders[epoch]
         batches.append([examples[i] for i in order[index * settings.batch_size:(index + 1) * settings.batch_size]])
     return batches
 
@@ -194,9 +196,13 @@ def weighted(loss: torch.Tensor, micro: int, weights: list[float], how: str) -> 
     return loss / len(weights) if how == "micro-batch" else loss * weights[micro]
 
 
+def lm_outputs(model: torch.nn.Module, batch: list[Example], pad_id: int, device: torch.device):
+    """The model's outputs (loss and logits) on a collated micro-batch."""
+    return model(**{k: v.to(device) for k, v in collate(batch, pad_id).items()})
+
+
 def lm_loss(model: torch.nn.Module, batch: list[Example], pad_id: int, device: torch.device) -> torch.Tensor:
-    inputs = {k: v.to(device) for k, v in collate(batch, pad_id).items()}
-    return model(**inputs).loss
+    return lm_outputs(model, batch, pad_id, device).loss
 
 
 CHECKPOINT_KEYS = {"fingerprint", "state", "objective", "optimizer", "scheduler"}
