@@ -100,16 +100,21 @@ def gguf_loading_note(gguf_file: str | None, hub_id: str | None) -> str:
             "`PeftModel.from_pretrained(model, this_folder)`.")
 
 
-def gguf_license(path: Path) -> str | None:
-    """The ``general.license`` a GGUF file's header writes down (None when it does not, or cannot be read)."""
+def gguf_strings(path: Path, keys: tuple[str, ...]) -> dict[str, str]:
+    """The non-empty text fields among ``keys`` that a GGUF file's header writes down (none when it cannot be read)."""
     try:
         from gguf import GGUFReader
 
-        field = GGUFReader(path).fields.get("general.license")
-        value = field.contents() if field is not None else None
-    except Exception:  # an unreadable header is the loader's to report; here it only means no licence
-        return None
-    return value.strip() if isinstance(value, str) and value.strip() else None
+        fields = GGUFReader(path).fields
+        values = {key: fields[key].contents() for key in keys if key in fields}
+    except Exception:  # an unreadable header is the loader's to report; here it only means nothing is written down
+        return {}
+    return {key: value.strip() for key, value in values.items() if isinstance(value, str) and value.strip()}
+
+
+def gguf_license(path: Path) -> str | None:
+    """The ``general.license`` a GGUF file's header writes down (None when it does not, or cannot be read)."""
+    return gguf_strings(path, ("general.license",)).get("general.license")
 
 
 def license_of(*folders: Path | None) -> str | None:

@@ -54,17 +54,13 @@ def hub_id_of(folder: Path, gguf_file: str | None) -> str | None:
 
         if known := registry_hub_id(folder / gguf_file):
             return known
-        try:
-            from gguf import GGUFReader
+        from hf_common.model_card import gguf_strings
 
-            fields = GGUFReader(folder / gguf_file).fields
-            for key in GGUF_REPO_KEYS:
-                if key in fields:
-                    value = str(fields[key].contents()).removeprefix("https://huggingface.co/").strip("/")
-                    if HUB_ID.match(value):
-                        return value
-        except Exception:  # an unreadable header is the loader's to report; here it only means no id
-            return None
+        stated = gguf_strings(folder / gguf_file, GGUF_REPO_KEYS)
+        for key in GGUF_REPO_KEYS:
+            value = stated.get(key, "").removeprefix("https://huggingface.co/").strip("/")
+            if HUB_ID.match(value):
+                return value
         return None
     try:
         name = json.loads((folder / "config.json").read_text()).get("_name_or_path")
