@@ -132,10 +132,10 @@ class DistillMethod(FusionMethod):
         if s is None:
             raise ConfigError("--method distill needs --source-model and --unlabeled")
         check_replay_files([Path(path) for _, path in (*s.unlabeled, *s.seed_prompts)], prompts_only=True)
-        plan = check_sources(self.name, plans, s.source_models,
-                             [i for i, _ in (*s.unlabeled, *s.seed_prompts) if i is not None], warnings)
+        plan, refs = check_sources(self.name, plans, s.source_models,
+                                   [i for i, _ in (*s.unlabeled, *s.seed_prompts) if i is not None], warnings)
         for index, model in sorted(s.source_models.items()):
-            notice = outputs_licence_notice(index, model)
+            notice = outputs_licence_notice(index, model, refs[index])
             if notice and warnings is not None and notice not in warnings:
                 warnings.append(notice)
         for index in range(plan.n_sources if s.synthesize else 0):
@@ -154,8 +154,7 @@ class DistillMethod(FusionMethod):
                 x = stats["synthesis"]
                 lines.append(f"source {source}: {x['kept']} of {x['candidates']} synthesized prompts kept ({x['unfinished']} "
                              f"unfinished, {x['length']} too short or long, {x['lines']} other lines, {x['copies']} copies, "
-                             f"{x['unlikely']} less "
-                             f"likely than the seeds; {x['n_seed_prompts']} seeds)")
+                             f"{x['unlikely']} less likely than the seeds; {x['n_seed_prompts']} seeds)")
             lines.append(f"source {source} ({stats['source_model']}): {stats['kept']} of {stats['prompts']} answers kept, "
                          f"{stats['empty']} empty, {stats['truncated']} cut at the length cap ({stats['max_new_tokens']} "
                          f"tokens), {stats['filtered']} below --min-answer-logprob, {stats['cached']} from the cache")
@@ -316,12 +315,13 @@ class DistillMethod(FusionMethod):
 PERMISSIVE = {"apache-2.0", "mit", "bsd-2-clause", "bsd-3-clause", "cc-by-4.0", "cc0-1.0", "unlicense"}
 
 
-def outputs_licence_notice(index: int, model: str) -> str | None:
-    """A warning when a source model's files name a licence outside the permissive ones: distill trains the target on
-    that model's outputs, which some model terms cover (Gemma's do); None when permissive or not written down."""
+def outputs_licence_notice(index: int, model: str, ref) -> str | None:
+    """A warning when a source model's files (``ref``, resolved from ``model``) name a licence outside the permissive
+    ones: distill trains the target on that model's outputs, which some model terms cover (Gemma's do); None when
+    permissive or not written down."""
     from hf_runtime.model import model_license
 
-    licence = model_license(resolve_base_model(model))
+    licence = model_license(ref)
     if licence is None or licence.lower() in PERMISSIVE:
         return None
     return (f"source {index}'s base model ({model}) is under the {licence!r} licence: distill trains the target on its "

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from hf_common.errors import ConfigError
 from hf_common.plan import Plan
-from hf_runtime.model import check_fit, family_mismatch, load_config, resolve_base_model
+from hf_runtime.model import BaseModelRef, check_fit, family_mismatch, load_config, resolve_base_model
 
 
 def parse_indexed(values: tuple[str, ...], flag: str, *, index_required: bool) -> list[tuple[int | None, str]]:
@@ -35,9 +35,10 @@ SOURCE_MODEL_OPTION = dict(  # the options of a settings field that holds the so
 
 
 def check_sources(method: str, plans: list[Plan], source_models: dict[int, str], extra_indices=(),
-                  warnings: list[str] | None = None) -> Plan:
+                  warnings: list[str] | None = None) -> tuple[Plan, dict[int, BaseModelRef]]:
     """One plan; a base model for each of its sources that fits that source's adapter (kept in the plan): refused when
-    the shapes do not fit, a warning when only the family differs."""
+    the shapes do not fit, a warning when only the family differs.  Returns the plan and each source's resolved
+    base model."""
     if len(plans) != 1:
         raise ConfigError(f"--method {method} fuses one plan at a time (sequential pipelines are hypernet only)")
     plan = plans[0]
@@ -48,13 +49,14 @@ def check_sources(method: str, plans: list[Plan], source_models: dict[int, str],
     missing = [i for i in range(n) if i not in source_models]
     if missing:
         raise ConfigError(f"--source-model is missing for source(s) {', '.join(map(str, missing))} of {plan.path}")
+    refs = {}
     for index, model in sorted(source_models.items()):
         _, tensors = plan.source_adapter(index)  # refuses plans without the copy
-        ref = resolve_base_model(model)
+        ref = refs[index] = resolve_base_model(model)
         config = load_config(ref)
         check_fit(config, plan, ref, tensors=tensors, what=f"source adapter {index}")
         mismatch = family_mismatch(config, plan.provenance["inputs"][1 + index].get("family"), ref,
                                    f"source adapter {index}")
         if mismatch and warnings is not None and mismatch not in warnings:
             warnings.append(mismatch)
-    return plan
+    return plan, refs
