@@ -101,6 +101,7 @@ def _spectra_figure(name: str, sides: dict[str, tuple[np.ndarray, np.ndarray]]):
         ax.set_yscale("log")
         ax.set_title(f"{name}: {part}")
         ax.set_xlabel("singular value index")
+        ax.set_ylabel("singular value (mean over tokens)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     return fig

@@ -61,7 +61,7 @@ def png_bytes(fig) -> bytes:
 
     buffer = io.BytesIO()
     fig.tight_layout()
-    fig.savefig(buffer, format="png", dpi=110)
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")  # "tight": a legend placed beside the axes is kept
     plt.close(fig)
     return buffer.getvalue()
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from hf_common.atomic import atomic_folder
 from hf_common.console import Console
 
+from .controls import differences, format_interval, identity
 from .generate import EvalConfig, evaluate_file
 from .scoring import macro
 
@@ -47,6 +48,8 @@ def evaluate_adapters(model, tokenizer, adapters: dict[str, Path | None], data: 
                 "macro": macro(scores),
                 "seconds": round(time.perf_counter() - started, 1),
             }
+    # each fusion beside its null-source twin, where both were evaluated: what came from the source experts
+    results["differences"] = differences({name: identity(path) for name, path in adapters.items()}, predictions)
     if procs.is_main:
         _write(output, results, predictions, force)
     return results
@@ -82,3 +85,9 @@ def render(results: dict, console: Console) -> None:
         cells.append(f"{100 * entry['macro']['precision']:.1f} / {100 * entry['macro']['f1']:.1f}")
         rows.append(cells)
     console.table("Held-out scores (precision / F1, %)", ["adapter", *tasks, "macro"], rows)
+    if results.get("differences"):
+        console.table("From the source experts: F1 of a fusion minus its null-source twin (points, 95 % interval)",
+                      ["fusion - twin", *tasks, "macro"],
+                      [[f"{d['adapter']} - {d['control']}", *[format_interval(d["difference"].get(t)) for t in tasks],
+                        format_interval(d["difference"]["macro"])] for d in results["differences"]])
+

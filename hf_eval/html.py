@@ -7,6 +7,8 @@ import numpy as np
 
 from hf_common.html_report import HtmlReport, new_figure
 
+from .controls import format_interval
+
 
 def evaluation_report(results: dict) -> HtmlReport:
     adapters = results["adapters"]
@@ -19,9 +21,19 @@ def evaluation_report(results: dict) -> HtmlReport:
     for metric in ("precision", "f1"):
         page.figure(f"{metric}.png", f"{'Precision' if metric == 'precision' else 'F1'} per task, every adapter side by side",
                     lambda metric=metric: _bars(adapters, tasks, metric))
-    page.table(["adapter", *[f"{t} P / R / F1" for t in tasks], "macro P / R / F1", "seconds"],
+    counts = {t: sorted({a["tasks"][t]["n_examples"] for a in adapters.values() if t in a["tasks"]}) for t in tasks}
+    page.table(["adapter", *[f"{t} P / R / F1 (n = {'/'.join(map(str, counts[t]))})" for t in tasks],
+                "macro P / R / F1", "seconds"],
                [[name, *[_prf(a["tasks"].get(t)) for t in tasks], _prf(a["macro"]), a["seconds"]]
                 for name, a in adapters.items()])
+    if results.get("differences"):
+        page.heading("From the source experts: each fusion minus its null-source twin")
+        page.paragraph("F1 points of the fusion minus those of the control made by the same method with the source "
+                       "experts replaced by noise (same replay data): what the experts gave. In brackets, a 95 % "
+                       "paired-bootstrap interval over the held-out examples (one run each: seed spread not included).")
+        page.table(["fusion − twin", "method", *[f"{t} (n = {'/'.join(map(str, counts[t]))})" for t in tasks], "macro"],
+                   [[f"{d['adapter']} − {d['control']}", d["method"], *[format_interval(d["difference"].get(t)) for t in tasks],
+                     format_interval(d["difference"]["macro"])] for d in results["differences"]])
     page.heading("Predictions")
     page.paragraph("One JSON line per example: the prompt's answer, the model's, and what was counted.")
     page.table(["adapter", "folder", *tasks],
@@ -29,6 +41,7 @@ def evaluation_report(results: dict) -> HtmlReport:
                  *[page.link(f"predictions/{name}/{t}.jsonl", f"{t}.jsonl") if t in a["tasks"] else "-" for t in tasks]]
                 for name, a in adapters.items()], raw_html=True)
     return page
+
 
 
 def _prf(score: dict | None) -> str:
@@ -51,5 +64,6 @@ def _bars(adapters: dict[str, dict], tasks: list[str], metric: str):
     ax.set_ylabel(f"{metric} (%)")
     ax.set_ylim(0, 105)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=7, ncol=min(4, len(adapters)))
+    # below the axes, off the bars and their labels
+    ax.legend(fontsize=7, ncol=min(4, len(adapters)), loc="upper center", bbox_to_anchor=(0.5, -0.12), frameon=False)
     return fig

@@ -105,6 +105,9 @@ def run(job: FuseJob, on_event: Callable[[str, object], None] = lambda kind, pay
                      "replay_files": [str(p) for p in job.replay], **method_settings(job)},
         "replay": {"per_file": replay.per_file, "n_examples": len(replay.examples), "skipped": replay.skipped,
                    "n_tokens": replay.n_tokens, "n_answer_tokens": replay.n_answer_tokens},
+        # what was fused: per plan, the target adapter and the sources it names (path, family, base model, control)
+        "inputs": [[{k: e.get(k) for k in ("role", "path", "family", "base_model", "null_source")}
+                    for e in plan.provenance["inputs"]] for plan in plans],
         "tasks": result.tasks,
         **result.extra,
         "warnings": warnings,

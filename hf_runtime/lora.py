@@ -61,7 +61,7 @@ class LoraObjective:
             return StepLosses(lm=sum_value(total), record={"alpha": {}})
         lm, token = sum_value(total), sum_value(token_total)
         return StepLosses(lm=lm, extra={"token": token}, total=lm + self.token_loss_weight * token,
-                          record={"alpha": {}, "token_loss": token})
+                          record={"alpha": {}})
 
     def step_done(self) -> None:
         pass

@@ -283,7 +283,7 @@ def train(objective: Objective, examples: list[Example], settings: TrainSettings
             optimizer.zero_grad(set_to_none=not objective.keep_grad_buffers)
             state.step += 1
             objective.step_done()
-            record = {"step": state.step, "loss": losses.loss, "lm": losses.lm, "rdm": losses.extra.get("rdm", 0.0),
+            record = {"step": state.step, "loss": losses.loss, "lm": losses.lm, "rdm": 0.0, **losses.extra,
                       "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm),
                       "time_s": time.perf_counter() - started, **losses.record}
             state.history.append(record)

@@ -138,7 +138,13 @@ def test_the_token_level_loss_regenerates_answers_without_the_teachers_side_and_
         assert run.exit_code == 0, run.output
     report = json.loads((tmp_path / "with/fusion_report.json").read_text())
     assert report["distill"]["sources"]["0"]["aligned_positions"] > 0
-    assert report["tasks"][0]["history"][0]["token_loss"] > 0
+    history = report["tasks"][0]["history"]  # every step records the term as weighted into its total (W = 1 here)
+    assert any(h["token"] > 0 for h in history) and all(h["loss"] == pytest.approx(h["lm"] + h["token"]) for h in history)
+    from html_check import check_report
+
+    for name, drawn in (("with", True), ("without", False)):  # the weighted term beside the loss, only where it is one
+        assert ("what W·token-level distance adds to the total" in check_report(tmp_path / name / "report.html")["text"]
+                ) is drawn
     assert (tmp_path / "with/adapter_model.safetensors").read_bytes() != \
            (tmp_path / "without/adapter_model.safetensors").read_bytes()
 
