@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	# torch is pinned first: its CPU wheel is local; an unpinned torch would pull a multi-GB CUDA build.
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[fuse,dev,reports,trackers,peers]"
+	$(PY) -m pip install -q -e ".[fuse,dev,reports,trackers,peers,harness]"
 	touch $(STAMP)
 
 install: $(STAMP)

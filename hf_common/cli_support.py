@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -94,3 +96,12 @@ def int_or_auto(value: str) -> int | str:
         return int(value)
     except ValueError:
         raise click.BadParameter("must be a positive integer or 'auto'") from None
+
+
+def library_environment() -> None:
+    """What hf-fuse and hf-eval set before any model library is imported: nothing downloaded at run time, only
+    transformers' errors, no Hub or weight-loading bars (the commands draw their own), no deprecation notices."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    warnings.filterwarnings("ignore", category=FutureWarning)

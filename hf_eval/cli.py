@@ -1,6 +1,7 @@
 """``hf-eval``: evaluate adapters on held-out data, and build the baselines.
 
     hf-eval evaluate --base-model M --adapter target=DIR --adapter fused=DIR --data heldout.json -o results/
+    hf-eval harness --base-model M --adapter fused=DIR --tasks arc_easy --include-path my_tasks/ -o results/
     hf-eval train-expert --base-model M --data train.json -o expert/
     hf-eval replay-tune --base-model M --adapter DIR --replay a.json --replay b.json --max-steps 90 -o tuned/
     hf-eval merge --base-model M --adapter A --adapter B --method ties -o merged/
@@ -11,6 +12,7 @@ Exit codes: 0 done, 2 bad input or usage (nothing written), 4 unexpected error (
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -154,6 +156,79 @@ def evaluate(base_model, device, dtype, force, quiet, debug, adapters, data, out
                     update_scores(path, results["adapters"][name]["tasks"], note)
         console.success(f"results in {output}")
         finish()
+
+
+@main.command()
+@config_option
+@_options(COMMON)
+@click.option("--adapter", "adapters", multiple=True, metavar="NAME=DIR",
+              help="An adapter to evaluate (repeat); none evaluates the base model alone.")
+@click.option("--tasks", "tasks", multiple=True, required=True, metavar="NAME[,NAME...]",
+              help="lm-evaluation-harness tasks, groups or tags (repeat or comma-separate).")
+@click.option("--include-path", "include_paths", multiple=True, type=click.Path(path_type=Path),
+              help="A folder of your own task YAML files (repeat). Their data_files paths are read from the working "
+                   "folder, as the harness does.")
+@click.option("--trust-task-code", is_flag=True,
+              help="Let task YAML files of --include-path import and run Python code (!function tags); refused without.")
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Results folder.")
+@click.option("--num-fewshot", type=click.IntRange(0), default=None, help="Examples in each prompt (default: the task's).")
+@click.option("--limit", type=click.IntRange(1), default=None, help="Score only the first N documents of each task.")
+@click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True, help="Requests per forward pass.")
+@click.option("--apply-chat-template", is_flag=True,
+              help="Wrap prompts in the tokenizer's chat template (as the adapters were trained, for chat models).")
+@click.option("--seed", type=click.IntRange(0, 2**31 - 1), default=0, show_default=True,
+              help="Seed of the harness's few-shot sampling and of its random generators.")
+@click.option("--bootstrap-iters", type=click.IntRange(0), default=1000, show_default=True,
+              help="Resamples of the harness's standard errors (0: none).")
+@click.option("--json", "json_path", metavar="PATH|-", help="Also write the results as JSON ('-': stdout).")
+def harness(base_model, device, dtype, force, quiet, debug, adapters, tasks, include_paths, trust_task_code, output,
+            num_fewshot, limit, batch_size, apply_chat_template, seed, bootstrap_iters, json_path) -> None:
+    """Score adapters with lm-evaluation-harness (pip install 'heterofusion[harness]'): its tasks or your own YAML
+    files, each adapter on the base model loaded once; each fusion beside its null-source twin."""
+    os.environ.setdefault("TQDM_DISABLE", "1")  # the harness's per-request bars (read when tqdm is first imported)
+    console = process_console(quiet, debug, report_to_stderr=json_path == "-")
+    with errors_to_exit_codes(console):
+        from .harness import check_task_code, require_harness, run_harness, task_manager, write
+
+        require_harness()
+        quiet_libraries(quiet)
+        setup_logging(debug)
+        from hf_common.errors import ConfigError
+        from hf_runtime.distributed import processes
+
+        if processes().world > 1:
+            raise ConfigError("hf-eval harness runs in one process (the harness takes a ready model only there)")
+        check_json_target(json_path, force)
+        check_output_path(output, force, "results folder")
+        names = [t.strip() for value in tasks for t in value.split(",") if t.strip()]
+        check_task_code(list(include_paths), trust_task_code)
+        named = _parse_adapters(adapters)
+        warnings = check_adapters_fit(base_model, named)
+        manager = task_manager(list(include_paths), names)
+        _, model, tokenizer, _ = load(base_model, device, dtype)
+        settings = {"base_model": str(base_model), "num_fewshot": num_fewshot, "limit": limit, "batch_size": batch_size,
+                    "apply_chat_template": apply_chat_template, "seed": seed, "bootstrap_iters": bootstrap_iters,
+                    "include_paths": [str(p.resolve()) for p in include_paths]}
+        results, samples = run_harness(model, tokenizer, named, names, manager, settings,
+                                       lambda i, name: console.info(f"adapter {i + 1}/{len(named)}: {name}"))
+        results["warnings"] = warnings
+        write(output, results, samples, force)
+        _render_harness(results, console)
+        write_json(json_path, results, force=force)
+        console.success(f"results in {output}")
+
+
+def _render_harness(results: dict, console: Console) -> None:
+    from .html import metric_rows
+
+    columns, rows = metric_rows(results)
+    console.table("lm-evaluation-harness metrics (± standard error)", ["adapter", *columns], rows)
+    if results["differences"]:
+        console.table("From the source experts: a fusion minus its null-source twin (95 % interval)",
+                      ["fusion - twin", "task", "metric", "difference"],
+                      [[f"{d['adapter']} - {d['control']}", task, metric, f"{v['diff']:+.3f} [{v['low']:+.3f}, "
+                        f"{v['high']:+.3f}]"] for d in results["differences"] for task, metrics in d["difference"].items()
+                       for metric, v in metrics.items()])
 
 
 def _parse_adapters(values: tuple[str, ...]) -> dict[str, Path]:

@@ -67,3 +67,59 @@ def _bars(adapters: dict[str, dict], tasks: list[str], metric: str):
     # below the axes, off the bars and their labels
     ax.legend(fontsize=7, ncol=min(4, len(adapters)), loc="upper center", bbox_to_anchor=(0.5, -0.12), frameon=False)
     return fig
+
+
+def harness_report(results: dict) -> HtmlReport:
+    """``hf-eval harness``'s page: every adapter's lm-evaluation-harness metrics, each fusion minus its twin."""
+    adapters = results["adapters"]
+    s = results["settings"]
+    shots = "the tasks' own shots" if s["num_fewshot"] is None else f"{s['num_fewshot']}-shot"
+    page = HtmlReport("hf-eval: lm-evaluation-harness report",
+                      f"{len(adapters)} adapters · tasks {', '.join(results['tasks'])} · lm-eval "
+                      f"{results.get('lm_eval_version') or '?'} · {shots} · limit {s['limit'] or 'none'} · chat template "
+                      f"{'on' if s['apply_chat_template'] else 'off'}")
+    columns, rows = metric_rows(results)
+    page.heading("Metrics per adapter (± the harness's standard error)")
+    page.table(["adapter", *columns, "samples", "seconds"],
+               [[*row, ", ".join(f"{t}: {n.get('effective', n) if isinstance(n, dict) else n}"
+                                 for t, n in a["n_samples"].items()), a["seconds"]]
+                for row, a in zip(rows, adapters.values())])
+    if results.get("differences"):
+        page.heading("From the source experts: each fusion minus its null-source twin")
+        page.paragraph("Per task and metric the harness scores per sample: the mean over the same documents of the "
+                       "fusion's value minus its twin's, in brackets a 95 % paired-bootstrap interval (one run each).")
+        page.table(["fusion − twin", "method", "task", "metric", "difference", "documents"],
+                   [[f"{d['adapter']} − {d['control']}", d["method"], task, metric,
+                     f"{v['diff']:+.3f} [{v['low']:+.3f}, {v['high']:+.3f}]", v["n"]]
+                    for d in results["differences"] for task, metrics in d["difference"].items()
+                    for metric, v in metrics.items()])
+    page.heading("Samples")
+    page.paragraph("One JSON line per scored document, as the harness logs it (its arguments, responses and metrics).")
+    tasks = sorted({t for a in adapters.values() for t in a["n_samples"]})
+    page.table(["adapter", "folder", *tasks],
+               [[name, a["adapter"] or "(the base model alone)",
+                 *[page.link(f"samples/{name}/{t}.jsonl", f"{t}.jsonl") if t in a["n_samples"] else "-" for t in tasks]]
+                for name, a in adapters.items()], raw_html=True)
+    return page
+
+
+def metric_rows(results: dict) -> tuple[list[str], list[list[str]]]:
+    """(columns, rows) of every adapter's metrics: one column per task and metric (the harness's 'acc,none' keys)."""
+    keys = []
+    for entry in results["adapters"].values():
+        for task, metrics in entry["results"].items():
+            keys += [(task, k) for k, v in metrics.items()
+                     if "," in k and "_stderr" not in k and _is_number(v) and (task, k) not in keys]
+    rows = []
+    for name, entry in results["adapters"].items():
+        cells = [name]
+        for task, key in keys:
+            metrics = entry["results"].get(task, {})
+            value, stderr = metrics.get(key), metrics.get(key.replace(",", "_stderr,", 1))
+            cells.append("-" if value is None else f"{value:.3f}" + (f" ± {stderr:.3f}" if _is_number(stderr) else ""))
+        rows.append(cells)
+    return [f"{task} {key.split(',')[0]}" for task, key in keys], rows
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float, np.number)) and np.isfinite(float(value))

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import warnings
 from pathlib import Path
 
+from hf_common.cli_support import library_environment
 from hf_common.console import Console
 
 
 def quiet_libraries(quiet: bool) -> None:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    warnings.filterwarnings("ignore", category=FutureWarning)
+    library_environment()
     if quiet:
         from hf_runtime.model import quiet_progress_bars
 

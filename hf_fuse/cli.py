@@ -15,14 +15,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import os
-import warnings
 from pathlib import Path
 
 import click
 
 from hf_common import __version__
-from hf_common.cli_support import Command, check_json_target, errors_to_exit_codes, write_json
+from hf_common.cli_support import Command, check_json_target, errors_to_exit_codes, library_environment, write_json
 from hf_common.config_file import config_option, dump, resolved_config
 from hf_common.console import EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_OK, setup_logging
 
@@ -152,10 +150,7 @@ def main(plans, base_model, replay, output, method, preset, weight_decay, max_gr
          gradient_checkpointing, seed, device, dtype, checkpoint_every, checkpoint_dir, resume, json_path, log_file,
          shard_base_model, report_to, tracker_dir, base_model_id, force, quiet, debug, **method_options) -> None:
     """Fuse the sources of PLAN.h5 into its target adapter; several plans run as a sequential pipeline."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is ever downloaded at run time
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    warnings.filterwarnings("ignore", category=FutureWarning)  # transformers' own deprecation notices
+    library_environment()
     from hf_runtime.distributed import process_console, processes
 
     procs = processes()  # several under accelerate launch / torchrun: only the main one reports and writes
