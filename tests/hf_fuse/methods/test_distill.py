@@ -123,3 +123,18 @@ def test_plans_keep_each_source_adapter_verbatim(setting):
         original = load_file(setting["source_expert"] / "adapter_model.safetensors")
         assert sorted(tensors.keys()) == sorted(original)
         assert all(torch.equal(torch.from_numpy(tensors.float32(k)), original[k].float()) for k in original)
+
+
+def test_replay_repeat_puts_more_of_the_targets_own_task_in_the_mix(setting, tmp_path):
+    runs = {}
+    for repeat in (1, 3):
+        result = _fuse(setting, tmp_path / f"r{repeat}", "--replay-repeat", repeat, "--gen-cache", tmp_path / "cache")
+        assert result.exit_code == 0, result.output
+        runs[repeat] = json.loads((tmp_path / f"r{repeat}/fusion_report.json").read_text())
+    n_replay, d = runs[1]["replay"]["n_examples"], runs[3]["distill"]
+    n_generated = d["n_generated_examples"]
+    assert runs[1]["distill"]["n_training_examples"] == n_replay + n_generated
+    assert d["replay_repeat"] == 3 and d["n_training_examples"] == 3 * n_replay + n_generated
+    bad = _fuse(setting, tmp_path / "bad", "--replay-repeat", 0)
+    assert bad.exit_code == 2 and "--replay-repeat must be an integer from 1 to 100" in bad.stderr
+    assert not (tmp_path / "bad").exists()
