@@ -81,7 +81,7 @@ def execute(analysis: Analysis, report: dict, output: Path | None, *, force: boo
                 sink = MemorySink()
                 materialize(analysis, group, sink)
                 on_group(group.name)
-                small[group.name] = {k: v for k, v in sink.arrays.items() if not k.endswith("/rows")}
+                small[group.name] = {k: v for k, v in sink.arrays.items() if not k.endswith("rows")}
             return small
         with PlanWriter(output, force=force, created_by=f"hf-analyze {__version__}") as writer:
             settings = dict(report["settings"])

@@ -19,11 +19,11 @@ import numpy as np
 
 from hf_common.adapter import Adapter, LoraModule, load_adapter
 from hf_common.errors import AdapterFormatError, ConfigError
+from hf_common.normalize import normalize_factors, unit_rows
 from hf_common.plan import GroupSink, MemorySink
 from hf_common.registry import ROLES, SplitError
 
 from . import layer_map, tokens
-from .normalize import normalize_factors
 
 logger = logging.getLogger(__name__)
 
@@ -268,9 +268,11 @@ def _take_rows(matrix: np.ndarray, rows: np.ndarray) -> np.ndarray:
     return matrix[rows]
 
 
-def _stream_side(sink: GroupSink, side: str, units: list[Unit], factors, rank: int, block_size: int) -> None:
-    """Write one side's rows unit by unit, then its token tables and descriptors."""
-    sink.start_rows(side, sum(u.module.d_in + u.d_out for u in units), rank)
+def _stream_side(sink: GroupSink, side: str, units: list[Unit], factors, rank: int, block_size: int, stored) -> None:
+    """One side's rows unit by unit (those ``stored(index)`` to be kept in the plan), then its token tables and
+    descriptors."""
+    sink.start_rows(side, sum(u.module.d_in + u.d_out for u in units),
+                    sum(u.module.d_in + u.d_out for i, u in enumerate(units) if stored(i)), rank)
     offsets, token_unit, starts, lengths, is_b, descs = [0], [], [], [], [], []
     for index, unit in enumerate(units):
         rows = factors(index)
@@ -282,7 +284,7 @@ def _stream_side(sink: GroupSink, side: str, units: list[Unit], factors, rank: i
             lengths.append(length)
             is_b.append(b_part)
         offsets.append(offsets[-1] + rows.shape[0])
-        sink.add_rows(side, rows)
+        sink.add_rows(side, rows, stored(index))
     sink.put(f"{side}/unit_row_offset", np.asarray(offsets, np.int64))
     sink.put(f"{side}/unit_d_in", np.asarray([u.module.d_in for u in units], np.int64))
     sink.put(f"{side}/unit_d_out", np.asarray([u.d_out for u in units], np.int64))
@@ -302,7 +304,7 @@ def materialize(analysis: Analysis, group: Group, sink: GroupSink) -> None:
     def target_rows(index: int) -> np.ndarray:
         unit = group.target_units[index]
         a, b = analysis.target.factors(unit.module)
-        return tokens.unit_rows(a, _take_rows(b, unit.b_rows))
+        return unit_rows(a, _take_rows(b, unit.b_rows))
 
     methods = []
 
@@ -317,14 +319,21 @@ def materialize(analysis: Analysis, group: Group, sink: GroupSink) -> None:
         except AdapterFormatError as exc:  # name the file and the module
             raise AdapterFormatError(f"module {s_unit.unit.module.path!r}: {exc.message}", source.folder) from None
         methods.append(method)
-        return tokens.unit_rows(a_n, b_n)
+        return unit_rows(a_n, b_n)
 
-    _stream_side(sink, "target", group.target_units, target_rows, group.rank, bs)
+    # the plan keeps only the rows it cannot rebuild from the adapters it holds: those of a source of higher rank,
+    # brought to the target's by a truncated SVD (its bits depend on the LAPACK that computed it)
+    _stream_side(sink, "target", group.target_units, target_rows, group.rank, bs, lambda index: False)
     sink.put("target/unit_key_a", np.asarray([u.module.a_key for u in group.target_units], dtype=object))
     sink.put("target/unit_key_b", np.asarray([u.module.b_key for u in group.target_units], dtype=object))
     sink.put("target/unit_scale", np.asarray([u.module.scale for u in group.target_units], np.float64))
     sink.put("target/unit_b_rows", np.concatenate([u.b_rows for u in group.target_units]).astype(np.int64))
-    _stream_side(sink, "source", [s.unit for s in group.source_units], source_rows, group.rank, bs)
+    _stream_side(sink, "source", [s.unit for s in group.source_units], source_rows, group.rank, bs,
+                 lambda index: group.source_units[index].unit.module.rank > group.source_units[index].target_rank)
+    sink.put("source/unit_key_a", np.asarray([s.unit.module.a_key for s in group.source_units], dtype=object))
+    sink.put("source/unit_key_b", np.asarray([s.unit.module.b_key for s in group.source_units], dtype=object))
+    sink.put("source/unit_b_rows", np.concatenate([np.zeros(0, np.int64)] + [s.unit.b_rows for s in group.source_units])
+             .astype(np.int64))
     sink.put("source/unit_source", np.asarray([s.source for s in group.source_units], np.int64))
     sink.put("source/unit_original_rank", np.asarray([s.unit.module.rank for s in group.source_units], np.int64))
     sink.put("source/unit_scale_ratio",

@@ -39,11 +39,6 @@ def auto_block_size(dimensions: list[int]) -> int:
     return size
 
 
-def unit_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """The rows ``[Aᵀ; B]`` of one unit, float32, shape ``(d_in + d_out, r)``."""
-    return np.concatenate([a.T, b], axis=0).astype(np.float32, copy=False)
-
-
 def blockify(rows: np.ndarray, d_in: int, d_out: int, block_size: int) -> np.ndarray:
     """Padded tokens ``(n_tokens, block_size, r)`` of one unit."""
     ranges = token_ranges(d_in, d_out, block_size)

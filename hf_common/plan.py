@@ -5,8 +5,14 @@ Layout (documented for users in ``schemas/plan-format.md``)::
     /                 attrs: format, format_version, created_by, created_at, block_size, checksum
     /meta             text datasets: settings, provenance, report (JSON), target_config (adapter_config.json)
     /target_adapter   adapter_model.safetensors: the target's tensors as one safetensors file (uint8)
+    /source_adapters  source_<k>/adapter_config.json, source_<k>/adapter_model.safetensors: each source verbatim
     /layer_maps       source_<k>: int64 (n, 2) pairs [target_layer, source_layer]
     /groups/<name>    attrs role, rank; target/*, source/*, context_offset, context_source_unit
+
+A group's token rows ``[Aᵀ; B]`` per unit are rebuilt on reading from the adapters the plan holds (format
+version 2); only the rows that cannot be rebuilt bit for bit everywhere, a higher-rank source's truncated SVD,
+are stored (``source/stored_rows``).  Version 1 plans stored every row (``target/rows``, ``source/rows``) and
+are still read.
 
 Every dataset carries a ``sha256`` attribute of its contents; the root ``checksum``
 is the sha256 of all of them (sorted by path), so any change to any byte is found.
@@ -29,28 +35,34 @@ from .errors import FileAccessError, PlanFormatError, PlanVersionError
 from .safetensors_io import SafetensorsFile
 
 FORMAT_NAME = "heterofusion-plan"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 TARGET_BLOB = "target_adapter/adapter_model.safetensors"
 SOURCE_ADAPTER = "source_adapters/source_{index}"  # + "/adapter_config.json" (text), "/adapter_model.safetensors"
 META_TEXTS = ("settings", "provenance", "report", "target_config")
-GROUP_ARRAYS = (
-    "target/rows", "target/unit_row_offset", "target/unit_d_in", "target/unit_d_out", "target/unit_layer",
+_COMMON_ARRAYS = (
+    "target/unit_row_offset", "target/unit_d_in", "target/unit_d_out", "target/unit_layer",
     "target/unit_module", "target/unit_key_a", "target/unit_key_b", "target/unit_scale", "target/unit_b_rows",
     "target/token_unit", "target/token_row_start", "target/token_n_rows", "target/token_is_b", "target/descriptors",
-    "source/rows", "source/unit_row_offset", "source/unit_d_in", "source/unit_d_out", "source/unit_layer",
+    "source/unit_row_offset", "source/unit_d_in", "source/unit_d_out", "source/unit_layer",
     "source/unit_module", "source/unit_source", "source/unit_original_rank", "source/unit_scale_ratio",
     "source/unit_rank_method", "source/token_unit", "source/token_row_start", "source/token_n_rows",
     "source/token_is_b", "source/descriptors", "context_offset", "context_source_unit",
 )
+GROUP_ARRAYS = {  # per format version: what every group holds
+    1: ("target/rows", "source/rows", *_COMMON_ARRAYS),
+    2: ("target/stored_rows", "source/stored_rows", "source/unit_key_a", "source/unit_key_b", "source/unit_b_rows",
+        *_COMMON_ARRAYS),
+}
 
 
 class GroupSink:
-    """Receives one group's arrays.  ``rows`` datasets arrive unit by unit (streamed, never concatenated)."""
+    """Receives one group's arrays.  Rows arrive unit by unit (streamed, never concatenated), each unit's marked
+    stored or not: a plan keeps only the stored ones, the others are rebuilt from its adapters on reading."""
 
-    def start_rows(self, side: str, n_rows: int, rank: int) -> None:
+    def start_rows(self, side: str, n_rows: int, n_stored: int, rank: int) -> None:
         raise NotImplementedError
 
-    def add_rows(self, side: str, rows: np.ndarray) -> None:
+    def add_rows(self, side: str, rows: np.ndarray, stored: bool) -> None:
         raise NotImplementedError
 
     def put(self, name: str, array: np.ndarray) -> None:
@@ -58,20 +70,25 @@ class GroupSink:
 
 
 class MemorySink(GroupSink):
-    """Collects a group's arrays in memory (``--check``, tests)."""
+    """Collects a group's arrays in memory (``--check``, tests): every row (``{side}/rows``, as a plan reads them
+    back) and the stored ones (``{side}/stored_rows``, as a plan keeps them)."""
 
     def __init__(self) -> None:
         self.arrays: dict[str, np.ndarray] = {}
-        self._fill: dict[str, int] = {}
+        self._fill: dict[str, list[int]] = {}
 
-    def start_rows(self, side: str, n_rows: int, rank: int) -> None:
+    def start_rows(self, side: str, n_rows: int, n_stored: int, rank: int) -> None:
         self.arrays[f"{side}/rows"] = np.empty((n_rows, rank), np.float32)
-        self._fill[side] = 0
+        self.arrays[f"{side}/stored_rows"] = np.empty((n_stored, rank), np.float32)
+        self._fill[side] = [0, 0]
 
-    def add_rows(self, side: str, rows: np.ndarray) -> None:
-        start = self._fill[side]
-        self.arrays[f"{side}/rows"][start:start + len(rows)] = rows
-        self._fill[side] = start + len(rows)
+    def add_rows(self, side: str, rows: np.ndarray, stored: bool) -> None:
+        fill = self._fill[side]
+        self.arrays[f"{side}/rows"][fill[0]:fill[0] + len(rows)] = rows
+        fill[0] += len(rows)
+        if stored:
+            self.arrays[f"{side}/stored_rows"][fill[1]:fill[1] + len(rows)] = rows
+            fill[1] += len(rows)
 
     def put(self, name: str, array: np.ndarray) -> None:
         self.arrays[name] = array
@@ -89,7 +106,7 @@ def _digest(array: np.ndarray) -> str:
         for item in array.reshape(-1):
             value = item.decode() if isinstance(item, bytes) else str(item)
             digest.update(value.encode() + b"\0")
-    else:
+    elif array.size:  # an empty array (a target's stored rows) is its dtype and shape alone
         digest.update(memoryview(np.ascontiguousarray(array)).cast("B"))
     return digest.hexdigest()
 
@@ -120,6 +137,10 @@ class PlanWriter:
         h5py = _h5py()
         if array.dtype.kind == "O":
             dset = self._file.create_dataset(path, data=array.astype(object), dtype=h5py.string_dtype())
+        elif array.dtype.kind == "i" and array.size >= 4096:  # (not the adapters: uint8, already dense)
+            # index tables (the B rows of every unit are mostly runs of consecutive numbers): deflate after
+            # byte-shuffling stores 11 MB of an 8B model's int64 row numbers in 0.2 MB, losslessly, in 0.02 s
+            dset = self._file.create_dataset(path, data=array, compression="gzip", compression_opts=1, shuffle=True)
         else:
             dset = self._file.create_dataset(path, data=array)
         digest = _digest(array)
@@ -149,12 +170,6 @@ class PlanWriter:
         node.attrs["role"], node.attrs["rank"] = role, rank
         return _H5GroupSink(self, f"groups/{name}")
 
-    def add_group(self, name: str, role: str, rank: int, arrays: dict[str, np.ndarray]) -> None:
-        sink = self.group(name, role, rank)
-        for key in GROUP_ARRAYS:
-            self._dataset(f"groups/{name}/{key}", arrays[key])
-        sink.close()
-
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
             if exc_type is None:
@@ -183,12 +198,15 @@ class _H5GroupSink(GroupSink):
         self.writer, self.prefix = writer, prefix
         self._open: dict[str, list] = {}  # side -> [dataset, hash, buffer, n_buffered, n_written]
 
-    def start_rows(self, side: str, n_rows: int, rank: int) -> None:
-        dset = self.writer._file.create_dataset(f"{self.prefix}/{side}/rows", shape=(n_rows, rank), dtype=np.float32)
-        digest = hashlib.sha256(f"{np.dtype(np.float32).str}|{(n_rows, rank)}|".encode())
-        self._open[side] = [dset, digest, np.empty((min(n_rows, self.BUFFER_ROWS), rank), np.float32), 0, 0]
+    def start_rows(self, side: str, n_rows: int, n_stored: int, rank: int) -> None:
+        dset = self.writer._file.create_dataset(f"{self.prefix}/{side}/stored_rows", shape=(n_stored, rank),
+                                                dtype=np.float32)
+        digest = hashlib.sha256(f"{np.dtype(np.float32).str}|{(n_stored, rank)}|".encode())
+        self._open[side] = [dset, digest, np.empty((min(n_stored, self.BUFFER_ROWS), rank), np.float32), 0, 0]
 
-    def add_rows(self, side: str, rows: np.ndarray) -> None:
+    def add_rows(self, side: str, rows: np.ndarray, stored: bool) -> None:
+        if not stored:  # rebuilt from the adapters on reading
+            return
         state = self._open[side]
         while len(rows):
             take = min(len(rows), len(state[2]) - state[3])
@@ -213,10 +231,10 @@ class _H5GroupSink(GroupSink):
         for side, state in self._open.items():
             self._flush(state)
             if state[4] != state[0].shape[0]:
-                raise RuntimeError(f"{self.prefix}/{side}/rows: {state[4]} of {state[0].shape[0]} rows written")
+                raise RuntimeError(f"{self.prefix}/{side}/stored_rows: {state[4]} of {state[0].shape[0]} rows written")
             digest = state[1].hexdigest()
             state[0].attrs["sha256"] = digest
-            self.writer._hashes[f"{self.prefix}/{side}/rows"] = digest
+            self.writer._hashes[f"{self.prefix}/{side}/stored_rows"] = digest
         self._open.clear()
 
 
@@ -226,8 +244,13 @@ class PlanGroup:
     role: str
     rank: int
     _node: object
+    _plan: "Plan | None" = None
 
     def array(self, key: str) -> np.ndarray:
+        """A stored array; ``target/rows`` and ``source/rows`` (every unit's ``[Aᵀ; B]``, float32) also from a
+        version 2 plan, which rebuilds them from the adapters it holds."""
+        if key in ("target/rows", "source/rows") and key not in self._node and self._plan is not None:
+            return self._plan.rows(self, key.partition("/")[0])
         data = self._node[key]
         if _h5py().check_string_dtype(data.dtype):
             return np.asarray(data.asstr()[()], dtype=object)
@@ -281,12 +304,12 @@ class Plan:
             raise PlanFormatError("the groups stored differ from the groups in the report", self.path)
         for name in names:
             node = stored[name]
-            missing = [key for key in GROUP_ARRAYS if key not in node]
+            missing = [key for key in GROUP_ARRAYS[version] if key not in node]
             if missing:
                 raise PlanFormatError(f"group {name} lacks {', '.join(missing)}", self.path)
-            group = PlanGroup(name, str(node.attrs["role"]), int(node.attrs["rank"]), node)
+            group = PlanGroup(name, str(node.attrs["role"]), int(node.attrs["rank"]), node, self)
             for side in ("target", "source"):
-                rows = node[f"{side}/rows"]
+                rows = node[f"{side}/rows" if version == 1 else f"{side}/stored_rows"]
                 n_units = node[f"{side}/unit_d_in"].shape[0]
                 if rows.ndim != 2 or rows.shape[1] != group.rank or node[f"{side}/unit_row_offset"].shape != (n_units + 1,):
                     raise PlanFormatError(f"group {name}: {side} arrays have inconsistent shapes", self.path)
@@ -311,6 +334,26 @@ class Plan:
         attrs = {k: (int(v) if k == "format_version" else str(v)) for k, v in attrs.items()}
         if _combine(hashes, attrs) != self.checksum:
             raise PlanFormatError("plan checksum mismatch (datasets added, removed or renamed)", self.path)
+
+    def rows(self, group: PlanGroup, side: str) -> np.ndarray:
+        """Every unit's rows ``[Aᵀ; B]`` of one side of ``group`` (float32, ``(n_rows, rank)``), rebuilt from the
+        adapters the plan holds as hf-analyze built them; the stored rows where a truncated SVD made them."""
+        from .normalize import rebuild_rows
+
+        a = group.array
+        if side == "target":
+            files = {0: self.target_safetensors()}
+            which = np.zeros(len(a("target/unit_d_out")), np.int64)
+            methods = ratios = None
+        else:
+            which, methods, ratios = a("source/unit_source"), a("source/unit_rank_method"), a("source/unit_scale_ratio")
+            files = {int(i): self.source_adapter(int(i))[1] for i in set(which.tolist())}
+        try:
+            return rebuild_rows(files, which, a(f"{side}/unit_key_a"), a(f"{side}/unit_key_b"), a(f"{side}/unit_b_rows"),
+                                a(f"{side}/unit_d_out"), a(f"{side}/unit_row_offset"), a(f"{side}/stored_rows"),
+                                group.rank, methods, ratios)
+        except (KeyError, ValueError) as exc:
+            raise PlanFormatError(f"group {group.name}: its {side} rows cannot be rebuilt ({exc})", self.path) from None
 
     def config_text(self) -> str | None:
         """The hf-analyze options that wrote this plan, as YAML (plans from before 0.2 have none)."""

@@ -77,7 +77,13 @@ def test_settings_validation_names_flags():
 
 
 def test_plan_round_trip(adapters, tmp_path):
-    analysis = analyze(adapters["llama"], [adapters["qwen2"], adapters["gemma3"]], AnalyzeSettings(block_size="auto"))
+    # every row a plan rebuilds from the adapters it holds is bit for bit what hf-analyze computed: sources of
+    # higher rank (truncated SVD, stored), lower rank in bfloat16 (zero-padded), float16 with another scale
+    # (rescaled), a fused qkv_proj (B rows per role)
+    analysis = analyze(adapters["llama"], [adapters["qwen2"], adapters["gemma3"], adapters["mistral16"], adapters["phi3"]],
+                       AnalyzeSettings(block_size="auto"))
+    methods = {m for g in analysis.groups for m in materialize_arrays(analysis, g)["source/unit_rank_method"]}
+    assert methods == {"same", "zero-padded", "truncated-svd"}
     report = build_report(analysis)
     execute(analysis, report, tmp_path / "plan.h5")
     with Plan(tmp_path / "plan.h5") as plan:
@@ -96,5 +102,5 @@ def test_plan_round_trip(adapters, tmp_path):
             np.testing.assert_array_equal(raw, target.tensors.raw(key))
         np.testing.assert_array_equal(plan.layer_map(1), [[3, 0], [4, 1], [5, 2]])
         inputs = plan.provenance["inputs"]
-        assert [i["role"] for i in inputs] == ["target", "source", "source"]
+        assert [i["role"] for i in inputs] == ["target", "source", "source", "source", "source"]
         assert all(len(f["sha256"]) == 64 for i in inputs for f in i["files"])

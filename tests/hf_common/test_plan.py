@@ -18,9 +18,9 @@ def plan_path(adapters, tmp_path):
 
 def test_checksum_finds_a_changed_value(plan_path):
     with h5py.File(plan_path, "r+") as handle:
-        rows = handle["groups/q_proj.r4/source/rows"]
+        rows = handle["groups/q_proj.r4/source/descriptors"]
         rows[0, 0] = rows[0, 0] + 1.0
-    with pytest.raises(PlanFormatError, match="checksum mismatch in /groups/q_proj.r4/source/rows"):
+    with pytest.raises(PlanFormatError, match="checksum mismatch in /groups/q_proj.r4/source/descriptors"):
         Plan(plan_path)
     Plan(plan_path, verify=False).close()  # the layout itself is still readable
 
@@ -34,8 +34,8 @@ def test_checksum_finds_a_removed_dataset(plan_path):
 
 def test_newer_version_is_refused(plan_path):
     with h5py.File(plan_path, "r+") as handle:
-        handle.attrs["format_version"] = 2
-    with pytest.raises(PlanVersionError, match="plan format version 2 is not supported"):
+        handle.attrs["format_version"] = 3
+    with pytest.raises(PlanVersionError, match="plan format version 3 is not supported"):
         Plan(plan_path)
 
 
@@ -83,3 +83,54 @@ def test_failure_while_writing_leaves_nothing(adapters, tmp_path, monkeypatch):
     with pytest.raises(RuntimeError):
         execute(analysis, build_report(analysis), tmp_path / "plan.h5")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_version_1_plan_with_every_row_stored_is_still_read(plan_path, tmp_path):
+    """Version 1 stored every unit's rows; version 2 rebuilds them from the adapters it holds. A version 1 plan,
+    made here from a version 2 one as hf-analyze 0.2 wrote them, reads the same rows."""
+    import shutil
+
+    from hf_common.plan import _combine, _digest
+
+    with Plan(plan_path) as plan:
+        rows = {(g.name, side): g.array(f"{side}/rows") for g in plan.groups for side in ("target", "source")}
+    old = shutil.copy(plan_path, tmp_path / "v1.h5")
+    with h5py.File(old, "r+") as handle:
+        for (name, side), value in rows.items():
+            node = handle[f"groups/{name}"]
+            del node[f"{side}/stored_rows"]
+            node.create_dataset(f"{side}/rows", data=value)
+            for key in ("unit_key_a", "unit_key_b", "unit_b_rows") if side == "source" else ():
+                del node[f"source/{key}"]
+        handle.attrs["format_version"] = 1
+        hashes = {}
+
+        def rehash(path, node):
+            if isinstance(node, h5py.Dataset):
+                data = node.asstr()[()] if h5py.check_string_dtype(node.dtype) else node[()]
+                node.attrs["sha256"] = hashes[path] = _digest(np.asarray(data, dtype=object if node.dtype.kind == "O"
+                                                                          else node.dtype))
+
+        handle.visititems(rehash)
+        attrs = {k: handle.attrs[k] for k in ("format", "format_version", "created_by", "created_at")}
+        handle.attrs["checksum"] = _combine(hashes, {k: (int(v) if k == "format_version" else str(v))
+                                                     for k, v in attrs.items()})
+    with Plan(old) as plan:
+        assert plan.version == 1
+        for group in plan.groups:
+            for side in ("target", "source"):
+                np.testing.assert_array_equal(group.array(f"{side}/rows"), rows[group.name, side])
+
+
+def test_a_version_2_plan_stores_no_row_it_can_rebuild(plan_path, adapters):
+    with h5py.File(plan_path, "r") as handle:
+        assert handle.attrs["format_version"] == 2
+        for node in handle["groups"].values():
+            assert "target/rows" not in node and "source/rows" not in node
+            assert node["target/stored_rows"].shape[0] == 0  # the target's rows come from /target_adapter
+            truncated = [m.decode() == "truncated-svd" for m in node["source/unit_rank_method"][()]]
+            d = node["source/unit_d_in"][()] + node["source/unit_d_out"][()]
+            assert node["source/stored_rows"].shape[0] == int(d[truncated].sum())
+    size = plan_path.stat().st_size
+    inputs = sum((adapters[k] / "adapter_model.safetensors").stat().st_size for k in ("llama", "qwen2"))
+    assert size < 1.5 * inputs + 200_000  # the adapters verbatim, the spectra and the tables; not every row again

@@ -7,6 +7,9 @@ and B.  A lower source rank is zero-padded (exact); a higher one is replaced by 
 rank-r truncated SVD of ``c · B A`` (the best rank-r approximation, Eckart–Young),
 computed through two thin QR factorisations so the full ``d_out × d_in`` matrix is
 never formed.
+
+In ``hf_common`` because both sides run it: ``hf-analyze`` to plan, and the plan reader to rebuild a unit's rows
+from the adapter the plan holds (format version 2 stores only the rows it cannot rebuild: truncated-SVD units).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import math
 
 import numpy as np
 
-from hf_common.errors import AdapterFormatError
+from .errors import AdapterFormatError
 
 SAME, PADDED, TRUNCATED = "same", "zero-padded", "truncated-svd"
 
@@ -66,3 +69,33 @@ def _check_finite(a: np.ndarray, b: np.ndarray, c: float) -> None:
     if not (np.isfinite(a).all() and np.isfinite(b).all()):
         raise AdapterFormatError(f"the source factors overflow float32 once scaled by {c:.3g} (lora_alpha / r of the two "
                                  "adapters)")
+
+
+def unit_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The rows ``[Aᵀ; B]`` of one unit, float32, shape ``(d_in + d_out, r)``."""
+    return np.concatenate([a.T, b], axis=0).astype(np.float32, copy=False)
+
+
+def rebuild_rows(files: dict, which, keys_a, keys_b, b_rows, d_out, offsets, stored: np.ndarray, rank: int,
+                 methods=None, ratios=None) -> np.ndarray:
+    """One side's rows of a plan group, from the adapters' safetensors ``files`` (unit ``u`` reads file
+    ``which[u]``): the same float32 reading, the unit's B rows and, for a source (``ratios`` given), the same
+    rescaling and zero-padding hf-analyze applied; units whose method is a truncated SVD take the ``stored`` rows,
+    in order."""
+    out = np.empty((int(offsets[-1]), rank), np.float32)
+    b_rows = np.split(b_rows, np.cumsum(d_out)[:-1])
+    used = 0
+    for u, (key_a, key_b) in enumerate(zip(keys_a, keys_b)):
+        start, stop = int(offsets[u]), int(offsets[u + 1])
+        if methods is not None and methods[u] == TRUNCATED:
+            out[start:stop] = stored[used:used + stop - start]
+            used += stop - start
+            continue
+        file = files[int(which[u])]
+        a, b = file.float32(str(key_a)), file.float32(str(key_b))[b_rows[u]]
+        if ratios is not None:
+            a, b, _ = normalize_factors(a, b, float(ratios[u]), 1.0, rank)
+        out[start:stop] = unit_rows(a, b)
+    if used != len(stored):
+        raise ValueError(f"{len(stored)} rows stored, {used} used")
+    return out

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from hf_analyze.normalize import PADDED, SAME, TRUNCATED, normalize_factors
+from hf_common.normalize import PADDED, SAME, TRUNCATED, normalize_factors
 
 RNG = np.random.default_rng(0)
 
