@@ -262,6 +262,7 @@ class Plan:
 
     def __init__(self, path: str | os.PathLike, *, verify: bool = True):
         self.path = Path(path)
+        self._adapters: dict[object, SafetensorsFile] = {}  # adapters read back for rebuilding rows
         h5py = _h5py()
         if not self.path.is_file():
             raise FileAccessError("plan file not found", self.path)
@@ -341,13 +342,18 @@ class Plan:
         from .normalize import rebuild_rows
 
         a = group.array
+        if "target" not in self._adapters:  # each adapter read from the file once, not once per group and side
+            self._adapters["target"] = self.target_safetensors()
         if side == "target":
-            files = {0: self.target_safetensors()}
+            files = {0: self._adapters["target"]}
             which = np.zeros(len(a("target/unit_d_out")), np.int64)
             methods = ratios = None
         else:
             which, methods, ratios = a("source/unit_source"), a("source/unit_rank_method"), a("source/unit_scale_ratio")
-            files = {int(i): self.source_adapter(int(i))[1] for i in set(which.tolist())}
+            for i in set(which.tolist()):
+                if i not in self._adapters:
+                    self._adapters[i] = self.source_adapter(int(i))[1]
+            files = {int(i): self._adapters[int(i)] for i in set(which.tolist())}
         try:
             return rebuild_rows(files, which, a(f"{side}/unit_key_a"), a(f"{side}/unit_key_b"), a(f"{side}/unit_b_rows"),
                                 a(f"{side}/unit_d_out"), a(f"{side}/unit_row_offset"), a(f"{side}/stored_rows"),
@@ -405,6 +411,7 @@ class Plan:
         return {key: (tensors.raw(key), tensors.dtype(key)) for key in tensors.keys()}
 
     def close(self) -> None:
+        self._adapters = {}
         self._file.close()
 
     def __enter__(self) -> "Plan":
