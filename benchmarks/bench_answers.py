@@ -9,6 +9,7 @@ chosen on the validation split).  It shows what the cap drops and what a confide
 every answer, of the finished ones, and of the finished ones above each confidence quantile.
 
     python benchmarks/bench_answers.py [--work /tmp/hf-cross-family-cpu] [--json FILE]
+    python benchmarks/bench_answers.py --synthesize 216 [--json FILE]    # data-free: what the filter keeps
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ from hf_eval.study import Study  # noqa: E402
 TASK = "findvehicle"
 
 
-def answers(expert: Path, prompts_file: Path, cap: int | str, batch: int) -> tuple[list, int, float]:
-    """The expert's answers as distill makes them (``auto``: the pilot, then the cap from it)."""
+def answers(expert: Path, prompts_file: Path | list, cap: int | str, batch: int) -> tuple[list, int, float]:
+    """The expert's answers as distill makes them (``auto``: the pilot, then the cap from it), to the prompts of a
+    file or to a list of conversations."""
     import torch
     from peft import PeftModel
 
@@ -43,7 +45,7 @@ def answers(expert: Path, prompts_file: Path, cap: int | str, batch: int) -> tup
 
     model, tokenizer = load_model_and_tokenizer(resolve_base_model(EXPERT_BASE[TASK]), torch.device("cpu"), torch.float32)
     model = PeftModel.from_pretrained(model, expert).eval()
-    conversations = load_records(prompts_file, prompts_only=True)
+    conversations = prompts_file if isinstance(prompts_file, list) else load_records(prompts_file, prompts_only=True)
     prompts = {i: prompt_ids(tokenizer, c, 1024, True) for i, c in enumerate(conversations)}
     started, done = time.perf_counter(), {}
 
@@ -56,6 +58,28 @@ def answers(expert: Path, prompts_file: Path, cap: int | str, batch: int) -> tup
         cap = auto_cap(list(done.values()))
     run([i for i in prompts if i not in done], cap)
     return [done[i] for i in range(len(conversations))], cap, time.perf_counter() - started
+
+
+def synthesized(seeds_file: Path, n: int, work: Path) -> tuple[list, dict, float]:
+    """Data-free: the target's base model (SmolLM2) writes ``n`` prompts in the style of the seeds, as distill's
+    ``--synthesize`` does (same function, same filter); the kept ones and the filter's counts."""
+    import torch
+
+    from hf_fuse.methods.synthesize import synthesize
+    from hf_runtime.data import load_records
+    from hf_runtime.model import load_model_and_tokenizer, resolve_base_model
+
+    model, tokenizer = load_model_and_tokenizer(resolve_base_model("smollm2"), torch.device("cpu"), torch.float32)
+    started = time.perf_counter()
+    kept, stats = synthesize(model, tokenizer, load_records(seeds_file, prompts_only=True), n, work, seed=0, cutoff_len=1024)
+    return kept, stats, time.perf_counter() - started
+
+
+def confidence(got: list) -> dict:
+    finished = [g.logprob for g in got if g.finished and g.text.strip()]
+    return {"answers": len(got), "finished": len(finished),
+            "mean_logprob": round(sum(finished) / len(finished), 4) if finished else None,
+            "median_logprob": round(sorted(finished)[len(finished) // 2], 4) if finished else None}
 
 
 def f1(pairs: list[tuple[str, str]]) -> float:
@@ -72,12 +96,17 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/hf-cross-family-cpu"))
     parser.add_argument("--data-dir", type=Path, default=HERE.parent.parent / "shared/data/uie")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--synthesize", type=int, default=0, metavar="N",
+                        help="instead: data-free, N prompts written from the benchmark's 5 seeds; how many the filter "
+                             "keeps and how sure the expert is answering them, against 64 real prompts")
     args = parser.parse_args()
     mode = MODES["cpu"]
     data = split(args.data_dir, args.work, mode)
     study = Study(Experiment(args.work, Console()), "smollm2", mode.budget, dtype="float32")
     expert = study.expert(f"expert-{TASK}", EXPERT_BASE[TASK], data[TASK]["train"], epochs=mode.expert_epochs,
                           lr=mode.expert_lr)
+    if args.synthesize:
+        return data_free(args, data, expert)
     golds = [r["output"] for r in json.loads(data[TASK]["train"].read_text())]
     rows, out = [], {}
     for cap in (mode.new_tokens, "auto"):
@@ -105,6 +134,28 @@ def main() -> None:
     if args.json:
         args.json.write_text(json.dumps({"benchmark": "bench_answers", "task": TASK, "date": time.strftime("%Y-%m-%d"),
                                          "by_cap": out}, indent=1) + "\n")
+
+
+def data_free(args, data: dict, expert: Path) -> None:
+    from hf_runtime.data import load_records
+
+    kept, stats, seconds = synthesized(data[TASK]["seeds"], args.synthesize, args.work / "synthesized")
+    real = load_records(data[TASK]["unlabeled"], prompts_only=True)[:64]
+    on_real, cap, _ = answers(expert, real, "auto", 16)
+    on_kept, _, answer_seconds = answers(expert, kept, cap, 16) if kept else ([], cap, 0.0)
+    out = {"benchmark": "bench_answers --synthesize", "task": TASK, "date": time.strftime("%Y-%m-%d"), "filter": stats,
+           "synthesis_seconds": round(seconds, 1), "answer_seconds": round(answer_seconds, 1), "cap": cap,
+           "expert_on_real_prompts": confidence(on_real), "expert_on_kept_prompts": confidence(on_kept),
+           "examples": [c.turns[-1][0][-300:] for c in kept[:3]]}
+    r, k = out["expert_on_real_prompts"], out["expert_on_kept_prompts"]
+    sys.stdout.write(f"{TASK}, data-free from 5 seeds: {stats['kept']} of {stats['candidates']} written prompts kept "
+                     f"({stats['unfinished']} unfinished, {stats['length']} length, {stats['lines']} lines, "
+                     f"{stats['copies']} copies, {stats['unlikely']} unlikely), {seconds:.0f} s\n"
+                     f"the expert (cap {cap}) finishes {k['finished']} of {k['answers']} answers to them, mean token "
+                     f"log-probability {k['mean_logprob']} (median {k['median_logprob']}); on 64 real prompts "
+                     f"{r['finished']} of {r['answers']}, {r['mean_logprob']} (median {r['median_logprob']})\n")
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=1) + "\n")
 
 
 if __name__ == "__main__":

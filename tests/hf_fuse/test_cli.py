@@ -55,7 +55,7 @@ def _bad(fusion, tmp_path, how):
     if how == "corrupt_plan":
         plan = shutil.copy(fusion["plan"], tmp_path / "bad.h5")
         with h5py.File(plan, "r+") as handle:
-            handle["groups/q_proj.r4/target/rows"][0, 0] += 1
+            handle["groups/q_proj.r4/target/descriptors"][0, 0] += 1
         return {"plan": plan}, "checksum mismatch"
     if how == "missing_base":
         return {"--base-model": tmp_path / "nomodel"}, "base model not found"

@@ -27,7 +27,10 @@ def _digest(folder):
 
 def _interrupted(command: list, checkpoint) -> subprocess.CompletedProcess:
     """Start ``command``, send SIGINT once its first checkpoint exists (mid-run: steps remain), wait for it."""
-    process = subprocess.Popen(command, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Ctrl-C's default disposition in the child: a suite started in the background by a non-interactive shell runs
+    # with SIGINT ignored, which children inherit (Python then installs no KeyboardInterrupt handler)
+    process = subprocess.Popen(command, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 240
     while not checkpoint.exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -107,7 +110,10 @@ def test_distill_killed_with_sigkill_resumes_to_the_uninterrupted_adapter(fusion
                                str(tmp_path / "straight")], env=_env(), capture_output=True, text=True, timeout=300)
     assert straight.returncode == 0, straight.stderr[-2000:]
     command = [*map(str, base), "--gen-cache", str(tmp_path / "gen"), "-o", str(tmp_path / "out")]
-    process = subprocess.Popen(command, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Ctrl-C's default disposition in the child: a suite started in the background by a non-interactive shell runs
+    # with SIGINT ignored, which children inherit (Python then installs no KeyboardInterrupt handler)
+    process = subprocess.Popen(command, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
     def cache_lines() -> int:
         return sum(len(p.read_bytes().splitlines()) for p in (tmp_path / "gen").glob("*.jsonl"))
