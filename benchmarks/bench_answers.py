@@ -139,6 +139,7 @@ def main() -> None:
 def data_free(args, data: dict, expert: Path) -> None:
     from hf_runtime.data import load_records
 
+    (args.work / "synthesized").mkdir(parents=True, exist_ok=True)
     kept, stats, seconds = synthesized(data[TASK]["seeds"], args.synthesize, args.work / "synthesized")
     real = load_records(data[TASK]["unlabeled"], prompts_only=True)[:64]
     on_real, cap, _ = answers(expert, real, "auto", 16)
