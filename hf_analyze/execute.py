@@ -14,7 +14,7 @@ import numpy as np
 
 from hf_common.adapter import CONFIG_NAME, Adapter
 from hf_common.errors import AdapterFormatError
-from hf_common.plan import MemorySink, PlanWriter
+from hf_common.plan_writer import MemorySink, PlanWriter
 from hf_common.safetensors_io import FLOAT_DTYPES, SafetensorsFile, all_finite, to_float32, write_safetensors
 
 from . import __version__

@@ -20,7 +20,7 @@ import numpy as np
 from hf_common.adapter import Adapter, LoraModule, load_adapter
 from hf_common.errors import AdapterFormatError, ConfigError
 from hf_common.normalize import normalize_factors, unit_rows
-from hf_common.plan import GroupSink, MemorySink
+from hf_common.plan_writer import GroupSink, MemorySink
 from hf_common.registry import ROLES, SplitError
 
 from . import layer_map, tokens

@@ -90,7 +90,7 @@ def test_a_version_1_plan_with_every_row_stored_is_still_read(plan_path, tmp_pat
     made here from a version 2 one as hf-analyze 0.2 wrote them, reads the same rows."""
     import shutil
 
-    from hf_common.plan import _combine, _digest
+    from hf_common.plan import combined_checksum, dataset_digest
 
     with Plan(plan_path) as plan:
         rows = {(g.name, side): g.array(f"{side}/rows") for g in plan.groups for side in ("target", "source")}
@@ -108,12 +108,12 @@ def test_a_version_1_plan_with_every_row_stored_is_still_read(plan_path, tmp_pat
         def rehash(path, node):
             if isinstance(node, h5py.Dataset):
                 data = node.asstr()[()] if h5py.check_string_dtype(node.dtype) else node[()]
-                node.attrs["sha256"] = hashes[path] = _digest(np.asarray(data, dtype=object if node.dtype.kind == "O"
+                node.attrs["sha256"] = hashes[path] = dataset_digest(np.asarray(data, dtype=object if node.dtype.kind == "O"
                                                                           else node.dtype))
 
         handle.visititems(rehash)
         attrs = {k: handle.attrs[k] for k in ("format", "format_version", "created_by", "created_at")}
-        handle.attrs["checksum"] = _combine(hashes, {k: (int(v) if k == "format_version" else str(v))
+        handle.attrs["checksum"] = combined_checksum(hashes, {k: (int(v) if k == "format_version" else str(v))
                                                      for k, v in attrs.items()})
     with Plan(old) as plan:
         assert plan.version == 1
