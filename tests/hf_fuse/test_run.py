@@ -215,13 +215,13 @@ def test_a_plan_whose_target_was_swapped_for_another_rank_is_refused(fusion, tmp
         write_safetensors(buffer, tensors)
         del handle[plan_format.TARGET_BLOB]
         data = np.frombuffer(buffer.getvalue(), np.uint8)
-        handle.create_dataset(plan_format.TARGET_BLOB, data=data).attrs["sha256"] = plan_format._digest(data)
+        handle.create_dataset(plan_format.TARGET_BLOB, data=data).attrs["sha256"] = plan_format.dataset_digest(data)
         hashes = {}
         handle.visititems(lambda path, node: hashes.__setitem__(path, node.attrs["sha256"])
                           if isinstance(node, h5py.Dataset) else None)
         attrs = {k: handle.attrs[k] for k in ("format", "format_version", "created_by", "created_at")}
         attrs = {k: (int(v) if k == "format_version" else str(v)) for k, v in attrs.items()}
-        handle.attrs["checksum"] = plan_format._combine(hashes, attrs)
+        handle.attrs["checksum"] = plan_format.combined_checksum(hashes, attrs)
     with pytest.raises(PlanFormatError, match="was built for rank 4"):
         run(_job(fusion, tmp_path / "out", plans=[swapped], max_steps=1))
     assert not (tmp_path / "out").exists()
