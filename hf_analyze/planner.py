@@ -19,7 +19,7 @@ import numpy as np
 
 from hf_common.adapter import Adapter, LoraModule, load_adapter
 from hf_common.errors import AdapterFormatError, ConfigError
-from hf_common.normalize import normalize_factors, unit_rows
+from hf_common.normalize import normalize_factors, truncates, unit_rows
 from hf_common.plan_writer import GroupSink, MemorySink
 from hf_common.registry import ROLES, SplitError
 
@@ -329,7 +329,7 @@ def materialize(analysis: Analysis, group: Group, sink: GroupSink) -> None:
     sink.put("target/unit_scale", np.asarray([u.module.scale for u in group.target_units], np.float64))
     sink.put("target/unit_b_rows", np.concatenate([u.b_rows for u in group.target_units]).astype(np.int64))
     _stream_side(sink, "source", [s.unit for s in group.source_units], source_rows, group.rank, bs,
-                 lambda index: group.source_units[index].unit.module.rank > group.source_units[index].target_rank)
+                 lambda index: truncates(group.source_units[index].unit.module.rank, group.source_units[index].target_rank))
     sink.put("source/unit_key_a", np.asarray([s.unit.module.a_key for s in group.source_units], dtype=object))
     sink.put("source/unit_key_b", np.asarray([s.unit.module.b_key for s in group.source_units], dtype=object))
     sink.put("source/unit_b_rows", np.concatenate([np.zeros(0, np.int64)] + [s.unit.b_rows for s in group.source_units])

@@ -33,10 +33,15 @@ def normalize_factors(
     rank = a.shape[0]
     if rank == rank_target and c == 1.0:
         return a, b, SAME  # the common case (same r and alpha): no copy
-    if rank <= rank_target:
+    if not truncates(rank, rank_target):
         return _padded(a, b, c, rank, rank_target)
     with np.errstate(over="ignore", invalid="ignore"):  # overflow is checked right after, and refused
         return _truncated(a, b, c, rank_target)
+
+
+def truncates(rank: int, rank_target: int) -> bool:
+    """Whether a source of ``rank`` is brought to ``rank_target`` by a truncated SVD (else exactly, by padding)."""
+    return rank > rank_target
 
 
 def _padded(a: np.ndarray, b: np.ndarray, c: float, rank: int, rank_target: int) -> tuple[np.ndarray, np.ndarray, str]:

@@ -176,28 +176,33 @@ class Plan:
         if combined_checksum(hashes, attrs) != self.checksum:
             raise PlanFormatError("plan checksum mismatch (datasets added, removed or renamed)", self.path)
 
-    def rows(self, group: PlanGroup, side: str) -> np.ndarray:
+    def rows(self, group: PlanGroup, side: str, target=None) -> np.ndarray:
         """Every unit's rows ``[Aᵀ; B]`` of one side of ``group`` (float32, ``(n_rows, rank)``), rebuilt from the
-        adapters the plan holds as hf-analyze built them; the stored rows where a truncated SVD made them."""
+        adapters the plan holds as hf-analyze built them; the stored rows where a truncated SVD made them.
+        ``target``: other target tensors to read instead (anything with ``float32(key)``; a pipeline's later task
+        starts from the earlier one's output), for a plan of either version."""
         from .normalize import rebuild_rows
 
         a = group.array
-        if "target" not in self._adapters:  # each adapter read from the file once, not once per group and side
-            self._adapters["target"] = self.target_safetensors()
         if side == "target":
-            files = {0: self._adapters["target"]}
-            which = np.zeros(len(a("target/unit_d_out")), np.int64)
+            if target is None:
+                if "target" not in self._adapters:  # each adapter read from the file once, not per group and side
+                    self._adapters["target"] = self.target_safetensors()
+                target = self._adapters["target"]
+            files, which = {0: target}, np.zeros(len(a("target/unit_d_out")), np.int64)
             methods = ratios = None
+            stored = np.zeros((0, group.rank), np.float32)  # a target's rows are never stored
         else:
             which, methods, ratios = a("source/unit_source"), a("source/unit_rank_method"), a("source/unit_scale_ratio")
             for i in set(which.tolist()):
                 if i not in self._adapters:
                     self._adapters[i] = self.source_adapter(int(i))[1]
             files = {int(i): self._adapters[int(i)] for i in set(which.tolist())}
+            stored = a("source/stored_rows")
         try:
             return rebuild_rows(files, which, a(f"{side}/unit_key_a"), a(f"{side}/unit_key_b"), a(f"{side}/unit_b_rows"),
-                                a(f"{side}/unit_d_out"), a(f"{side}/unit_row_offset"), a(f"{side}/stored_rows"),
-                                group.rank, methods, ratios)
+                                a(f"{side}/unit_d_out"), a(f"{side}/unit_row_offset"), stored, group.rank, methods,
+                                ratios)
         except (KeyError, ValueError) as exc:
             raise PlanFormatError(f"group {group.name}: its {side} rows cannot be rebuilt ({exc})", self.path) from None
 

@@ -28,6 +28,7 @@ from hf_common.atomic import atomic_folder
 from hf_common.errors import ConfigError, InputError
 
 from .controls import identity, pairs
+from .html import is_number
 
 INSTALL = "pip install 'heterofusion[harness]'"
 _FUNCTION_TAG = re.compile(r"!function\b")
@@ -128,7 +129,7 @@ def sample_differences(identities: dict[str, dict], samples: dict[tuple[str, str
             theirs = {r["doc_id"]: r for r in samples[twin, task]}
             for metric in rows[0].get("metrics", []) if rows else []:
                 paired = [(r[metric], theirs[r["doc_id"]][metric]) for r in rows
-                          if r["doc_id"] in theirs and _number(r.get(metric)) and _number(theirs[r["doc_id"]].get(metric))]
+                          if r["doc_id"] in theirs and is_number(r.get(metric)) and is_number(theirs[r["doc_id"]].get(metric))]
                 if not paired:
                     continue
                 diff = np.array([a - b for a, b in paired], dtype=np.float64)
@@ -142,10 +143,6 @@ def sample_differences(identities: dict[str, dict], samples: dict[tuple[str, str
         if by_task:
             out.append({"adapter": name, "control": twin, "method": identities[name]["method"], "difference": by_task})
     return out
-
-
-def _number(value) -> bool:
-    return isinstance(value, (int, float, bool, np.number)) and np.isfinite(float(value))
 
 
 def write(output: Path, results: dict, samples: dict[tuple[str, str], list[dict]], force: bool) -> None:

@@ -109,17 +109,18 @@ def metric_rows(results: dict) -> tuple[list[str], list[list[str]]]:
     for entry in results["adapters"].values():
         for task, metrics in entry["results"].items():
             keys += [(task, k) for k, v in metrics.items()
-                     if "," in k and "_stderr" not in k and _is_number(v) and (task, k) not in keys]
+                     if "," in k and "_stderr" not in k and is_number(v) and (task, k) not in keys]
     rows = []
     for name, entry in results["adapters"].items():
         cells = [name]
         for task, key in keys:
             metrics = entry["results"].get(task, {})
             value, stderr = metrics.get(key), metrics.get(key.replace(",", "_stderr,", 1))
-            cells.append("-" if value is None else f"{value:.3f}" + (f" ± {stderr:.3f}" if _is_number(stderr) else ""))
+            cells.append("-" if value is None else f"{value:.3f}" + (f" ± {stderr:.3f}" if is_number(stderr) else ""))
         rows.append(cells)
     return [f"{task} {key.split(',')[0]}" for task, key in keys], rows
 
 
-def _is_number(value) -> bool:
+def is_number(value) -> bool:
+    """A finite number (a harness metric; the harness also reports names and 'N/A')."""
     return isinstance(value, (int, float, np.number)) and np.isfinite(float(value))

@@ -61,17 +61,14 @@ def _padded(rows: np.ndarray, starts: np.ndarray, lengths: np.ndarray, sequences
     return out.reshape(len(sequences), max_len, block_size * rank), mask
 
 
-def target_rows_from_tensors(group: PlanGroup, tensors: dict[str, torch.Tensor]) -> np.ndarray:
-    """``[Aᵀ; B_role]`` of every target unit, from the given (possibly fused) target tensors."""
-    keys_a, keys_b = group.array("target/unit_key_a"), group.array("target/unit_key_b")
-    d_out = group.array("target/unit_d_out")
-    b_rows = np.split(group.array("target/unit_b_rows"), np.cumsum(d_out)[:-1])
-    parts = []
-    for key_a, key_b, rows in zip(keys_a, keys_b, b_rows):
-        a = tensors[key_a].detach().float().cpu().numpy()
-        b = tensors[key_b].detach().float().cpu().numpy()
-        parts.append(np.concatenate([a.T, b[rows]]))
-    return np.concatenate(parts).astype(np.float32)
+class _TorchTensors:
+    """Torch tensors read as the plan reads its own adapters (``float32(key)``: widened exactly, on the CPU)."""
+
+    def __init__(self, tensors: dict[str, torch.Tensor]):
+        self.tensors = tensors
+
+    def float32(self, key: str) -> np.ndarray:
+        return self.tensors[key].detach().float().cpu().numpy()
 
 
 def svdvals(tokens: np.ndarray, block_size: int, rank: int) -> np.ndarray:
@@ -86,7 +83,7 @@ def build_group(plan: Plan, group: PlanGroup, device: torch.device,
     n_t = len(a("target/unit_d_in"))
     t_unit = a("target/token_unit")
     t_seqs = [list(np.flatnonzero(t_unit == u)) for u in range(n_t)]
-    t_rows = a("target/rows") if target_tensors is None else target_rows_from_tensors(group, target_tensors)
+    t_rows = a("target/rows") if target_tensors is None else plan.rows(group, "target", _TorchTensors(target_tensors))
     t_tokens, t_mask = _padded(t_rows, a("target/token_row_start"), a("target/token_n_rows"), t_seqs, bs, r)
     if target_tensors is None:
         t_desc = np.zeros(t_tokens.shape[:2] + (r,), np.float32)
