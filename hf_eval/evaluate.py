@@ -90,4 +90,3 @@ def render(results: dict, console: Console) -> None:
                       ["fusion - twin", *tasks, "macro"],
                       [[f"{d['adapter']} - {d['control']}", *[format_interval(d["difference"].get(t)) for t in tasks],
                         format_interval(d["difference"]["macro"])] for d in results["differences"]])
-
