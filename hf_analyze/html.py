@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hf_common.html_report import HtmlReport, new_figure
+from hf_common.html_report import HtmlReport, new_figure, whole_number_ticks
 
 from .report import _untouched_rows
 
@@ -85,6 +85,7 @@ def _layer_map_figure(pairs: list[list[int]], n_target: int, n_source: int):
     ax.set_ylim(-0.5, max(n_source, 1) - 0.5)
     ax.set_xlabel("target layer")
     ax.set_ylabel("source layer")
+    whole_number_ticks(ax.xaxis, ax.yaxis)  # layers, not fractions of one
     ax.grid(alpha=0.3)
     return fig
 
@@ -101,6 +102,7 @@ def _spectra_figure(name: str, sides: dict[str, tuple[np.ndarray, np.ndarray]]):
         ax.set_yscale("log")
         ax.set_title(f"{name}: {part}")
         ax.set_xlabel("singular value index")
+        whole_number_ticks(ax.xaxis)
         ax.set_ylabel("singular value (mean over tokens)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)

@@ -56,6 +56,14 @@ def new_figure(width: float = 7.0, height: float = 3.6, ncols: int = 1):
     return fig, list(axes[0])
 
 
+def whole_number_ticks(*axes) -> None:
+    """Ticks on whole numbers only, for axes that count (steps, layers, indices)."""
+    from matplotlib.ticker import MaxNLocator
+
+    for axis in axes:
+        axis.set_major_locator(MaxNLocator(integer=True))
+
+
 def png_bytes(fig) -> bytes:
     from matplotlib import pyplot as plt
 

@@ -12,7 +12,7 @@ import json
 
 import numpy as np
 
-from hf_common.html_report import HtmlReport, new_figure
+from hf_common.html_report import HtmlReport, new_figure, whole_number_ticks
 
 # the history's extra loss terms, as the objective weights them into the total (hf_runtime.trainer records them by name)
 EXTRA_TERMS = {"rdm": "λ·RDM", "token": "W·token-level distance"}
@@ -167,9 +167,7 @@ def _eq11(groups: dict[str, dict]):
 
 def _lines(fig, ax, xlabel: str, ylabel: str, **legend):
     """The finish of a line plot over steps or layers: whole-number ticks, labels, grid, legend."""
-    from matplotlib.ticker import MaxNLocator
-
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    whole_number_ticks(ax.xaxis)
     for line in ax.get_lines():  # a few points: marked, so that a run of one step still shows its value
         if len(line.get_xdata()) <= 20 and line.get_marker() in (None, "None", ""):
             line.set_marker("o")
