@@ -12,6 +12,8 @@ Each configuration runs in its own process (peak RSS is per process):
   fuse-*-nockpt  the same without gradient checkpointing (compare with ``plain``; the others with ``plain-ckpt``)
   fuse-paper-adafactor  fuse-paper with --optimizer adafactor (factored second moments instead of AdamW's two full
                 moments: the HyperNets' optimiser state shrinks from ~6 GB to a few MB)
+  fuse-paper-adafactor-inbackward  the same with --step-in-backward: each HyperNet parameter updated in its gradient
+                hook and its gradient freed, so the HyperNets' ~3 GB of gradients never exist at once
 
 Reference (authors' code, same setting): ~773 M HyperNet parameters, ~22.7 s per micro-step,
 ~14.5 GB peak; plain LoRA ~3.9 s (~5.3 s with checkpointing) and ~2.1 GB.
@@ -40,7 +42,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 SEQ = 256
 GRAD_ACCUM = 8
-CONFIGS = ["plain", "plain-ckpt", "fuse-paper", "fuse-auto", "fuse-paper-nockpt", "fuse-auto-nockpt", "fuse-paper-adafactor"]
+CONFIGS = ["plain", "plain-ckpt", "fuse-paper", "fuse-auto", "fuse-paper-nockpt", "fuse-auto-nockpt", "fuse-paper-adafactor",
+           "fuse-paper-adafactor-inbackward"]
 
 
 CORPUS = ["the quick brown fox jumps over the lazy dog and keeps running through the forest", "Example summarise"]
@@ -148,7 +151,8 @@ def fuse_step(work: Path, paths: dict, variant: str, steps: int, device, dtype) 
                   device=str(device), dtype=str(dtype).removeprefix("torch."),
                   settings={"hypernet": HyperNetSettings(embed_dim=1024 if sizes == "paper" else "auto")},
                   train=TrainSettings(max_steps=steps, grad_accum=GRAD_ACCUM, checkpoint_every=10_000,
-                                      gradient_checkpointing=not no_ckpt, optimizer=optimizer),
+                                      gradient_checkpointing=not no_ckpt, optimizer=optimizer,
+                                      step_in_backward="inbackward" in flags),
                   replay_config=ReplayConfig(cutoff_len=SEQ))
     report = run(job)
     history = report["tasks"][0]["history"]
@@ -203,14 +207,15 @@ def main() -> None:
     memory = "peak_gpu_mib" if args.device.startswith("cuda") else "peak_rss_mib"
     floor = results.get("plain-ckpt") or results.get("plain")
     dtype = args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")
+    width = max(len("config"), *map(len, results))
     lines = [f"hf-fuse benchmark: {paths['label']}, {args.device} {dtype}, one Gemma-3-shaped source, r 8, batch 1 x {SEQ}, "
              f"grad accum {GRAD_ACCUM}, {args.steps} optimiser steps each",
-             f"{'config':<17} {'s/micro-step':>12} {'x plain':>8} {'x plain-ckpt':>12} {'peak MiB':>10} "
+             f"{'config':<{width}} {'s/micro-step':>12} {'x plain':>8} {'x plain-ckpt':>12} {'peak MiB':>10} "
              f"{'x plain mem':>11} {'x ckpt mem':>10} {'HyperNet params':>15}"]
     for mode, r in results.items():
         plain = results.get("plain", floor)
         step = r["seconds_per_micro_step"]
-        lines.append(f"{mode:<17} {step:>12.3f} {step / plain['seconds_per_micro_step']:>8.2f} "
+        lines.append(f"{mode:<{width}} {step:>12.3f} {step / plain['seconds_per_micro_step']:>8.2f} "
                      f"{step / floor['seconds_per_micro_step']:>12.2f} {r[memory]:>10.0f} "
                      f"{r[memory] / plain[memory]:>11.2f} {r[memory] / floor[memory]:>10.2f} "
                      f"{r.get('hypernet_parameters', 0) / 1e6:>14.1f}M")

@@ -99,6 +99,10 @@ def _flag_owners(registry) -> dict[str, list[str]]:
 @click.option("--optimizer", type=click.Choice(["adamw", "adafactor"]), default="adamw", show_default=True,
               help="adamw (paper), or adafactor: factored second moments and no first moment, a fraction of AdamW's "
                    "optimiser memory (see README: the HyperNet's memory).")
+@click.option("--step-in-backward", is_flag=True,
+              help="Update each HyperNet parameter as soon as its gradient is complete and free that gradient, so the "
+                   "HyperNets' gradients (3 GB at paper sizes) never exist at once; with clipping on, a second HyperNet "
+                   "backward measures the norm first. HyperNet training only (see README: the HyperNet's memory).")
 @click.option("--loss-average", type=click.Choice(["micro-batch", "token"]), default="micro-batch", show_default=True,
               help="How a step's loss averages its micro-batches: each micro-batch's mean alike, or every answer token "
                    "of the step alike (as transformers' Trainer and TRL do).")
@@ -145,7 +149,7 @@ def _flag_owners(registry) -> dict[str, list[str]]:
 @click.option("-q", "--quiet", is_flag=True, help="Print only errors.")
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logging.")
 def main(plans, base_model, replay, output, method, preset, weight_decay, max_grad_norm, warmup_rounding, optimizer,
-         loss_average, group_by_length, epochs, max_steps, batch_size, grad_accum, lr, warmup_ratio, cutoff_len,
+         step_in_backward, loss_average, group_by_length, epochs, max_steps, batch_size, grad_accum, lr, warmup_ratio, cutoff_len,
          max_examples_per_file, drop_history,
          gradient_checkpointing, seed, device, dtype, checkpoint_every, checkpoint_dir, resume, json_path, log_file,
          shard_base_model, report_to, tracker_dir, base_model_id, force, quiet, debug, **method_options) -> None:
@@ -184,7 +188,8 @@ def main(plans, base_model, replay, output, method, preset, weight_decay, max_gr
                                 warmup_ratio=warmup_ratio, seed=seed, gradient_checkpointing=gradient_checkpointing,
                                 checkpoint_every=checkpoint_every, weight_decay=chosen["weight_decay"],
                                 max_grad_norm=chosen["max_grad_norm"], warmup_rounding=chosen["warmup_rounding"],
-                                optimizer=optimizer, loss_average=loss_average, group_by_length=group_by_length),
+                                optimizer=optimizer, loss_average=loss_average, group_by_length=group_by_length,
+                                step_in_backward=step_in_backward),
             replay_config=ReplayConfig(cutoff_len=cutoff_len, max_examples_per_file=max_examples_per_file, seed=seed,
                                        drop_history=drop_history),
             device=device, dtype=dtype, checkpoint_dir=checkpoint_dir, resume=resume, force=force,

@@ -62,8 +62,10 @@ def patched(peft_model: nn.Module, new_b: dict[str, Tensor]) -> Iterator[dict[st
             lora_b_linear(peft_model, module).weight = weight
 
 
-def backward_through_patch(new_b: dict[str, Tensor], leaves: dict[str, nn.Parameter], extra: Tensor | None) -> None:
-    """Push the leaves' accumulated gradients (and ``extra``, a scalar loss) into the HyperNets."""
+def backward_through_patch(new_b: dict[str, Tensor], leaves: dict[str, nn.Parameter], extra: Tensor | None,
+                           backward=torch.autograd.backward) -> None:
+    """Push the leaves' accumulated gradients (and ``extra``, a scalar loss) into the HyperNets through ``backward``
+    (``torch.autograd.backward``, or a ``BackwardStepper``'s, which updates the HyperNets on the way)."""
     tensors, grads = [], []
     for module, graph in new_b.items():
         grad = leaves[module].grad
@@ -74,4 +76,4 @@ def backward_through_patch(new_b: dict[str, Tensor], leaves: dict[str, nn.Parame
         tensors.append(extra)
         grads.append(torch.ones_like(extra))
     if tensors:
-        torch.autograd.backward(tensors, grads)
+        backward(tensors, grads)

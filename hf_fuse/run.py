@@ -43,6 +43,9 @@ def preflight(job: FuseJob, warnings: list[str] | None = None, method=None) -> t
     """Everything that can fail in seconds: plans, output folder, replay files, base model config and shapes, and
     ``method``'s own checks.  What is suspicious but not wrong is appended to ``warnings``."""
     check_output_path(job.output, job.force, "output folder")
+    if job.train.step_in_backward and method is not None and "hypernet" not in method.sections_used(method.settings):
+        raise ConfigError(f"--step-in-backward: --method {job.method} trains no HyperNet (it applies to hypernet, "
+                          "project-hypernet and distill --student hypernet)")
     plans = [Plan(path) for path in job.plans]
     try:
         for plan in plans:

@@ -28,6 +28,7 @@ import torch
 from hf_common.atomic import atomic_file_path
 from hf_common.errors import ConfigError, HFError, InputError, one_line
 
+from .backward_step import BackwardStepper
 from .data import Example, collate
 from .distributed import broadcast, processes
 
@@ -61,6 +62,9 @@ class TrainSettings:
     # micro-batches of examples of similar length (within groups of LENGTH_GROUP micro-batches of each epoch's shuffled
     # order): less padding, as transformers' group_by_length; the same examples per epoch, in another order
     group_by_length: bool = False
+    # each parameter updated in its gradient hook during the backward pass, so the whole gradient never exists at once
+    # (hf_runtime.backward_step; objectives whose step ends in one backward call only: the HyperNet's)
+    step_in_backward: bool = False
 
     def __post_init__(self) -> None:
         checks = [("--epochs", self.epochs > 0), ("--batch-size", self.batch_size >= 1), ("--grad-accum", self.grad_accum >= 1),
@@ -123,6 +127,8 @@ class Objective(Protocol):
     """What a trainable method supplies to :func:`train`."""
 
     keep_grad_buffers: bool  # zero the gradients in place (large, reused buffers) instead of freeing them
+    # Optional: ``steps_in_backward = True`` says the step ends in one backward call through the parameters, made by
+    # ``self.stepper.backward`` when the loop sets ``stepper`` (``--step-in-backward``), else by torch.autograd.backward.
 
     def parameters(self) -> list[torch.Tensor]:
         """What the optimiser updates."""
@@ -268,17 +274,27 @@ def train(objective: Objective, examples: list[Example], settings: TrainSettings
     elif resume:
         logger.warning("--resume: no checkpoint in %s; starting from step 0", checkpointer.folder)
     broadcast(params)
+    stepper = None
+    if settings.step_in_backward:
+        if not getattr(objective, "steps_in_backward", False):
+            raise ConfigError("--step-in-backward: only a HyperNet's training updates its parameters in the backward pass")
+        stepper = objective.stepper = BackwardStepper(optimizer, params, settings.clip_norm)
     objective.prepare()
     try:
         while state.step < total_steps:
             started = time.perf_counter()
+            if stepper:
+                stepper.grad_norm = 0.0
             losses = objective.step(state.step, micro_batches(state.step, examples, settings, micro_per_epoch))
             if not all(math.isfinite(v) for v in (losses.loss, losses.lm, *losses.extra.values())):
                 parts = ", ".join(f"{k} {v}" for k, v in {"LM": losses.lm, **losses.extra}.items())
                 raise TrainingDiverged(f"non-finite loss at step {state.step + 1} ({parts}); the last good checkpoint, if "
                                        f"any, is kept in {checkpointer.folder}")
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, settings.clip_norm)
-            optimizer.step()
+            if stepper is None:
+                grad_norm = torch.nn.utils.clip_grad_norm_(params, settings.clip_norm)
+                optimizer.step()
+            else:  # the objective's backward has updated every parameter already
+                grad_norm = stepper.grad_norm
             scheduler.step()
             optimizer.zero_grad(set_to_none=not objective.keep_grad_buffers)
             state.step += 1
@@ -293,6 +309,8 @@ def train(objective: Objective, examples: list[Example], settings: TrainSettings
                 on_step(record, total_steps)
             if state.step % settings.checkpoint_every == 0 and state.step < total_steps:
                 checkpointer.save(task, state, objective, optimizer, scheduler)
+            if stepper and stepper.interrupted:  # a Ctrl-C held during the updates: the step is complete, stop now
+                raise KeyboardInterrupt
     except KeyboardInterrupt:  # keep the last completed step, so --resume continues exactly
         optimizer.zero_grad(set_to_none=True)
         checkpointer.save(task, state, objective, optimizer, scheduler)

@@ -98,6 +98,7 @@ class HyperNetObjective:
     """One optimiser step of the HyperNets of ``groups``; base model and target LoRA stay frozen."""
 
     keep_grad_buffers = True  # the (large) gradient buffers are zeroed in place, not re-allocated every step
+    steps_in_backward = True  # a step ends in one backward through the HyperNets (backward_through_patch)
 
     def __init__(self, peft_model: nn.Module, hypernets: HyperNets, groups: list[GroupTensors], settings: HyperNetSettings,
                  *, seed: int, gradient_checkpointing: bool, pad_id: int, device: torch.device,
@@ -108,6 +109,7 @@ class HyperNetObjective:
         self.generator = torch.Generator(device=device).manual_seed(seed)  # the RDM term's random projections
         self.rng_after_last_step = self.generator.get_state()
         self.originals = original_b(peft_model, {u.module for g in groups for u in g.units})
+        self.stepper = None  # set by the loop under --step-in-backward
 
     def parameters(self) -> list[torch.Tensor]:
         return [p for name in (g.name for g in self.groups) for p in self.hypernets[name].parameters()]
@@ -143,7 +145,8 @@ class HyperNetObjective:
         reg = self.rdm_term(outputs)
         reg_value = float(reg.detach()) if reg is not None else 0.0
         if math.isfinite(lm_total) and math.isfinite(reg_value):  # the trainer stops a non-finite step before any update
-            backward_through_patch(new_b, leaves, self.settings.lambda_reg * reg if reg is not None else None)
+            backward_through_patch(new_b, leaves, self.settings.lambda_reg * reg if reg is not None else None,
+                                   **({"backward": self.stepper.backward} if self.stepper else {}))
         return StepLosses(lm=lm_total, extra={"rdm": reg_value}, total=lm_total + self.settings.lambda_reg * reg_value,
                           record={"time_split_s": {"hypernets": lm_started - started, "lm": update_started - lm_started,
                                                    "update": time.perf_counter() - update_started},
