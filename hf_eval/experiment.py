@@ -10,11 +10,14 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import os
 import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from hf_common.atomic import write_text_atomic
@@ -32,6 +35,23 @@ class Experiment:
         work.mkdir(parents=True, exist_ok=True)
         self.records_path = work / "steps.json"
         self.records: dict[str, dict] = json.loads(self.records_path.read_text()) if self.records_path.exists() else {}
+        self._sharing = threading.local()  # inside ``together``: this thread's share of the cores
+
+    def together(self, *calls: Callable):
+        """Run independent steps (each call runs one or more of them) at the same time, the CPU cores split among them:
+        on 2 cores two one-thread processes get through short-sequence training and generation about 1.3x faster than
+        one two-thread process after the other (their start-up, loading and generation are mostly single-threaded).
+        Each step's output then goes to ``WORK/NAME.out`` instead of the terminal.  Returns the calls' results."""
+        cores = os.cpu_count() or 1
+        if len(calls) < 2 or cores < 2:
+            return [call() for call in calls]
+
+        def share(call):
+            self._sharing.threads = max(1, cores // len(calls))
+            return call()
+
+        with ThreadPoolExecutor(len(calls)) as pool:
+            return [future.result() for future in [pool.submit(share, call) for call in calls]]
 
     def tool(self, name: str) -> str:
         """A console script of ours: the one beside this interpreter (a virtual environment), else the one on PATH."""
@@ -56,9 +76,18 @@ class Experiment:
             return record
         if output.exists() and record and not same:
             self.console.info(f"· {name}: its command changed since it was done; running it again")
-        self.console.rule(name)
         measure = self.work / f".{slug}.measure.json"
-        subprocess.run([sys.executable, "-m", "hf_eval.measure", str(measure), *map(str, cmd)])
+        wrapped = [sys.executable, "-m", "hf_eval.measure", str(measure), *map(str, cmd)]
+        threads = getattr(self._sharing, "threads", None)
+        if threads is None:
+            self.console.rule(name)
+            subprocess.run(wrapped)
+        else:  # beside other steps: its own share of the cores, its output in a file
+            log = self.work / f"{slug}.out"
+            self.console.info(f"· {name}: running beside other steps on {threads} thread(s), output in {log}")
+            env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+            with open(log, "w") as handle:
+                subprocess.run(wrapped, stdout=handle, stderr=subprocess.STDOUT, env=env)
         if not measure.exists():
             raise StepFailed(f"step {name}: the measuring wrapper wrote no record; rerun to resume from it")
         record = {**json.loads(measure.read_text()), "cmd": [str(c) for c in cmd]}
@@ -68,7 +97,10 @@ class Experiment:
             self.records = {**on_disk, **self.records, name: record}
             write_text_atomic(self.records_path, json.dumps(self.records, indent=2) + "\n", force=True)
         if record["rc"] != 0 or not output.exists():
-            raise StepFailed(f"step {name} failed (exit {record['rc']}); rerun to resume from it")
+            where = f" (its output: {self.work / (slug + '.out')})" if threads is not None else ""
+            raise StepFailed(f"step {name} failed (exit {record['rc']}){where}; rerun to resume from it")
+        if threads is not None:
+            self.console.info(f"· {name}: done ({record['seconds']:.0f} s)")
         return record
 
 
