@@ -90,3 +90,33 @@ def test_length_grouped_batches_hold_the_same_examples_with_less_padding_and_the
                        * sum(sum(1 for x in e.labels[1:] if x != -100) for e in batch) for batch in batches)
 
     assert loss_sum(b) == pytest.approx(loss_sum(a), rel=1e-5)
+
+
+def test_lm_loss_runs_the_head_on_answer_positions_only_and_equals_the_models_own_loss(fusion):
+    import torch
+
+    from hf_runtime.data import ReplayConfig, collate, load_replay
+    from hf_runtime.model import load_model_and_tokenizer, resolve_base_model
+    from hf_runtime.trainer import lm_loss
+
+    model, tokenizer = load_model_and_tokenizer(resolve_base_model(fusion["base"]), torch.device("cpu"), torch.float32)
+    batch = load_replay([fusion["replay"]], tokenizer, ReplayConfig()).examples[:3]  # right-padded, answers apart
+    seen = []
+    model.lm_head.register_forward_hook(lambda module, args, out: seen.append(args[0].shape[1]))
+    own = model(**collate(batch, tokenizer.pad_token_id)).loss
+    ours = lm_loss(model, batch, tokenizer.pad_token_id, torch.device("cpu"))
+    answers = sum(1 for p in range(max(len(e.labels) for e in batch) - 1)
+                  if any(p + 1 < len(e.labels) and e.labels[p + 1] != -100 for e in batch))
+    assert seen == [max(len(e.input_ids) for e in batch), answers] and answers < seen[0]
+    torch.testing.assert_close(ours, own, rtol=1e-5, atol=1e-6)
+
+    class NoKeepOption(torch.nn.Module):  # an architecture whose forward lacks logits_to_keep: all logits, then sliced
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, input_ids, attention_mask):
+            return self.inner(input_ids=input_ids, attention_mask=attention_mask)
+
+    torch.testing.assert_close(lm_loss(NoKeepOption(model), batch, tokenizer.pad_token_id, torch.device("cpu")), own,
+                               rtol=1e-5, atol=1e-6)
