@@ -116,7 +116,8 @@ def main(work: Path, target_base: str = "smollm2", source_base: str = "gemma3", 
     lanes = exp.together(with_source, with_target)
     made = {"target alone": target(), **lanes[0], **lanes[1]}
     lr, _ = study.pick_lr(replay_tune, (3e-4, 1e-3), validation, "replay-tune")
-    adapters = {row: made[row] if row in made else work / f"replay-tune-lr{lr:g}" for row in ROWS}
+    made["replay-tune"] = work / f"replay-tune-lr{lr:g}"
+    adapters = {row: made[row] for row in ROWS}
     scores = study.evaluate_many("heldout", adapters, [data["ner"]["heldout"], data["relations"]["heldout"]])
     rows = [[name, *(f"{100 * s['tasks'][t]['f1']:.1f}" for t in ("ner", "relations")), f"{100 * s['macro']['f1']:.1f}",
              ROWS[name] + (f" (lr {lr:g})" if name == "replay-tune" else "")] for name, s in scores.items()]

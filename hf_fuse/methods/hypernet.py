@@ -146,7 +146,7 @@ class HyperNetObjective:
         reg_value = float(reg.detach()) if reg is not None else 0.0
         if math.isfinite(lm_total) and math.isfinite(reg_value):  # the trainer stops a non-finite step before any update
             backward_through_patch(new_b, leaves, self.settings.lambda_reg * reg if reg is not None else None,
-                                   **({"backward": self.stepper.backward} if self.stepper else {}))
+                                   backward=self.stepper.backward if self.stepper else torch.autograd.backward)
         return StepLosses(lm=lm_total, extra={"rdm": reg_value}, total=lm_total + self.settings.lambda_reg * reg_value,
                           record={"time_split_s": {"hypernets": lm_started - started, "lm": update_started - lm_started,
                                                    "update": time.perf_counter() - update_started},
