@@ -12,8 +12,8 @@ For each number of labelled source-task examples in the replay (0, 16 and all 21
 16 unless ``--labels`` says otherwise; the target task always brings its own 216):
   1. fusion (``hf-fuse``, the paper's HyperNet) and replay-tune (the target adapter trained further on
      the same replay with the same budget) each train at every rate of the same grid, seed 0, and each
-     keeps the rate with the best validation macro F1 (``full`` mode at every label count; ``cpu`` mode
-     once, at 16 labels, to fit its budget);
+     keeps the rate with the best validation macro F1, at each label count (``smoke`` mode once); where
+     the grid's largest rate wins, one rate past it is tried too (the same rule for every method);
   2. at that rate, seeds 0..N-1 of fusion, of its **null-source twin** (every source replaced by
      ``hf-eval null-source`` noise of the same per-tensor norms, drawn with the same seed) and of
      replay-tune are scored on the held-out examples.
@@ -75,6 +75,7 @@ class Mode:
     n_unlabeled: int = POOL  # unlabelled prompts of each source task (its training pool, answers dropped) for distill
     weights: tuple[float, ...] = (0.5, 1.0, 2.0)  # project: scales of the projected update tried on validation
     tune_at: int | None = None  # label count at which the rates are chosen (None: at every label count)
+    beyond: int = 1  # rates tried past the grid's top edge while the edge wins on validation (Study.pick_lr)
 
 
 MODES = {
@@ -352,7 +353,8 @@ def main() -> None:
             if method in chosen.setdefault(tune_at, {}):
                 continue
             knob, scores = study.pick_lr(lambda x, train=train, at=tune_at: train(at, x), grid, validation,
-                                         f"{method} at {tune_at} source labels")
+                                         f"{method} at {tune_at} source labels",
+                                         beyond=0 if method == "project" else mode.beyond)  # weights, not rates
             chosen[tune_at][method] = knob
             key = f"L{tune_at}{tags.get(method, fusion_tag)}"
             results["chosen_lr"].setdefault(key, {})[method] = knob

@@ -103,15 +103,24 @@ class Study:
                                       "-o", out, "--force"], out)
         return {name: load_scores(out, name if path else "base") for name, path in adapters.items()}
 
-    def pick_lr(self, train, grid: Sequence[float], validation: Sequence[Path], label: str) -> tuple[float, dict]:
+    def pick_lr(self, train, grid: Sequence[float], validation: Sequence[Path], label: str,
+                beyond: int = 0) -> tuple[float, dict]:
         """Train ``train(lr) -> (name, adapter)`` at every rate of ``grid``; keep the best macro F1 on ``validation``.
 
-        Ties go to the earlier rate of the grid.  Returns the rate and ``{lr: validation macro F1}``."""
+        Ties go to the earlier rate.  With ``beyond``: while the best is the largest rate tried (the optimum may lie past
+        the grid's edge), try the next rate up, the last one times the grid's last ratio (to one significant digit), at
+        most ``beyond`` times.
+        Returns the rate and ``{lr: validation macro F1}``."""
         scores: dict[float, float] = {}
-        for lr in grid:
+        rates = list(grid)
+        ratio = grid[-1] / grid[-2] if len(grid) > 1 else 1.0
+        for lr in rates:
             name, adapter = train(lr)
             scores[lr] = self.evaluate(f"val-{name}", adapter, validation)["macro"]["f1"]
-        best = max(grid, key=lambda lr: (scores[lr], -list(grid).index(lr)))
+            best = max(rates[:len(scores)], key=lambda x: (scores[x], -rates.index(x)))
+            if lr == rates[-1] and best == lr and len(rates) < len(grid) + beyond and ratio > 1:
+                step = float(f"{lr * ratio:.0e}")  # one significant digit: 1e-3 -> 3e-3 -> 1e-2
+                rates.append(step if step > lr else lr * ratio)
         self.exp.console.info(f"{label}: validation macro F1 " +
                               ", ".join(f"lr {lr:g}: {100 * f:.1f}" for lr, f in scores.items()) + f" -> lr {best:g}")
         return best, scores

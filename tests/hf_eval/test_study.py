@@ -36,3 +36,30 @@ def test_null_source_twin_tuning_and_scores(fusion, tmp_path):
     assert again.null_source(fusion["qwen"], seed=1) == null
     assert again.evaluate("tune-0.001", tmp_path / "work/tune-0.001", [fusion["replay"]]) is not None
     assert len(again.exp.records) == steps + 1  # only the new evaluation step
+
+
+class _Scored(Study):
+    """The tuning rule alone: validation scores read from a table instead of trained and scored adapters."""
+
+    def __init__(self, table: dict[float, float], tmp_path):
+        super().__init__(Experiment(tmp_path, Console(quiet=True)), "base", TrainBudget(steps=1))
+        self.table, self.tried = table, []
+
+    def evaluate(self, name, adapter, tasks, base_model=None):
+        return {"macro": {"f1": self.table[adapter]}}
+
+
+def _pick(study: _Scored, grid, beyond):
+    return study.pick_lr(lambda lr: (f"r{lr:g}", study.tried.append(lr) or lr), grid, [], "rule", beyond=beyond)
+
+
+def test_pick_lr_goes_past_the_grid_edge_only_while_the_edge_wins(tmp_path):
+    rising = _Scored({1e-4: 0.1, 3e-4: 0.2, 1e-3: 0.3, 3e-3: 0.4, 1e-2: 0.5}, tmp_path)
+    assert _pick(rising, (1e-4, 3e-4, 1e-3), beyond=0) == (1e-3, {1e-4: 0.1, 3e-4: 0.2, 1e-3: 0.3})
+    rising.tried.clear()
+    assert _pick(rising, (1e-4, 3e-4, 1e-3), beyond=2)[0] == 1e-2 and rising.tried == [1e-4, 3e-4, 1e-3, 3e-3, 1e-2]
+    peaked = _Scored({1e-4: 0.1, 3e-4: 0.2, 1e-3: 0.3, 3e-3: 0.25}, tmp_path)
+    lr, scores = _pick(peaked, (1e-4, 3e-4, 1e-3), beyond=2)
+    assert lr == 1e-3 and list(scores) == [1e-4, 3e-4, 1e-3, 3e-3]  # one past the edge, which lost: no further
+    inside = _Scored({1e-4: 0.1, 3e-4: 0.5, 1e-3: 0.3}, tmp_path)
+    assert _pick(inside, (1e-4, 3e-4, 1e-3), beyond=2)[0] == 3e-4 and inside.tried == [1e-4, 3e-4, 1e-3]
