@@ -70,7 +70,8 @@ class Mode:
     expert_lr: float
     n_validation: int  # validation examples scored per task (of the 24)
     n_heldout: int  # held-out examples scored per task (of the 60)
-    new_tokens: int
+    new_tokens: int  # distill's default cap on the experts' answers (the variants' `--gen-max-new-tokens auto` fits it)
+    eval_tokens: int  # cap on every evaluated answer: room for the longest gold answer (FindVehicle's: 89 tokens)
     pool: int = POOL
     n_unlabeled: int = POOL  # unlabelled prompts of each source task (its training pool, answers dropped) for distill
     weights: tuple[float, ...] = (0.5, 1.0, 2.0)  # project: scales of the projected update tried on validation
@@ -85,15 +86,15 @@ MODES = {
     # setting.
     "cpu": Mode(sources=("findvehicle",), labels=(0, 16), grid=(1e-4, 3e-4, 1e-3), seeds=3,
                 budget=TrainBudget(steps=10, batch_size=4, grad_accum=2, drop_history=True), expert_epochs=2,
-                expert_lr=3e-4, n_validation=24, n_heldout=60, new_tokens=48),
+                expert_lr=3e-4, n_validation=24, n_heldout=60, new_tokens=48, eval_tokens=128),
     # A GPU machine: the paper's 3 epochs over the replay mix, few-shot history kept, every held-out example.
     "full": Mode(sources=("conll04", "findvehicle", "tweetner7"), labels=(0, 16, POOL), grid=(5e-5, 1e-4, 2e-4, 3e-4),
                  seeds=3, budget=TrainBudget(epochs=3, batch_size=1, grad_accum=8, drop_history=False), expert_epochs=3,
-                 expert_lr=2e-4, n_validation=24, n_heldout=60, new_tokens=128),
+                 expert_lr=2e-4, n_validation=24, n_heldout=60, new_tokens=128, eval_tokens=128),
     # The whole pipeline in minutes (a check of the script, not a result).
     "smoke": Mode(sources=("findvehicle",), labels=(8, 0), grid=(3e-4, 1e-3), seeds=2, tune_at=8,
                   budget=TrainBudget(steps=2, batch_size=4, grad_accum=1, drop_history=True), expert_epochs=1,
-                  expert_lr=3e-4, n_validation=4, n_heldout=4, new_tokens=24, pool=8),
+                  expert_lr=3e-4, n_validation=4, n_heldout=4, new_tokens=24, eval_tokens=24, pool=8),
 }
 
 
@@ -237,7 +238,7 @@ def main() -> None:
     distill_tag = fusion_tag + ("" if n_unlabeled == mode.n_unlabeled else f"-U{n_unlabeled}")
     if args.synthesize:
         distill_tag = fusion_tag + f"-S{args.synthesize}x{args.seed_count}"
-    study = Study(exp, "smollm2", budget, eval_args=["--max-new-tokens", mode.new_tokens, "--batch-size", 16],
+    study = Study(exp, "smollm2", budget, eval_args=["--max-new-tokens", mode.eval_tokens, "--batch-size", 16],
                   fuse_args=["--no-gradient-checkpointing", "-q"], dtype=args.dtype)
     tasks = [TARGET_TASK, *mode.sources]
     heldout = [data[t]["heldout"] for t in tasks]
@@ -257,7 +258,8 @@ def main() -> None:
             run["distill"] = {"n_generated_examples": fused["distill"]["n_generated_examples"],
                               "sources": {i: {k: v[k] for k in ("prompts", "kept", "empty", "truncated")}
                                           for i, v in fused["distill"]["sources"].items()}}
-        entry = {**run, "tasks": {t: _prf(s) for t, s in scores["tasks"].items()}, "macro": _prf(scores["macro"]),
+        entry = {**run, "tasks": {t: {**_prf(s), "cut": s.get("cut", 0)} for t, s in scores["tasks"].items()},
+                 "macro": _prf(scores["macro"]),
                  "eval_dir": str(work / f"eval-{run['name']}"), "train_seconds": cost.get("seconds", 0.0),
                  "train_peak_mib": cost.get("peak_mib", 0.0)}
         with locked(work):  # what another invocation on this folder recorded meanwhile is kept

@@ -67,7 +67,7 @@ def main() -> None:
     console = Console()
     # its own step records (WORK/defaults/), so it can run while the cross-family benchmark goes on
     study = Study(Experiment(args.work / "defaults", console), "smollm2", mode.budget,
-                  eval_args=["--max-new-tokens", mode.new_tokens, "--batch-size", 16],
+                  eval_args=["--max-new-tokens", mode.eval_tokens, "--batch-size", 16],
                   fuse_args=["--embed-dim", "auto", "--no-gradient-checkpointing", "-q"])
     scores: dict[str, list[dict]] = {name: [] for name in VARIANTS}
     for seed in range(args.seeds):

@@ -48,11 +48,20 @@ def evaluate_adapters(model, tokenizer, adapters: dict[str, Path | None], data: 
                 "macro": macro(scores),
                 "seconds": round(time.perf_counter() - started, 1),
             }
+    results["warnings"] += cut_warnings(results, config.max_new_tokens)
     # each fusion beside its null-source twin, where both were evaluated: what came from the source experts
     results["differences"] = differences({name: identity(path) for name, path in adapters.items()}, predictions)
     if procs.is_main:
         _write(output, results, predictions, force)
     return results
+
+
+def cut_warnings(results: dict, cap: int) -> list[str]:
+    """A line for every adapter and task with answers still going at the cap: scored as cut, they lose what they had
+    left to say, which lowers recall for reasons that are not the adapter's."""
+    return [f"{name} · {task}: {score['cut']} of {score['n_examples']} answers reached --max-new-tokens {cap} without "
+            f"ending and are scored as cut; raise it if the task's answers can be that long"
+            for name, entry in results["adapters"].items() for task, score in entry["tasks"].items() if score.get("cut")]
 
 
 def _write(output: Path, results: dict, predictions: dict[tuple[str, str], list[dict]], force: bool) -> None:

@@ -48,7 +48,7 @@ def evaluate_file(model, tokenizer, path: Path, config: EvalConfig,
     predictions = [answered[i] for i in range(len(records))]
     score = TaskScore(metric)
     rows = []
-    for conv, gold, prediction in zip(records, golds, predictions):
-        counts = score.add(prediction, gold)
-        rows.append({"prompt": conv.turns[-1][0], "gold": gold, "prediction": prediction, **counts})
+    for conv, gold, (prediction, ended) in zip(records, golds, predictions):
+        counts = score.add(prediction, gold, cut=not ended)
+        rows.append({"prompt": conv.turns[-1][0], "gold": gold, "prediction": prediction, **counts, "cut": not ended})
     return score, rows

@@ -70,9 +70,10 @@ class TaskScore:
     n_correct: int = 0
     n_exact: int = 0  # examples whose whole answer set matches
     malformed: int = 0  # non-empty answers that parsed to nothing
+    cut: int = 0  # answers that reached --max-new-tokens without ending (scored as cut)
     per_example: list[dict] = field(default_factory=list)
 
-    def add(self, prediction: str, gold: str) -> dict:
+    def add(self, prediction: str, gold: str, cut: bool = False) -> dict:
         pred_items, gold_items = parse(prediction, self.metric), parse(gold, self.metric)
         correct = len(pred_items & gold_items)
         self.n_examples += 1
@@ -81,6 +82,7 @@ class TaskScore:
         self.n_correct += correct
         self.n_exact += pred_items == gold_items
         self.malformed += bool(_norm(prediction)) and not pred_items
+        self.cut += cut
         record = {"n_pred": len(pred_items), "n_gold": len(gold_items), "n_correct": correct}
         self.per_example.append(record)
         return record
@@ -105,7 +107,7 @@ class TaskScore:
     def summary(self) -> dict:
         return {"metric": self.metric, "n_examples": self.n_examples, "precision": self.precision, "recall": self.recall,
                 "f1": self.f1, "accuracy": self.accuracy, "n_pred": self.n_pred, "n_gold": self.n_gold,
-                "n_correct": self.n_correct, "malformed": self.malformed}
+                "n_correct": self.n_correct, "malformed": self.malformed, "cut": self.cut}
 
 
 def macro(scores: dict[str, TaskScore]) -> dict:

@@ -105,11 +105,12 @@ def generate_batches(model, tokenizer, prompts: dict[int, list[int]], max_new_to
 
 
 def generate(model, tokenizer, prompts: list[list[int]], config,
-             on_batch: Callable[[int], None] = lambda n: None) -> list[str]:
-    """Greedy answers in the prompts' order (``config``: ``max_new_tokens``, ``batch_size``)."""
-    answers: list[str] = [""] * len(prompts)
+             on_batch: Callable[[int], None] = lambda n: None) -> list[tuple[str, bool]]:
+    """Greedy answers in the prompts' order (``config``: ``max_new_tokens``, ``batch_size``): each answer's text and
+    whether it ended (False: cut at the cap)."""
+    answers: list[tuple[str, bool]] = [("", True)] * len(prompts)
     for batch in generate_batches(model, tokenizer, dict(enumerate(prompts)), config.max_new_tokens, config.batch_size):
         for answer in batch:
-            answers[answer.key] = answer.text
+            answers[answer.key] = (answer.text, answer.finished)
         on_batch(len(batch))
     return answers

@@ -20,7 +20,10 @@ def test_evaluate_writes_scores_and_every_prediction(fusion, tmp_path):
     task = results["adapters"]["target"]["tasks"]["replay"]
     assert task["metric"] == "set" and task["n_examples"] == 5 and 0.0 <= task["f1"] <= 1.0
     rows = (tmp_path / "results/predictions/target/replay.jsonl").read_text().splitlines()
-    assert len(rows) == 5 and {"prompt", "gold", "prediction", "n_correct"} <= set(json.loads(rows[0]))
+    assert len(rows) == 5 and {"prompt", "gold", "prediction", "n_correct", "cut"} <= set(json.loads(rows[0]))
+    # the tiny random model rambles: answers still going at the cap are counted and named in one warning line
+    assert task["cut"] == sum(json.loads(r)["cut"] for r in rows) > 0
+    assert f"target · replay: {task['cut']} of 5 answers reached --max-new-tokens 8" in " ".join(result.stderr.split())
     from html_check import check_report
 
     held = check_report(tmp_path / "results/report.html")
@@ -40,7 +43,7 @@ def test_greedy_generation_is_batch_independent(fusion):
     prompts = [prompt_ids(tokenizer, c, 256) for c in load_records(fusion["replay"])[:4]]
     one = generate(model, tokenizer, prompts, EvalConfig(max_new_tokens=6, batch_size=1))
     four = generate(model, tokenizer, prompts, EvalConfig(max_new_tokens=6, batch_size=4))
-    assert one == four and all(isinstance(a, str) for a in one)
+    assert one == four and all(isinstance(text, str) and isinstance(ended, bool) for text, ended in one)
 
 
 def test_train_expert_and_replay_tune(fusion, tmp_path):
