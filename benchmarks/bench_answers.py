@@ -60,7 +60,7 @@ def answers(expert: Path, prompts_file: Path | list, cap: int | str, batch: int)
     return [done[i] for i in range(len(conversations))], cap, time.perf_counter() - started
 
 
-def synthesized(seeds_file: Path, n: int, work: Path) -> tuple[list, dict, float]:
+def synthesized(seeds_file: Path, n: int, work: Path, temperature: float) -> tuple[list, dict, float]:
     """Data-free: the target's base model (SmolLM2) writes ``n`` prompts in the style of the seeds, as distill's
     ``--synthesize`` does (same function, same filter); the kept ones and the filter's counts."""
     import torch
@@ -71,7 +71,8 @@ def synthesized(seeds_file: Path, n: int, work: Path) -> tuple[list, dict, float
 
     model, tokenizer = load_model_and_tokenizer(resolve_base_model("smollm2"), torch.device("cpu"), torch.float32)
     started = time.perf_counter()
-    kept, stats = synthesize(model, tokenizer, load_records(seeds_file, prompts_only=True), n, work, seed=0, cutoff_len=1024)
+    kept, stats = synthesize(model, tokenizer, load_records(seeds_file, prompts_only=True), n, work, seed=0, cutoff_len=1024,
+                             temperature=temperature)
     return kept, stats, time.perf_counter() - started
 
 
@@ -99,6 +100,7 @@ def main() -> None:
     parser.add_argument("--synthesize", type=int, default=0, metavar="N",
                         help="instead: data-free, N prompts written from the benchmark's 5 seeds; how many the filter "
                              "keeps and how sure the expert is answering them, against 64 real prompts")
+    parser.add_argument("--temperature", type=float, default=1.0, help="with --synthesize: the writer's temperature")
     args = parser.parse_args()
     mode = MODES["cpu"]
     data = split(args.data_dir, args.work, mode)
@@ -140,16 +142,18 @@ def data_free(args, data: dict, expert: Path) -> None:
     from hf_runtime.data import load_records
 
     (args.work / "synthesized").mkdir(parents=True, exist_ok=True)
-    kept, stats, seconds = synthesized(data[TASK]["seeds"], args.synthesize, args.work / "synthesized")
+    kept, stats, seconds = synthesized(data[TASK]["seeds"], args.synthesize, args.work / "synthesized",
+                                         args.temperature)
     real = load_records(data[TASK]["unlabeled"], prompts_only=True)[:64]
     on_real, cap, _ = answers(expert, real, "auto", 16)
     on_kept, _, answer_seconds = answers(expert, kept, cap, 16) if kept else ([], cap, 0.0)
     out = {"benchmark": "bench_answers --synthesize", "task": TASK, "date": time.strftime("%Y-%m-%d"), "filter": stats,
            "synthesis_seconds": round(seconds, 1), "answer_seconds": round(answer_seconds, 1), "cap": cap,
            "expert_on_real_prompts": confidence(on_real), "expert_on_kept_prompts": confidence(on_kept),
-           "examples": [c.turns[-1][0][-300:] for c in kept[:3]]}
+           "examples": [c.turns[-1][0][-300:] for c in kept[:3]], "temperature": args.temperature}
     r, k = out["expert_on_real_prompts"], out["expert_on_kept_prompts"]
-    sys.stdout.write(f"{TASK}, data-free from 5 seeds: {stats['kept']} of {stats['candidates']} written prompts kept "
+    sys.stdout.write(f"{TASK}, data-free from 5 seeds, temperature {args.temperature:g}: {stats['kept']} of "
+                     f"{stats['candidates']} written prompts kept "
                      f"({stats['unfinished']} unfinished, {stats['length']} length, {stats['lines']} lines, "
                      f"{stats['copies']} copies, {stats['unlikely']} unlikely), {seconds:.0f} s\n"
                      f"the expert (cap {cap}) finishes {k['finished']} of {k['answers']} answers to them, mean token "

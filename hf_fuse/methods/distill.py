@@ -57,6 +57,9 @@ class DistillSettings:
                               help="data-free: the target's base model writes N new prompts in the style of "
                                    "--seed-prompts (at least 3), a filter keeps those that look like them, and the "
                                    "source experts answer those (with or without --unlabeled).")
+    synthesize_temperature: float = setting(1.0, type=float, metavar="T",
+                                            help="with --synthesize: the writer's sampling temperature (lower: closer "
+                                                 "to the seeds' wording; a small writer at 1.0 drifts off the task).")
     seed_prompts: tuple[tuple[int | None, str], ...] = setting(
         (), multiple=True, metavar="[INDEX=]FILE",
         parse=lambda v: tuple(parse_indexed(v, "--seed-prompts", index_required=False)),
@@ -108,6 +111,9 @@ class DistillSettings:
             raise ConfigError(f"--gen-batch-size must be a positive integer (got {self.batch_size!r})")
         if isinstance(self.synthesize, bool) or not 0 <= self.synthesize <= 100_000:
             raise ConfigError(f"--synthesize must be an integer from 0 to 100000 (got {self.synthesize!r})")
+        if not (math.isfinite(self.synthesize_temperature) and 0 < self.synthesize_temperature <= 2):
+            raise ConfigError(f"--synthesize-temperature must be a number above 0 and at most 2 "
+                              f"(got {self.synthesize_temperature!r})")
         if bool(self.synthesize) != bool(self.seed_prompts):
             raise ConfigError("--synthesize N and --seed-prompts FILE go together")
         if not self.unlabeled and not self.synthesize:
@@ -190,6 +196,7 @@ class DistillMethod(FusionMethod):
                 ctx.on_event("stage", f"source {index}: writing {s.synthesize} prompts in the style of its seeds")
                 made, synthesis = synthesize(ctx.model, ctx.tokenizer, self._seeds(index), s.synthesize, work,
                                              seed=job.train.seed, cutoff_len=job.replay_config.cutoff_len,
+                                             temperature=s.synthesize_temperature,
                                              on_progress=lambda done, total, i=index: ctx.on_event("synthesize",
                                                                                                   (i, done, total)))
                 conversations += made

@@ -107,7 +107,8 @@ def _mean_logprob(model, tokenizer, context: list[int], text: str, device) -> fl
 
 
 def synthesize(model, tokenizer, seeds: list[Conversation], n: int, work: Path, *, seed: int, cutoff_len: int,
-               on_progress: Callable[[int, int], None] = lambda done, total: None) -> tuple[list[Conversation], dict]:
+               temperature: float = 1.0, on_progress: Callable[[int, int], None] = lambda done, total: None,
+               ) -> tuple[list[Conversation], dict]:
     """``n`` candidate inputs written in the style of ``seeds``; returns the kept ones (as conversations with the
     first seed's system prompt and no answer) and counts of what the filter dropped."""
     if len(seeds) < MIN_SEEDS:
@@ -119,9 +120,11 @@ def synthesize(model, tokenizer, seeds: list[Conversation], n: int, work: Path, 
     device = next(model.parameters()).device
     lengths = [len(tokenizer.encode(m, add_special_tokens=False)) for m in middles]
     cap = max(16, math.ceil(1.5 * max(lengths)))
-    key = hashlib.sha256(json.dumps({"seeds": middles, "frame": [frame.prefix, frame.suffix], "seed": seed, "cap": cap,
-                                     "model": getattr(model.config, "_name_or_path", ""), "format": 3},
-                                    sort_keys=True).encode()).hexdigest()[:16]
+    identity = {"seeds": middles, "frame": [frame.prefix, frame.suffix], "seed": seed, "cap": cap,
+                "model": getattr(model.config, "_name_or_path", ""), "format": 3}
+    if temperature != 1.0:  # (1.0 was the only temperature before: its caches keep their names)
+        identity["temperature"] = temperature
+    key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
     cache = AnswerCache(work / f"synthesized-{key}.jsonl", n)
     stops = stop_token_ids(tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -141,9 +144,9 @@ def synthesize(model, tokenizer, seeds: list[Conversation], n: int, work: Path, 
             ids, mask = left_padded([context(_shots(middles, random.Random(seed * 1_000_003 + i))) for i in batch], pad)
             width = ids.shape[1]
             torch.manual_seed(seed * 1_000_003 + batch[0])
-            out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=True, temperature=1.0,
-                                 top_p=0.95, top_k=0, max_new_tokens=cap, pad_token_id=pad, eos_token_id=stops,
-                                 output_logits=True, return_dict_in_generate=True)
+            out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=True,
+                                 temperature=temperature, top_p=0.95, top_k=0, max_new_tokens=cap, pad_token_id=pad,
+                                 eos_token_id=stops, output_logits=True, return_dict_in_generate=True)
             new = out.sequences[:, width:].cpu()
             logprobs = torch.stack([torch.log_softmax(x.float(), -1) for x in out.logits], 1).cpu()
             chosen = logprobs.gather(2, new[:, :logprobs.shape[1], None]).squeeze(2)
@@ -167,7 +170,8 @@ def synthesize(model, tokenizer, seeds: list[Conversation], n: int, work: Path, 
     model.train(was_training)
     low, high = 0.5 * min(map(len, middles)), 1.5 * max(map(len, middles))
     counts = {"candidates": n, "kept": 0, "unfinished": 0, "length": 0, "lines": 0, "copies": 0, "unlikely": 0,
-              "threshold": round(threshold, 4), "cached": n - len(todo), "n_seed_prompts": len(seeds)}
+              "threshold": round(threshold, 4), "cached": n - len(todo), "n_seed_prompts": len(seeds),
+              "temperature": temperature}
     kept: list[str] = []
     for i in range(n):
         got = done[i]

@@ -80,12 +80,21 @@ def test_synthesis_writes_caches_and_resumes_and_the_filter_drops_copies(setting
     stats = json.loads((tmp_path / "b/fusion_report.json").read_text())["distill"]["sources"]["0"]
     assert stats["prompts"] == 1  # the kept prompt (no --unlabeled): the expert answered it
     assert "synthesized prompts kept" in again.stderr
+    # another temperature writes its own candidates, in its own cache, and says so
+    cooler = CliRunner().invoke(main, _argv(setting, tmp_path / "c", "--synthesize", "6", "--gen-cache", work,
+                                            "--synthesize-temperature", "0.5"))
+    assert cooler.exit_code == 0, cooler.output
+    counts = _synthesis(tmp_path / "c")
+    assert counts["cached"] == 0 and counts["temperature"] == 0.5 and len(list(work.glob("synthesized-*.jsonl"))) == 2
 
 
 @pytest.mark.parametrize("extra, message", [
     (["--synthesize", "4", "--seed-prompts-count-2"], "at least 3 --seed-prompts for each source; source 0 has 2"),
     (["--synthesize", "-1"], "--synthesize must be an integer from 0 to 100000"),
     (["--synthesize", "0"], "--synthesize N and --seed-prompts FILE go together"),
+    (["--synthesize", "4", "--synthesize-temperature", "0"], "--synthesize-temperature must be a number above 0"),
+    (["--synthesize", "4", "--synthesize-temperature", "nan"], "--synthesize-temperature must be a number above 0"),
+    (["--synthesize", "4", "--synthesize-temperature", "2.5"], "--synthesize-temperature must be a number above 0"),
 ])
 def test_bad_synthesis_options_are_refused_in_one_line(setting, tmp_path, extra, message):
     argv = _argv(setting, tmp_path / "out", *extra)
