@@ -10,7 +10,7 @@ from torch import nn
 from .data import Example
 from .distributed import my_share, sum_gradients, sum_value
 from .token_distill import token_loss
-from .trainer import StepLosses, lm_loss, lm_outputs, micro_weights, weighted
+from .trainer import StepLosses, answer_logits, answer_loss, lm_loss, micro_weights, weighted
 
 
 class LoraObjective:
@@ -45,9 +45,9 @@ class LoraObjective:
             # the masks, and so the run, the same however a step's micro-batches are shared out among processes
             torch.manual_seed(self.seed * 1_000_003 + step * len(batches) + micro)
             if self.token_loss_weight:
-                out = lm_outputs(self.model, batch, self.pad_id, self.device)
-                distance, _ = token_loss(out.logits, [e.teacher for e in batch])
-                lm = weighted(out.loss, micro, weights, self.loss_average)
+                logits, targets, keep = answer_logits(self.model, batch, self.pad_id, self.device)
+                distance, _ = token_loss(logits, [e.teacher for e in batch], keep)
+                lm = weighted(answer_loss(logits, targets), micro, weights, self.loss_average)
                 token = weighted(distance, micro, weights, self.loss_average)
                 (lm + self.token_loss_weight * token).backward()
                 total, token_total = total + lm.item(), token_total + token.item()

@@ -88,17 +88,21 @@ def sorted_l1(logits: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     return (top - teacher).abs().sum(dim=-1)
 
 
-def token_loss(logits: torch.Tensor, signals: Sequence[TeacherSignal | None]) -> tuple[torch.Tensor, int]:
+def token_loss(logits: torch.Tensor, signals: Sequence[TeacherSignal | None],
+               kept: torch.Tensor | None = None) -> tuple[torch.Tensor, int]:
     """The mean sorted-L1 distance over every aligned position of a batch (rows of ``logits`` are the examples, in
-    order), and the number of positions; zero and 0 when nothing aligns."""
+    order), and the number of positions; zero and 0 when nothing aligns.  ``kept``: the positions ``logits`` hold
+    (``trainer.answer_logits``), when not every position's."""
+    column = {int(p): k for k, p in enumerate(kept.tolist())} if kept is not None else None
     rows, cols, targets = [], [], []
     for row, signal in enumerate(signals):
         if signal is None:
             continue
         for position, probs in zip(signal.positions, signal.probs):
-            if position < logits.shape[1]:
+            col = position if column is None else column.get(position, logits.shape[1])
+            if col < logits.shape[1]:
                 rows.append(row)
-                cols.append(position)
+                cols.append(col)
                 targets.append(probs)
     if not rows:
         return logits.sum() * 0.0, 0

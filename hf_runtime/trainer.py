@@ -202,16 +202,12 @@ def weighted(loss: torch.Tensor, micro: int, weights: list[float], how: str) -> 
     return loss / len(weights) if how == "micro-batch" else loss * weights[micro]
 
 
-def lm_outputs(model: torch.nn.Module, batch: list[Example], pad_id: int, device: torch.device):
-    """The model's outputs (loss and logits) on a collated micro-batch."""
-    return model(**{k: v.to(device) for k, v in collate(batch, pad_id).items()})
-
-
-def lm_loss(model: torch.nn.Module, batch: list[Example], pad_id: int, device: torch.device) -> torch.Tensor:
-    """The mean cross-entropy of a micro-batch's answer tokens: the model's own loss, with the LM head run only at the
-    positions that predict an answer token in some row (``logits_to_keep`` given as indices).  The prompt positions'
-    logits were computed and thrown away before: with Gemma 3's 262k-word head that was over half of a step's work
-    (forward and backward), with SmolLM2's 49k about a fifth."""
+def answer_logits(model: torch.nn.Module, batch: list[Example], pad_id: int,
+                  device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The logits at the positions that predict an answer token in some row (the LM head runs only there:
+    ``logits_to_keep`` given as indices), the tokens they predict, and those positions.  The prompt positions' logits
+    were computed and thrown away before: with Gemma 3's 262k-word head that was over half of a step's work (forward
+    and backward), with SmolLM2's 49k about a fifth."""
     inputs = collate(batch, pad_id)
     targets = inputs.pop("labels")[:, 1:]  # position p predicts token p + 1
     keep = (targets != IGNORE_INDEX).any(0).nonzero().squeeze(1)
@@ -220,8 +216,17 @@ def lm_loss(model: torch.nn.Module, batch: list[Example], pad_id: int, device: t
         logits = model(**inputs, logits_to_keep=keep.to(device)).logits
     else:  # an architecture without the option: every position's logits, then the answers'
         logits = model(**inputs).logits[:, keep.to(device)]
-    return torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), targets[:, keep].flatten().to(device),
-                                             ignore_index=IGNORE_INDEX)
+    return logits, targets[:, keep].to(device), keep
+
+
+def answer_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The mean cross-entropy of :func:`answer_logits`' answer tokens (the model's own loss)."""
+    return torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX)
+
+
+def lm_loss(model: torch.nn.Module, batch: list[Example], pad_id: int, device: torch.device) -> torch.Tensor:
+    """The mean cross-entropy of a micro-batch's answer tokens."""
+    return answer_loss(*answer_logits(model, batch, pad_id, device)[:2])
 
 
 def _keeps_logits(model: torch.nn.Module) -> bool:

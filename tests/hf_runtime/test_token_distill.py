@@ -68,3 +68,28 @@ def test_the_distance_is_zero_when_the_student_is_the_teacher_and_positive_other
 def test_a_teacher_wider_than_the_student_vocabulary_pads_with_zeros():
     logits = torch.tensor([[0.0, 0.0]])
     assert sorted_l1(logits, torch.tensor([[0.5, 0.5, 0.0]])).item() == pytest.approx(0.0)
+
+
+def test_the_token_loss_on_the_answer_logits_alone_equals_it_on_every_positions(fusion):
+    """``trainer.answer_logits`` runs the LM head only where an answer token is predicted; the teacher's positions
+    index every position, and ``kept`` maps them: the same distance as from the full logits."""
+    from hf_runtime.data import ReplayConfig, collate, load_replay
+    from hf_runtime.model import load_model_and_tokenizer, resolve_base_model
+    from hf_runtime.trainer import answer_logits
+
+    model, tokenizer = load_model_and_tokenizer(resolve_base_model(fusion["base"]), torch.device("cpu"), torch.float32)
+    batch = load_replay([fusion["replay"]], tokenizer, ReplayConfig()).examples[:3]
+    torch.manual_seed(0)
+    signals = []
+    for e in batch:  # a made-up teacher at every position that predicts one of the example's answer tokens
+        positions = tuple(p for p in range(len(e.labels) - 1) if e.labels[p + 1] != -100)
+        probs = torch.softmax(torch.randn(len(positions), 6), -1).sort(-1, descending=True).values
+        signals.append(TeacherSignal(positions, tuple(tuple(r.tolist()) for r in probs)))
+    signals[1] = None
+    with torch.no_grad():
+        full = model(**collate(batch, tokenizer.pad_token_id)).logits
+        kept_logits, _, kept = answer_logits(model, batch, tokenizer.pad_token_id, torch.device("cpu"))
+    expected, n = token_loss(full, signals)
+    got, m = token_loss(kept_logits, signals, kept)
+    assert n == m == sum(len(s.positions) for s in signals if s) and kept_logits.shape[1] < full.shape[1]
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
