@@ -117,7 +117,12 @@ def test_a_ctrl_c_during_the_updates_is_held_until_every_parameter_is_updated():
     optimizer.step = step_then_interrupt
     stepper = BackwardStepper(optimizer, params, float("inf"))
     loss = net(torch.randn(4, 6)).pow(2).sum()
-    stepper.backward([loss], [torch.ones_like(loss)])  # no KeyboardInterrupt escapes mid-update
+    # Python's own handler, as in a terminal (a shell's background job starts with SIGINT ignored)
+    outer = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        stepper.backward([loss], [torch.ones_like(loss)])  # no KeyboardInterrupt escapes mid-update
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is back
+    finally:
+        signal.signal(signal.SIGINT, outer)
     assert stepper.interrupted
     assert all(not torch.equal(p, b) for p, b in zip(params, before))  # every parameter was updated
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is back
