@@ -144,8 +144,6 @@ def evaluate(base_model, device, dtype, force, quiet, debug, adapters, data, out
         results = evaluate_adapters(model, tokenizer, named, list(data), config, output, force=force, console=console,
                                     warnings=warnings)
         render(results, console)
-        for line in results["warnings"][len(warnings):]:
-            console.warning(line)
         if is_main():
             write_json(json_path, results, force=force)
         if update_cards and is_main():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -48,7 +49,10 @@ def evaluate_adapters(model, tokenizer, adapters: dict[str, Path | None], data: 
                 "macro": macro(scores),
                 "seconds": round(time.perf_counter() - started, 1),
             }
-    results["warnings"] += cut_warnings(results, config.max_new_tokens)
+    for line in cut_warnings(results, config.max_new_tokens):  # logged and recorded, as the fit warnings are
+        if procs.is_main:
+            logging.getLogger("hf_eval").warning(line)
+        results["warnings"].append(line)
     # each fusion beside its null-source twin, where both were evaluated: what came from the source experts
     results["differences"] = differences({name: identity(path) for name, path in adapters.items()}, predictions)
     if procs.is_main:

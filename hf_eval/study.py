@@ -117,7 +117,7 @@ class Study:
         for lr in rates:
             name, adapter = train(lr)
             scores[lr] = self.evaluate(f"val-{name}", adapter, validation)["macro"]["f1"]
-            best = max(rates[:len(scores)], key=lambda x: (scores[x], -rates.index(x)))
+            best = max(scores, key=scores.get)  # the first of equals: ties go to the earlier rate
             if lr == rates[-1] and best == lr and len(rates) < len(grid) + beyond and ratio > 1:
                 step = float(f"{lr * ratio:.0e}")  # one significant digit: 1e-3 -> 3e-3 -> 1e-2
                 rates.append(step if step > lr else lr * ratio)
