@@ -26,7 +26,7 @@ over held-out examples for fusion - replay-tune and fusion - null-source, per ta
     python benchmarks/bench_cross_family.py --mode smoke  # minutes: the whole pipeline on 8 examples per task
 
 Every step is skipped when its output exists, so an interrupted run continues where it stopped; the
-results (WORK/results.json and .md) are rewritten after every evaluation.
+results (WORK/results.json and .md; results_<TASKS>.* for other --sources) are rewritten after every evaluation.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ class Mode:
     n_unlabeled: int = POOL  # unlabelled prompts of each source task (its training pool, answers dropped) for distill
     weights: tuple[float, ...] = (0.5, 1.0, 2.0)  # project: scales of the projected update tried on validation
     tune_at: int | None = None  # label count at which the rates are chosen (None: at every label count)
-    beyond: int = 1  # rates tried past the grid's top edge while the edge wins on validation (Study.pick_lr)
+    beyond: int = 2  # rates tried past the grid's top edge while the edge wins on validation (Study.pick_lr)
 
 
 MODES = {
@@ -246,9 +246,12 @@ def main() -> None:
     meta = {"mode": args.mode, "settings": asdict(mode), "commit": git_commit(), "date": date.today().isoformat(),
             "device": device_name(), "target_task": TARGET_TASK, "source_tasks": list(mode.sources)}
     results = {**meta, "experts": {}, "runs": [], "chosen_lr": {}, "validation": {}}
-    results.update(earlier_results(work / "results.json", meta))
+    # one results file per set of source tasks: invocations with other sources share the work folder (its experts and
+    # caches), not the file, where their differing settings would void each other's runs
+    tail = "" if mode.sources == MODES[args.mode].sources else "_" + "_".join(mode.sources)
+    results_file, stem = work / f"results{tail}.json", f"cross_family{tail}"
+    results.update(earlier_results(results_file, meta))
     publish = HERE / "results" if args.publish else None
-    stem = "cross_family" + ("" if mode.sources == MODES[args.mode].sources else "_" + "_".join(mode.sources))
 
     def record(run: dict, adapter: Path | None, step: str | None) -> None:
         scores = study.evaluate(run["name"], adapter, heldout)
@@ -263,9 +266,9 @@ def main() -> None:
                  "eval_dir": str(work / f"eval-{run['name']}"), "train_seconds": cost.get("seconds", 0.0),
                  "train_peak_mib": cost.get("peak_mib", 0.0)}
         with locked(work):  # what another invocation on this folder recorded meanwhile is kept
-            merge_results(results, earlier_results(work / "results.json", meta))
+            merge_results(results, earlier_results(results_file, meta))
             results["runs"] = [r for r in results["runs"] if r["name"] != run["name"]] + [entry]
-            write_report(work, results, publish, stem)
+            write_report(work, results, publish, stem, results_file.stem)
 
     experts = {t: study.expert(f"expert-{t}", EXPERT_BASE[t], data[t]["train"], epochs=mode.expert_epochs,
                                lr=mode.expert_lr) for t in tasks}
@@ -379,7 +382,7 @@ def main() -> None:
                         variant.update(variant=args.variant, fuse_args=variant_args)
                     record({"name": name, "method": method, "seed": seed, **setting, "source_labels_per_task": n,
                             "null_source": null, "lr_chosen_at_source_labels": tune_at, **variant}, adapter, name)
-    console.success(f"results in {work / 'results.md'}" + (f" and {publish}" if publish else ""))
+    console.success(f"results in {results_file.with_suffix('.md')}" + (f" and {publish}" if publish else ""))
 
 
 def merge_results(results: dict, other: dict) -> None:
@@ -401,7 +404,9 @@ def earlier_results(path: Path, meta: dict) -> dict:
     earlier = json.loads(path.read_text())
 
     before, now = earlier.get("settings", {}), json.loads(json.dumps(meta["settings"]))  # tuples and lists alike
-    shared = (set(before) & set(now)) - {"labels"}  # a setting added since (for a new method) does not count
+    # a setting added since (for a new method) does not count, nor those that choose what runs but not how a run
+    # goes: the label counts, and how far past the grid a rate search may go (its runs are the same runs)
+    shared = (set(before) & set(now)) - {"labels", "beyond"}
     if earlier.get("mode") != meta["mode"] or any(before[k] != now[k] for k in shared):
         return {}
     return {key: earlier[key] for key in ("experts", "expert_scores", "runs", "chosen_lr", "validation") if key in earlier}

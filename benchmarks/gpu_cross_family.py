@@ -98,9 +98,9 @@ def run_all(queue: list[list[str]], prefix: str, logs: Path, jobs: int, deadline
 
 def pack(tar: tarfile.TarFile, work: Path) -> None:
     """A work folder's results, step records, evaluations (with predictions) and logs; no adapters."""
-    for name in ("results.json", "results.md", "steps.json", "logs"):
-        if (work / name).exists():
-            tar.add(work / name, arcname=f"{work.name}/{name}")
+    for path in [*sorted(work.glob("results*.json")), *sorted(work.glob("results*.md")), work / "steps.json", work / "logs"]:
+        if path.exists():
+            tar.add(path, arcname=f"{work.name}/{path.name}")
     for folder in sorted(work.glob("eval-*")):
         for item in ("results.json", "predictions"):
             if (folder / item).exists():

@@ -1,7 +1,7 @@
 """The cross-family benchmark's results: ``results.json`` and a Markdown report (tables of means, spreads and
 bootstrap intervals), rewritten after every evaluation.  Used by ``bench_cross_family.py``; also runs alone:
 
-    python benchmarks/report_cross_family.py WORK [--publish [STEM]]    # re-render WORK/results.json
+    python benchmarks/report_cross_family.py WORK [--publish [STEM]]    # re-render WORK/results*.json
 """
 
 from __future__ import annotations
@@ -250,18 +250,22 @@ def bar_rows(results: dict, bar: Bar = BARS[0]) -> list[str]:
     return rows
 
 
-def write_report(work: Path, results: dict, publish: Path | None = None, stem: str = "cross_family") -> None:
+def write_report(work: Path, results: dict, publish: Path | None = None, stem: str = "cross_family",
+                 name: str = "results") -> None:
+    """``WORK/NAME.json`` and ``.md``; with ``publish``, copies named ``STEM.json`` and ``.md`` there."""
     results["comparisons"] = comparisons(results)
-    for path, text in ((work / "results.json", json.dumps(results, indent=2) + "\n"), (work / "results.md", render(results))):
+    for path, text in ((work / f"{name}.json", json.dumps(results, indent=2) + "\n"), (work / f"{name}.md", render(results))):
         write_text_atomic(path, text, force=True)
     if publish:
         publish.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(work / "results.json", publish / f"{stem}.json")
-        shutil.copyfile(work / "results.md", publish / f"{stem}.md")
+        shutil.copyfile(work / f"{name}.json", publish / f"{stem}.json")
+        shutil.copyfile(work / f"{name}.md", publish / f"{stem}.md")
 
 
 if __name__ == "__main__":
     folder = Path(sys.argv[1])
     publish = "--publish" in sys.argv
     stem = sys.argv[sys.argv.index("--publish") + 1] if publish and sys.argv[-1] != "--publish" else "cross_family"
-    write_report(folder, json.loads((folder / "results.json").read_text()), HERE / "results" if publish else None, stem)
+    for found in sorted(folder.glob("results*.json")):  # results_<TASKS>.json: runs with other --sources
+        tail = found.stem[len("results"):]
+        write_report(folder, json.loads(found.read_text()), HERE / "results" if publish else None, stem + tail, found.stem)

@@ -129,6 +129,8 @@ def test_results_accumulate_across_invocations_with_the_same_settings(tmp_path):
     other_labels = {"mode": "cpu", "settings": asdict(replace(bench.MODES["cpu"], labels=(0,)))}
     kept = bench.earlier_results(tmp_path / "results.json", other_labels)
     assert kept["runs"] == earlier["runs"] and kept["experts"] == {"x": 0.5}
+    further = {"mode": "cpu", "settings": asdict(replace(bench.MODES["cpu"], beyond=bench.MODES["cpu"].beyond + 1))}
+    assert bench.earlier_results(tmp_path / "results.json", further)["runs"] == earlier["runs"]  # the same runs
     other_budget = {"mode": "cpu", "settings": asdict(replace(bench.MODES["cpu"], n_heldout=24))}
     assert bench.earlier_results(tmp_path / "results.json", other_budget) == {}
     assert bench.earlier_results(tmp_path / "missing.json", other_labels) == {}
@@ -167,3 +169,19 @@ def test_each_bar_judges_its_own_runs(tmp_path):
     assert "yes |" in two  # both sources at 100 %, each twin 100 points lower
     assert "| distill-lora [data-free: 5 seeds, 64 written] | 3 / 3 |" in free_bar and "no |" in free_bar  # c at 0 %
     assert "## The bar of issue 11" not in text  # one-source bars do not judge a two-source plan
+
+
+def test_each_set_of_source_tasks_keeps_its_own_results_file(tmp_path):
+    import subprocess
+
+    runs = [_run(tmp_path, "target", "target", 0, False, {"a": [(1, 1, 1)], "b": [(1, 1, 0)]}, labels=None)]
+    base = {"mode": "test", "settings": asdict(bench.MODES["smoke"]), "commit": "abc", "date": "d", "device": "cpu",
+            "target_task": "a", "experts": {}, "expert_scores": {}, "chosen_lr": {}, "validation": {}}
+    report.write_report(tmp_path, {**base, "source_tasks": ["b"], "runs": runs})
+    report.write_report(tmp_path, {**base, "source_tasks": ["b", "c"], "runs": runs[:0]}, name="results_b_c")
+    assert json.loads((tmp_path / "results.json").read_text())["source_tasks"] == ["b"]  # not replaced by the other
+    assert json.loads((tmp_path / "results_b_c.json").read_text())["source_tasks"] == ["b", "c"]
+    for path in tmp_path.glob("results*.md"):
+        path.unlink()
+    subprocess.run([sys.executable, str(BENCH / "report_cross_family.py"), str(tmp_path)], check=True)  # re-renders both
+    assert (tmp_path / "results.md").exists() and (tmp_path / "results_b_c.md").exists()
