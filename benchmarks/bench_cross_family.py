@@ -13,7 +13,8 @@ For each number of labelled source-task examples in the replay (0, 16 and all 21
   1. fusion (``hf-fuse``, the paper's HyperNet) and replay-tune (the target adapter trained further on
      the same replay with the same budget) each train at every rate of the same grid, seed 0, and each
      keeps the rate with the best validation macro F1, at each label count (``smoke`` mode once); where
-     the grid's largest rate wins, one rate past it is tried too (the same rule for every method);
+     the grid's largest (smallest) rate wins, the next rate up (down) is tried too, twice at most (the same
+     rule for every method; ``--grid`` replaces the mode's rates);
   2. at that rate, seeds 0..N-1 of fusion, of its **null-source twin** (every source replaced by
      ``hf-eval null-source`` noise of the same per-tensor norms, drawn with the same seed) and of
      replay-tune are scored on the held-out examples.
@@ -76,7 +77,7 @@ class Mode:
     n_unlabeled: int = POOL  # unlabelled prompts of each source task (its training pool, answers dropped) for distill
     weights: tuple[float, ...] = (0.5, 1.0, 2.0)  # project: scales of the projected update tried on validation
     tune_at: int | None = None  # label count at which the rates are chosen (None: at every label count)
-    beyond: int = 2  # rates tried past the grid's top edge while the edge wins on validation (Study.pick_lr)
+    beyond: int = 2  # rates tried past the grid's edges while an edge wins on validation (Study.pick_lr)
 
 
 MODES = {
@@ -184,6 +185,9 @@ def main() -> None:
                         help="passes over each run's own training set instead of a number of steps (runs are named "
                              "-E<epochs>): a distill run then takes more steps than its null-source twin, whose answers "
                              "are all dropped, and both see the target's replay equally often")
+    parser.add_argument("--grid", type=lambda v: tuple(sorted(float(x) for x in v.split(","))), default=None,
+                        metavar="RATES", help="learning rates tried on validation instead of the mode's, comma-separated "
+                                              "(the search still goes past whichever edge wins)")
     parser.add_argument("--synthesize", type=int, default=None, metavar="N",
                         help="data-free distill: no unlabelled prompts; the target writes N prompts in the style of "
                              "--seed-count prompts drawn from each source task's training pool (runs named -S<N>x<seeds>)")
@@ -212,6 +216,10 @@ def main() -> None:
     mode = MODES[args.mode]
     if args.labels:
         mode = replace(mode, labels=args.labels)
+    if args.grid:
+        if not all(0 < x < 1 for x in args.grid) or len(set(args.grid)) != len(args.grid):
+            raise SystemExit("--grid: distinct learning rates between 0 and 1, comma-separated")
+        mode = replace(mode, grid=args.grid)
     if args.sources:
         if not set(args.sources) <= set(FILES) - {TARGET_TASK} or len(set(args.sources)) != len(args.sources):
             raise SystemExit(f"--sources: distinct tasks of {', '.join(sorted(set(FILES) - {TARGET_TASK}))}")
@@ -405,8 +413,8 @@ def earlier_results(path: Path, meta: dict) -> dict:
 
     before, now = earlier.get("settings", {}), json.loads(json.dumps(meta["settings"]))  # tuples and lists alike
     # a setting added since (for a new method) does not count, nor those that choose what runs but not how a run
-    # goes: the label counts, and how far past the grid a rate search may go (its runs are the same runs)
-    shared = (set(before) & set(now)) - {"labels", "beyond"}
+    # goes: the label counts, the rates searched and how far past them (a run at a rate is the same run)
+    shared = (set(before) & set(now)) - {"labels", "grid", "beyond"}
     if earlier.get("mode") != meta["mode"] or any(before[k] != now[k] for k in shared):
         return {}
     return {key: earlier[key] for key in ("experts", "expert_scores", "runs", "chosen_lr", "validation") if key in earlier}

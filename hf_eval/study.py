@@ -109,21 +109,34 @@ class Study:
 
         Ties go to the earlier rate.  With ``beyond``: while the best is the largest rate tried (the optimum may lie past
         the grid's edge), try the next rate up, the last one times the grid's last ratio (to one significant digit), at
-        most ``beyond`` times.
-        Returns the rate and ``{lr: validation macro F1}``."""
+        most ``beyond`` times; likewise downwards while the best is the smallest rate tried (by the first ratio).
+        Returns the rate and ``{lr: validation macro F1}`` in the order tried."""
         scores: dict[float, float] = {}
-        rates = list(grid)
-        ratio = grid[-1] / grid[-2] if len(grid) > 1 else 1.0
-        for lr in rates:
+        up = grid[-1] / grid[-2] if len(grid) > 1 else 1.0
+        down = grid[1] / grid[0] if len(grid) > 1 else 1.0
+        queue, added = list(grid), 0
+        while queue:
+            lr = queue.pop(0)
             name, adapter = train(lr)
             scores[lr] = self.evaluate(f"val-{name}", adapter, validation)["macro"]["f1"]
+            if queue or added >= beyond:
+                continue
             best = max(scores, key=scores.get)  # the first of equals: ties go to the earlier rate
-            if lr == rates[-1] and best == lr and len(rates) < len(grid) + beyond and ratio > 1:
-                step = float(f"{lr * ratio:.0e}")  # one significant digit: 1e-3 -> 3e-3 -> 1e-2
-                rates.append(step if step > lr else lr * ratio)
+            if best == max(scores) and up > 1:
+                queue.append(_one_digit(best * up, best, above=True))
+            elif best == min(scores) and down > 1:
+                queue.append(_one_digit(best / down, best, above=False))
+            added += len(queue)
+        best = max(scores, key=scores.get)
         self.exp.console.info(f"{label}: validation macro F1 " +
                               ", ".join(f"lr {lr:g}: {100 * f:.1f}" for lr, f in scores.items()) + f" -> lr {best:g}")
         return best, scores
+
+
+def _one_digit(rate: float, last: float, above: bool) -> float:
+    """``rate`` to one significant digit (1e-3 * 3 -> 3e-3, 3e-3 * 3 -> 1e-2), unless rounding crosses ``last``."""
+    step = float(f"{rate:.0e}")
+    return step if (step > last if above else step < last) else rate
 
 
 HYPERNET_ARGS = ["--embed-dim", "auto"]  # the HyperNet sized to the plan (the studies' setting)

@@ -129,7 +129,8 @@ def test_results_accumulate_across_invocations_with_the_same_settings(tmp_path):
     other_labels = {"mode": "cpu", "settings": asdict(replace(bench.MODES["cpu"], labels=(0,)))}
     kept = bench.earlier_results(tmp_path / "results.json", other_labels)
     assert kept["runs"] == earlier["runs"] and kept["experts"] == {"x": 0.5}
-    further = {"mode": "cpu", "settings": asdict(replace(bench.MODES["cpu"], beyond=bench.MODES["cpu"].beyond + 1))}
+    further = {"mode": "cpu", "settings": asdict(replace(bench.MODES["cpu"], beyond=bench.MODES["cpu"].beyond + 1,
+                                                         grid=(1e-3, 3e-3)))}
     assert bench.earlier_results(tmp_path / "results.json", further)["runs"] == earlier["runs"]  # the same runs
     other_budget = {"mode": "cpu", "settings": asdict(replace(bench.MODES["cpu"], n_heldout=24))}
     assert bench.earlier_results(tmp_path / "results.json", other_budget) == {}

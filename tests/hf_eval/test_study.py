@@ -63,3 +63,15 @@ def test_pick_lr_goes_past_the_grid_edge_only_while_the_edge_wins(tmp_path):
     assert lr == 1e-3 and list(scores) == [1e-4, 3e-4, 1e-3, 3e-3]  # one past the edge, which lost: no further
     inside = _Scored({1e-4: 0.1, 3e-4: 0.5, 1e-3: 0.3}, tmp_path)
     assert _pick(inside, (1e-4, 3e-4, 1e-3), beyond=2)[0] == 3e-4 and inside.tried == [1e-4, 3e-4, 1e-3]
+
+
+def test_pick_lr_goes_below_the_grid_while_its_smallest_rate_wins(tmp_path):
+    falling = _Scored({1e-5: 0.6, 3e-5: 0.5, 1e-4: 0.4, 3e-4: 0.3, 1e-3: 0.2}, tmp_path)
+    lr, scores = _pick(falling, (1e-4, 3e-4, 1e-3), beyond=2)
+    assert lr == 1e-5 and falling.tried == [1e-4, 3e-4, 1e-3, 3e-5, 1e-5]  # 1e-4 / 3 -> 3e-5 (one digit)
+    falling.tried.clear()
+    assert _pick(falling, (1e-4, 3e-4, 1e-3), beyond=1)[0] == 3e-5 and falling.tried == [1e-4, 3e-4, 1e-3, 3e-5]
+    dip = _Scored({3e-4: 0.3, 1e-3: 0.5, 3e-3: 0.4, 1e-4: 0.1}, tmp_path)  # below wins at first, then loses: stop
+    assert _pick(dip, (1e-3, 3e-3), beyond=2) == (1e-3, {1e-3: 0.5, 3e-3: 0.4, 3e-4: 0.3})
+    tie = _Scored({1e-3: 0.5, 3e-3: 0.5, 3e-4: 0.5}, tmp_path)
+    assert _pick(tie, (1e-3, 3e-3), beyond=2)[0] == 1e-3  # ties go to the rate tried first
