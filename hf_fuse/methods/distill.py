@@ -86,6 +86,9 @@ class DistillSettings:
     replay_repeat: int = setting(1, type=int, metavar="K",
                                  help="each replay example K times per epoch against the generated ones once: more of "
                                       "the target's own task in the mix (rehearsal's replay ratio), at the same steps.")
+    answer_repeat: int = setting(1, type=int, metavar="K",
+                                 help="each generated example K times per epoch: more of the source tasks in the mix, "
+                                      "for when the experts' answers are few against the replay (data-free).")
     batch_size: int = setting(8, flag="--gen-batch-size", help="prompts per generation batch.")
     work_dir: str | None = setting(None, flag="--gen-cache", type=click.Path(), parse=lambda v: str(v) if v else None,
                                    help="folder of cached answers (default: OUT_DIR.work); runs may share one.")
@@ -105,8 +108,9 @@ class DistillSettings:
             raise ConfigError(f"--token-loss-top-k must be an integer from 1 to 1024 (got {self.token_loss_top_k!r})")
         if self.token_loss_weight and self.student != "lora":
             raise ConfigError("--token-loss-weight trains the LoRA student only (--student lora)")
-        if isinstance(self.replay_repeat, bool) or not isinstance(self.replay_repeat, int) or not 1 <= self.replay_repeat <= 100:
-            raise ConfigError(f"--replay-repeat must be an integer from 1 to 100 (got {self.replay_repeat!r})")
+        for flag, k in (("--replay-repeat", self.replay_repeat), ("--answer-repeat", self.answer_repeat)):
+            if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= 100:
+                raise ConfigError(f"{flag} must be an integer from 1 to 100 (got {k!r})")
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise ConfigError(f"--gen-batch-size must be a positive integer (got {self.batch_size!r})")
         if isinstance(self.synthesize, bool) or not 0 <= self.synthesize <= 100_000:
@@ -220,16 +224,18 @@ class DistillMethod(FusionMethod):
                 distilled.append(example)
             if s.token_loss_weight:
                 stats[str(index)]["aligned_positions"] = aligned
-        repeat = f" (each {s.replay_repeat} times)" if s.replay_repeat > 1 else ""
-        ctx.on_event("stage", f"distill: {len(distilled)} generated examples join {len(ctx.replay.examples)} replay "
-                              f"examples{repeat}")
-        examples = ctx.replay.examples * s.replay_repeat + distilled
+        def times(k: int) -> str:
+            return f" (each {k} times)" if k > 1 else ""
+        ctx.on_event("stage", f"distill: {len(distilled)} generated examples{times(s.answer_repeat)} join "
+                              f"{len(ctx.replay.examples)} replay examples{times(s.replay_repeat)}")
+        examples = ctx.replay.examples * s.replay_repeat + distilled * s.answer_repeat
         if s.student == "hypernet":
             result = HyperNetMethod(self.settings).fuse(ctx, examples)
         else:
             result = self._lora_student(ctx, examples)
         result.extra["distill"] = {"student": s.student, "n_generated_examples": len(distilled), "sources": stats,
-                                   "replay_repeat": s.replay_repeat, "n_training_examples": len(examples),
+                                   "replay_repeat": s.replay_repeat, "answer_repeat": s.answer_repeat,
+                                   "n_training_examples": len(examples),
                                    "work_dir": str(work)}
         return result
 

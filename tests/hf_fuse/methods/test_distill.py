@@ -125,16 +125,24 @@ def test_plans_keep_each_source_adapter_verbatim(setting):
         assert all(torch.equal(torch.from_numpy(tensors.float32(k)), original[k].float()) for k in original)
 
 
-def test_replay_repeat_puts_more_of_the_targets_own_task_in_the_mix(setting, tmp_path):
+def test_replay_and_answer_repeat_set_the_mix_of_the_two_tasks(setting, tmp_path):
+    first = _fuse(setting, tmp_path / "first", "--gen-cache", tmp_path / "cache")
+    assert first.exit_code == 0, first.output
+    cache = next((tmp_path / "cache").glob("generations-*.jsonl"))  # the random expert never stops: finish its answers
+    cache.write_text("".join(json.dumps({**json.loads(line), "answer": "person: alpha", "finished": True}) + "\n"
+                             for line in cache.read_text().splitlines()))
     runs = {}
-    for repeat in (1, 3):
-        result = _fuse(setting, tmp_path / f"r{repeat}", "--replay-repeat", repeat, "--gen-cache", tmp_path / "cache")
+    for name, flags in {"plain": [], "replay": ["--replay-repeat", 3], "answers": ["--answer-repeat", 2]}.items():
+        result = _fuse(setting, tmp_path / name, *flags, "--gen-cache", tmp_path / "cache")
         assert result.exit_code == 0, result.output
-        runs[repeat] = json.loads((tmp_path / f"r{repeat}/fusion_report.json").read_text())
-    n_replay, d = runs[1]["replay"]["n_examples"], runs[3]["distill"]
-    n_generated = d["n_generated_examples"]
-    assert runs[1]["distill"]["n_training_examples"] == n_replay + n_generated
+        runs[name] = json.loads((tmp_path / name / "fusion_report.json").read_text())
+    n_replay, n_generated = runs["plain"]["replay"]["n_examples"], runs["plain"]["distill"]["n_generated_examples"]
+    assert n_generated > 0 and runs["plain"]["distill"]["n_training_examples"] == n_replay + n_generated
+    d = runs["replay"]["distill"]
     assert d["replay_repeat"] == 3 and d["n_training_examples"] == 3 * n_replay + n_generated
-    bad = _fuse(setting, tmp_path / "bad", "--replay-repeat", 0)
-    assert bad.exit_code == 2 and "--replay-repeat must be an integer from 1 to 100" in bad.stderr
-    assert not (tmp_path / "bad").exists()
+    d = runs["answers"]["distill"]
+    assert d["answer_repeat"] == 2 and d["n_training_examples"] == n_replay + 2 * n_generated
+    for flag in ("--replay-repeat", "--answer-repeat"):
+        bad = _fuse(setting, tmp_path / "bad", flag, 0)
+        assert bad.exit_code == 2 and f"{flag} must be an integer from 1 to 100" in bad.stderr
+        assert not (tmp_path / "bad").exists()
