@@ -43,6 +43,7 @@ from .synthesize import MIN_SEEDS, synthesize
 
 logger = logging.getLogger(__name__)
 STUDENTS = ("lora", "hypernet")
+WRITERS = ("target", "source")
 PILOT, PILOT_CAP, AUTO_FALLBACK = 16, 512, 128  # --gen-max-new-tokens auto: pilot prompts, their cap, cap if none ends
 
 
@@ -60,6 +61,9 @@ class DistillSettings:
     synthesize_temperature: float = setting(1.0, type=float, metavar="T",
                                             help="with --synthesize: the writer's sampling temperature (lower: closer "
                                                  "to the seeds' wording; a small writer at 1.0 drifts off the task).")
+    synthesize_writer: str = setting("target", type=click.Choice(list(WRITERS)),
+                                     help="with --synthesize: which model writes the prompts: the target's base model, "
+                                          "or the source expert itself (its base model with its adapter).")
     seed_prompts: tuple[tuple[int | None, str], ...] = setting(
         (), multiple=True, metavar="[INDEX=]FILE",
         parse=lambda v: tuple(parse_indexed(v, "--seed-prompts", index_required=False)),
@@ -94,6 +98,8 @@ class DistillSettings:
                                    help="folder of cached answers (default: OUT_DIR.work); runs may share one.")
 
     def __post_init__(self) -> None:
+        if self.synthesize_writer not in WRITERS:
+            raise ConfigError(f"--synthesize-writer must be one of {', '.join(WRITERS)}, got {self.synthesize_writer!r}")
         if self.student not in STUDENTS:
             raise ConfigError(f"--student must be one of {', '.join(STUDENTS)}, got {self.student!r}")
         if self.max_new_tokens != "auto" and (isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int)
@@ -195,18 +201,21 @@ class DistillMethod(FusionMethod):
         stats = {}
         for index in range(plan.n_sources):
             conversations = [c for i, path in s.unlabeled if i in (None, index) for c in load_records(path, prompts_only=True)]
-            synthesis = None
+            synthesis, expert = None, _Expert(self, ctx, index)
             if s.synthesize:
                 ctx.on_event("stage", f"source {index}: writing {s.synthesize} prompts in the style of its seeds")
-                made, synthesis = synthesize(ctx.model, ctx.tokenizer, self._seeds(index), s.synthesize, work,
+                writer, tokenizer = (ctx.model, ctx.tokenizer) if s.synthesize_writer == "target" else expert.get()
+                made, synthesis = synthesize(writer, tokenizer, self._seeds(index), s.synthesize, work,
                                              seed=job.train.seed, cutoff_len=job.replay_config.cutoff_len,
                                              temperature=s.synthesize_temperature,
+                                             writer_id="" if s.synthesize_writer == "target" else expert.identity,
                                              on_progress=lambda done, total, i=index: ctx.on_event("synthesize",
                                                                                                   (i, done, total)))
                 conversations += made
-            answers, stats[str(index)] = self._answers(ctx, index, conversations, work)
+            answers, stats[str(index)] = self._answers(ctx, index, conversations, work, expert)
+            expert.release()
             if synthesis is not None:
-                stats[str(index)]["synthesis"] = synthesis
+                stats[str(index)]["synthesis"] = {**synthesis, "writer": s.synthesize_writer}
             aligned = 0
             for conv, answer in zip(conversations, answers):
                 if answer is None:
@@ -239,13 +248,12 @@ class DistillMethod(FusionMethod):
                                    "work_dir": str(work)}
         return result
 
-    def _answers(self, ctx: FuseContext, index: int, conversations: list[Conversation],
-                 work: Path) -> tuple[list[CachedAnswer | None], dict]:
+    def _answers(self, ctx: FuseContext, index: int, conversations: list[Conversation], work: Path,
+                 loaded: _Expert) -> tuple[list[CachedAnswer | None], dict]:
         """The source expert's answer to every conversation (None where dropped), from the cache where it can."""
-        s, job, plan = self.distill, ctx.job, ctx.plans[0]
-        config, blob = plan.source_adapter(index)
+        s, job = self.distill, ctx.job
         key = hashlib.sha256(json.dumps({
-            "adapter": hashlib.sha256(blob.blob.tobytes()).hexdigest(), "model": str(s.source_models[index]),
+            "adapter": loaded.adapter_hash, "model": str(s.source_models[index]),
             "prompts": [[c.system, c.turns[:-1], c.turns[-1][0]] for c in conversations],
             "max_new_tokens": s.max_new_tokens, "cutoff": job.replay_config.cutoff_len,
             "drop_history": job.replay_config.drop_history, "format": 2}, sort_keys=True).encode()).hexdigest()[:16]
@@ -263,9 +271,7 @@ class DistillMethod(FusionMethod):
             todo = [i for i in range(len(conversations)) if missing(i)]
             ctx.on_event("stage", f"source {index}: {len(done)} cached answers, {len(todo)} to generate ({cache.path.name})")
             if todo:
-                ref = resolve_base_model(s.source_models[index])
-                model, tokenizer = load_model_and_tokenizer(ref, ctx.device, ctx.dtype)
-                expert = attach_target(model, config, tensors_from_blob(blob)).eval()
+                expert, tokenizer = loaded.get()
                 replay = job.replay_config
                 prompts = {i: prompt_ids(tokenizer, conversations[i], replay.cutoff_len, replay.drop_history) for i in todo}
 
@@ -284,9 +290,7 @@ class DistillMethod(FusionMethod):
                     cap = auto_cap([done[i] for i in pilot])
                     ctx.on_event("stage", f"source {index}: --gen-max-new-tokens auto -> {cap}")
                 answer([i for i in todo if missing(i)], cap)
-                del expert, model
-                if ctx.device.type == "cuda":
-                    torch.cuda.empty_cache()
+                del expert
             elif cap == "auto":
                 cap = auto_cap([done[i] for i in range(min(PILOT, len(conversations)))])
         answers: list[CachedAnswer | None] = []
@@ -356,3 +360,27 @@ def auto_cap(pilot: list[CachedAnswer]) -> int:
     if not lengths:
         return AUTO_FALLBACK
     return min(PILOT_CAP, max(16, math.ceil(1.5 * max(lengths))))
+
+
+class _Expert:
+    """Source ``index``'s expert (its base model with its adapter), loaded on first use (cached answers and prompts
+    need none) and shared by the prompt writer (``--synthesize-writer source``) and the answers."""
+
+    def __init__(self, method: DistillMethod, ctx: FuseContext, index: int) -> None:
+        self.ref, self.ctx = method.distill.source_models[index], ctx
+        self.config, self.blob = ctx.plans[0].source_adapter(index)
+        self.adapter_hash = hashlib.sha256(self.blob.blob.tobytes()).hexdigest()
+        self.identity = f"source {self.ref} {self.adapter_hash}"
+        self.loaded = None
+
+    def get(self):
+        if self.loaded is None:
+            model, tokenizer = load_model_and_tokenizer(resolve_base_model(self.ref), self.ctx.device, self.ctx.dtype)
+            self.loaded = attach_target(model, self.config, tensors_from_blob(self.blob)).eval(), tokenizer
+        return self.loaded
+
+    def release(self) -> None:
+        if self.loaded is not None:
+            self.loaded = None
+            if self.ctx.device.type == "cuda":
+                torch.cuda.empty_cache()

@@ -107,7 +107,7 @@ def _mean_logprob(model, tokenizer, context: list[int], text: str, device) -> fl
 
 
 def synthesize(model, tokenizer, seeds: list[Conversation], n: int, work: Path, *, seed: int, cutoff_len: int,
-               temperature: float = 1.0, on_progress: Callable[[int, int], None] = lambda done, total: None,
+               temperature: float = 1.0, writer_id: str = "", on_progress: Callable[[int, int], None] = lambda done, total: None,
                ) -> tuple[list[Conversation], dict]:
     """``n`` candidate inputs written in the style of ``seeds``; returns the kept ones (as conversations with the
     first seed's system prompt and no answer) and counts of what the filter dropped."""
@@ -124,6 +124,8 @@ def synthesize(model, tokenizer, seeds: list[Conversation], n: int, work: Path, 
                 "model": getattr(model.config, "_name_or_path", ""), "format": 3}
     if temperature != 1.0:  # (1.0 was the only temperature before: its caches keep their names)
         identity["temperature"] = temperature
+    if writer_id:  # a writer other than the target's base model (e.g. the source expert, adapter included)
+        identity["writer"] = writer_id
     key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
     cache = AnswerCache(work / f"synthesized-{key}.jsonl", n)
     stops = stop_token_ids(tokenizer)

@@ -86,6 +86,21 @@ def test_synthesis_writes_caches_and_resumes_and_the_filter_drops_copies(setting
     assert cooler.exit_code == 0, cooler.output
     counts = _synthesis(tmp_path / "c")
     assert counts["cached"] == 0 and counts["temperature"] == 0.5 and len(list(work.glob("synthesized-*.jsonl"))) == 2
+    assert counts["writer"] == "target"
+
+
+def test_the_source_expert_can_write_the_prompts(setting, tmp_path):
+    work = tmp_path / "cache"
+    runs = {}
+    for writer in ("target", "source"):
+        result = CliRunner().invoke(main, _argv(setting, tmp_path / writer, "--synthesize", "4", "--gen-cache", work,
+                                                "--synthesize-writer", writer))
+        assert result.exit_code == 0, result.output
+        runs[writer] = _synthesis(tmp_path / writer)
+    assert runs["source"]["writer"] == "source" and runs["source"]["cached"] == 0  # its own candidates, its own cache
+    caches = {p.name: [json.loads(line)["answer"] for line in p.read_text().splitlines()]
+              for p in work.glob("synthesized-*.jsonl")}
+    assert len(caches) == 2 and len(set(map(tuple, caches.values()))) == 2  # two models: two sets of candidates
 
 
 @pytest.mark.parametrize("extra, message", [
@@ -95,6 +110,7 @@ def test_synthesis_writes_caches_and_resumes_and_the_filter_drops_copies(setting
     (["--synthesize", "4", "--synthesize-temperature", "0"], "--synthesize-temperature must be a number above 0"),
     (["--synthesize", "4", "--synthesize-temperature", "nan"], "--synthesize-temperature must be a number above 0"),
     (["--synthesize", "4", "--synthesize-temperature", "2.5"], "--synthesize-temperature must be a number above 0"),
+    (["--synthesize", "4", "--synthesize-writer", "both"], "--synthesize-writer"),
 ])
 def test_bad_synthesis_options_are_refused_in_one_line(setting, tmp_path, extra, message):
     argv = _argv(setting, tmp_path / "out", *extra)
