@@ -100,7 +100,8 @@ def main() -> None:
     parser.add_argument("--synthesize", type=int, default=0, metavar="N",
                         help="instead: data-free, N prompts written from the benchmark's 5 seeds; how many the filter "
                              "keeps and how sure the expert is answering them, against 64 real prompts")
-    parser.add_argument("--temperature", type=float, default=1.0, help="with --synthesize: the writer's temperature")
+    parser.add_argument("--temperature", type=float, default=0.7,
+                        help="with --synthesize: the writer's temperature (0.7, as hf-fuse's default)")
     args = parser.parse_args()
     mode = MODES["cpu"]
     data = split(args.data_dir, args.work, mode)

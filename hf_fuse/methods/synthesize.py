@@ -107,7 +107,7 @@ def _mean_logprob(model, tokenizer, context: list[int], text: str, device) -> fl
 
 
 def synthesize(model, tokenizer, seeds: list[Conversation], n: int, work: Path, *, seed: int, cutoff_len: int,
-               temperature: float = 1.0, writer_id: str = "", on_progress: Callable[[int, int], None] = lambda done, total: None,
+               temperature: float = 0.7, writer_id: str = "", on_progress: Callable[[int, int], None] = lambda done, total: None,
                ) -> tuple[list[Conversation], dict]:
     """``n`` candidate inputs written in the style of ``seeds``; returns the kept ones (as conversations with the
     first seed's system prompt and no answer) and counts of what the filter dropped."""
