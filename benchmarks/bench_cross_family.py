@@ -266,9 +266,7 @@ def main() -> None:
         cost = (exp.records.get(step) or exp.records.get(adapter.name, {})) if step and adapter else {}
         report = adapter / "fusion_report.json" if adapter else None
         if report and report.exists() and "distill" in (fused := json.loads(report.read_text())):
-            run["distill"] = {"n_generated_examples": fused["distill"]["n_generated_examples"],
-                              "sources": {i: {k: v[k] for k in ("prompts", "kept", "empty", "truncated")}
-                                          for i, v in fused["distill"]["sources"].items()}}
+            run["distill"] = distill_record(fused["distill"])
         entry = {**run, "tasks": {t: {**_prf(s), "cut": s.get("cut", 0)} for t, s in scores["tasks"].items()},
                  "macro": _prf(scores["macro"]),
                  "eval_dir": str(work / f"eval-{run['name']}"), "train_seconds": cost.get("seconds", 0.0),
@@ -391,6 +389,19 @@ def main() -> None:
                     record({"name": name, "method": method, "seed": seed, **setting, "source_labels_per_task": n,
                             "null_source": null, "lr_chosen_at_source_labels": tune_at, **variant}, adapter, name)
     console.success(f"results in {results_file.with_suffix('.md')}" + (f" and {publish}" if publish else ""))
+
+
+def distill_record(distill: dict) -> dict:
+    """What a run's fusion report says about distill's examples: per source, the answers kept and dropped and, for
+    data-free runs, what the writer wrote and the filter kept (older reports lack the temperature: it was 1.0)."""
+    sources = {}
+    for i, v in distill["sources"].items():
+        sources[i] = {k: v[k] for k in ("prompts", "kept", "empty", "truncated")}
+        if "synthesis" in v:
+            x = v["synthesis"]
+            sources[i]["synthesis"] = {"candidates": x["candidates"], "kept": x["kept"],
+                                       "temperature": x.get("temperature", 1.0), "writer": x.get("writer", "target")}
+    return {"n_generated_examples": distill["n_generated_examples"], "sources": sources}
 
 
 def merge_results(results: dict, other: dict) -> None:

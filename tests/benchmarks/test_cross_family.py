@@ -186,3 +186,16 @@ def test_each_set_of_source_tasks_keeps_its_own_results_file(tmp_path):
         path.unlink()
     subprocess.run([sys.executable, str(BENCH / "report_cross_family.py"), str(tmp_path)], check=True)  # re-renders both
     assert (tmp_path / "results.md").exists() and (tmp_path / "results_b_c.md").exists()
+
+
+def test_a_runs_record_says_what_the_writer_wrote_and_the_filter_kept():
+    answers = {"prompts": 46, "kept": 39, "empty": 0, "truncated": 7, "filtered": 0, "cache": "x"}
+    old = {"n_generated_examples": 39, "sources": {"0": {**answers, "synthesis": {"candidates": 216, "kept": 46}}}}
+    new = {"n_generated_examples": 39, "sources": {"0": {**answers, "synthesis": {
+        "candidates": 216, "kept": 46, "temperature": 0.7, "writer": "source", "lines": 3}}}}
+    plain = {"n_generated_examples": 39, "sources": {"0": answers}}
+    assert bench.distill_record(old)["sources"]["0"]["synthesis"] == {"candidates": 216, "kept": 46, "temperature": 1.0,
+                                                                      "writer": "target"}
+    assert bench.distill_record(new)["sources"]["0"]["synthesis"]["temperature"] == 0.7
+    assert bench.distill_record(plain) == {"n_generated_examples": 39, "sources": {"0": {
+        "prompts": 46, "kept": 39, "empty": 0, "truncated": 7}}}
