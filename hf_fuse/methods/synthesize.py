@@ -1,6 +1,7 @@
 """Data-free distillation (``distill --synthesize N --seed-prompts FILE``): from a handful of example inputs and no
-answers, the target's base model writes new inputs in their style, a filter keeps those that look like them, and the
-source expert answers the kept ones as it answers ``--unlabeled`` prompts.  The idea is Trans-LoRA's (Wang et al.,
+answers, the target's base model (or, with ``--synthesize-writer source``, the source expert itself) writes new
+inputs in their style, a filter keeps those that look like them, and the source expert answers the kept ones as it
+answers ``--unlabeled`` prompts.  The idea is Trans-LoRA's (Wang et al.,
 2024: synthetic inputs from a few seeds, filtered).  The model sees four of the seeds (a fresh sample each time)
 as a numbered list, "Example 1: ...", and continues it; a candidate ends where the model begins the next example.
 The filter here is not Trans-LoRA's and has no trained part:
