@@ -202,7 +202,7 @@ class DistillMethod(FusionMethod):
         stats = {}
         for index in range(plan.n_sources):
             conversations = [c for i, path in s.unlabeled if i in (None, index) for c in load_records(path, prompts_only=True)]
-            synthesis, expert = None, _Expert(self, ctx, index)
+            synthesis, expert = None, _Expert(s.source_models[index], ctx, index)
             if s.synthesize:
                 ctx.on_event("stage", f"source {index}: writing {s.synthesize} prompts in the style of its seeds")
                 writer, tokenizer = (ctx.model, ctx.tokenizer) if s.synthesize_writer == "target" else expert.get()
@@ -291,7 +291,6 @@ class DistillMethod(FusionMethod):
                     cap = auto_cap([done[i] for i in pilot])
                     ctx.on_event("stage", f"source {index}: --gen-max-new-tokens auto -> {cap}")
                 answer([i for i in todo if missing(i)], cap)
-                del expert
             elif cap == "auto":
                 cap = auto_cap([done[i] for i in range(min(PILOT, len(conversations)))])
         answers: list[CachedAnswer | None] = []
@@ -367,8 +366,8 @@ class _Expert:
     """Source ``index``'s expert (its base model with its adapter), loaded on first use (cached answers and prompts
     need none) and shared by the prompt writer (``--synthesize-writer source``) and the answers."""
 
-    def __init__(self, method: DistillMethod, ctx: FuseContext, index: int) -> None:
-        self.ref, self.ctx = method.distill.source_models[index], ctx
+    def __init__(self, ref: str, ctx: FuseContext, index: int) -> None:
+        self.ref, self.ctx = ref, ctx
         self.config, self.blob = ctx.plans[0].source_adapter(index)
         self.adapter_hash = hashlib.sha256(self.blob.blob.tobytes()).hexdigest()
         self.identity = f"source {self.ref} {self.adapter_hash}"
