@@ -46,7 +46,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE)]
 
-from report_cross_family import write_report  # noqa: E402
+from report_cross_family import distill_record, earlier_results, merge_results, scores_prf, write_report  # noqa: E402
 
 from hf_common.atomic import write_text_atomic  # noqa: E402
 from hf_common.console import Console  # noqa: E402
@@ -267,8 +267,8 @@ def main() -> None:
         report = adapter / "fusion_report.json" if adapter else None
         if report and report.exists() and "distill" in (fused := json.loads(report.read_text())):
             run["distill"] = distill_record(fused["distill"])
-        entry = {**run, "tasks": {t: {**_prf(s), "cut": s.get("cut", 0)} for t, s in scores["tasks"].items()},
-                 "macro": _prf(scores["macro"]),
+        entry = {**run, "tasks": {t: {**scores_prf(s), "cut": s.get("cut", 0)} for t, s in scores["tasks"].items()},
+                 "macro": scores_prf(scores["macro"]),
                  "eval_dir": str(work / f"eval-{run['name']}"), "train_seconds": cost.get("seconds", 0.0),
                  "train_peak_mib": cost.get("peak_mib", 0.0)}
         with locked(work):  # what another invocation on this folder recorded meanwhile is kept
@@ -284,7 +284,7 @@ def main() -> None:
     for task in mode.sources:  # the ceiling: each expert on its own task, on its own base model
         scores = study.evaluate(f"expert-{task}", experts[task], [data[task]["heldout"]], base_model=EXPERT_BASE[task])
         results["experts"][task] = scores["tasks"][task]["f1"]
-        results.setdefault("expert_scores", {})[task] = _prf(scores["tasks"][task])
+        results.setdefault("expert_scores", {})[task] = scores_prf(scores["tasks"][task])
     sources = [experts[t] for t in mode.sources]
     real_plan = study.plan("plan-real", target, sources)
 
@@ -389,50 +389,6 @@ def main() -> None:
                     record({"name": name, "method": method, "seed": seed, **setting, "source_labels_per_task": n,
                             "null_source": null, "lr_chosen_at_source_labels": tune_at, **variant}, adapter, name)
     console.success(f"results in {results_file.with_suffix('.md')}" + (f" and {publish}" if publish else ""))
-
-
-def distill_record(distill: dict) -> dict:
-    """What a run's fusion report says about distill's examples: per source, the answers kept and dropped and, for
-    data-free runs, what the writer wrote and the filter kept (older reports lack the temperature: it was 1.0)."""
-    sources = {}
-    for i, v in distill["sources"].items():
-        sources[i] = {k: v[k] for k in ("prompts", "kept", "empty", "truncated")}
-        if "synthesis" in v:
-            x = v["synthesis"]
-            sources[i]["synthesis"] = {"candidates": x["candidates"], "kept": x["kept"],
-                                       "temperature": x.get("temperature", 1.0), "writer": x.get("writer", "target")}
-    return {"n_generated_examples": distill["n_generated_examples"], "sources": sources}
-
-
-def merge_results(results: dict, other: dict) -> None:
-    """Add to ``results`` the runs and choices of ``other`` that it does not hold (its own entries win)."""
-    names = {r["name"] for r in results["runs"]}
-    results["runs"] += [r for r in other.get("runs", []) if r["name"] not in names]
-    for key in ("experts", "expert_scores"):
-        results[key] = {**other.get(key, {}), **results.get(key, {})}
-    for key in ("chosen_lr", "validation"):
-        for tag, methods in other.get(key, {}).items():
-            results[key][tag] = {**methods, **results[key].get(tag, {})}
-
-
-def earlier_results(path: Path, meta: dict) -> dict:
-    """What an earlier invocation on the same work folder measured with the same settings (other ``--labels`` or
-    ``--methods`` allowed), so that results accumulate instead of being replaced."""
-    if not path.exists():
-        return {}
-    earlier = json.loads(path.read_text())
-
-    before, now = earlier.get("settings", {}), json.loads(json.dumps(meta["settings"]))  # tuples and lists alike
-    # a setting added since (for a new method) does not count, nor those that choose what runs but not how a run
-    # goes: the label counts, the rates searched and how far past them (a run at a rate is the same run)
-    shared = (set(before) & set(now)) - {"labels", "grid", "beyond"}
-    if earlier.get("mode") != meta["mode"] or any(before[k] != now[k] for k in shared):
-        return {}
-    return {key: earlier[key] for key in ("experts", "expert_scores", "runs", "chosen_lr", "validation") if key in earlier}
-
-
-def _prf(score: dict) -> dict:
-    return {k: score[k] for k in ("precision", "recall", "f1")}
 
 
 if __name__ == "__main__":

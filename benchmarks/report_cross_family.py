@@ -21,6 +21,51 @@ from hf_eval.compare import mean_std, paired_difference  # noqa: E402
 from hf_eval.study import per_example_counts  # noqa: E402
 
 
+def distill_record(distill: dict) -> dict:
+    """What a run's fusion report says about distill's examples: per source, the answers kept and dropped and, for
+    data-free runs, what the writer wrote and the filter kept (older reports lack the temperature: it was 1.0)."""
+    sources = {}
+    for i, v in distill["sources"].items():
+        sources[i] = {k: v[k] for k in ("prompts", "kept", "empty", "truncated")}
+        if "synthesis" in v:
+            x = v["synthesis"]
+            sources[i]["synthesis"] = {"candidates": x["candidates"], "kept": x["kept"],
+                                       "temperature": x.get("temperature", 1.0), "writer": x.get("writer", "target")}
+    return {"n_generated_examples": distill["n_generated_examples"], "sources": sources}
+
+
+def merge_results(results: dict, other: dict) -> None:
+    """Add to ``results`` the runs and choices of ``other`` that it does not hold (its own entries win)."""
+    names = {r["name"] for r in results["runs"]}
+    results["runs"] += [r for r in other.get("runs", []) if r["name"] not in names]
+    for key in ("experts", "expert_scores"):
+        results[key] = {**other.get(key, {}), **results.get(key, {})}
+    for key in ("chosen_lr", "validation"):
+        for tag, methods in other.get(key, {}).items():
+            results[key][tag] = {**methods, **results[key].get(tag, {})}
+
+
+def earlier_results(path: Path, meta: dict) -> dict:
+    """What an earlier invocation on the same work folder measured with the same settings (other ``--labels`` or
+    ``--methods`` allowed), so that results accumulate instead of being replaced."""
+    if not path.exists():
+        return {}
+    earlier = json.loads(path.read_text())
+
+    before, now = earlier.get("settings", {}), json.loads(json.dumps(meta["settings"]))  # tuples and lists alike
+    # a setting added since (for a new method) does not count, nor those that choose what runs but not how a run
+    # goes: the label counts, the rates searched and how far past them (a run at a rate is the same run)
+    shared = (set(before) & set(now)) - {"labels", "grid", "beyond"}
+    if earlier.get("mode") != meta["mode"] or any(before[k] != now[k] for k in shared):
+        return {}
+    return {key: earlier[key] for key in ("experts", "expert_scores", "runs", "chosen_lr", "validation") if key in earlier}
+
+
+def scores_prf(score: dict) -> dict:
+    """Precision, recall and F1 of one score entry (what each run keeps per task and macro)."""
+    return {k: score[k] for k in ("precision", "recall", "f1")}
+
+
 def groups(runs: list[dict], settings: dict) -> dict[tuple, list[dict]]:
     """Runs by (source labels, method, null source, steps, unlabelled prompts, variant); the target-alone run is its
     own group.

@@ -127,14 +127,14 @@ def test_results_accumulate_across_invocations_with_the_same_settings(tmp_path):
     earlier = {"mode": "cpu", "settings": settings, "runs": [{"name": "hypernet-L0-lr0.0003-s0"}], "experts": {"x": 0.5}}
     (tmp_path / "results.json").write_text(json.dumps(earlier))
     other_labels = {"mode": "cpu", "settings": asdict(replace(bench.MODES["cpu"], labels=(0,)))}
-    kept = bench.earlier_results(tmp_path / "results.json", other_labels)
+    kept = report.earlier_results(tmp_path / "results.json", other_labels)
     assert kept["runs"] == earlier["runs"] and kept["experts"] == {"x": 0.5}
     further = {"mode": "cpu", "settings": asdict(replace(bench.MODES["cpu"], beyond=bench.MODES["cpu"].beyond + 1,
                                                          grid=(1e-3, 3e-3)))}
-    assert bench.earlier_results(tmp_path / "results.json", further)["runs"] == earlier["runs"]  # the same runs
+    assert report.earlier_results(tmp_path / "results.json", further)["runs"] == earlier["runs"]  # the same runs
     other_budget = {"mode": "cpu", "settings": asdict(replace(bench.MODES["cpu"], n_heldout=24))}
-    assert bench.earlier_results(tmp_path / "results.json", other_budget) == {}
-    assert bench.earlier_results(tmp_path / "missing.json", other_labels) == {}
+    assert report.earlier_results(tmp_path / "results.json", other_budget) == {}
+    assert report.earlier_results(tmp_path / "missing.json", other_labels) == {}
 
 
 def test_results_of_two_invocations_merge_and_each_keeps_its_own_entries():
@@ -142,7 +142,7 @@ def test_results_of_two_invocations_merge_and_each_keeps_its_own_entries():
             "validation": {"L0": {"hypernet": {"0.0001": 0.1}}}}
     other = {"runs": [{"name": "a", "x": 2}, {"name": "b"}], "experts": {"u": 0.7},
              "chosen_lr": {"L0": {"hypernet": 3e-4, "project": 1.0}}, "validation": {"L0": {"project": {"1": 0.2}}}}
-    bench.merge_results(mine, other)
+    report.merge_results(mine, other)
     assert mine["runs"] == [{"name": "a", "x": 1}, {"name": "b"}]
     assert mine["experts"] == {"t": 0.5, "u": 0.7}
     assert mine["chosen_lr"] == {"L0": {"hypernet": 1e-4, "project": 1.0}}
@@ -194,8 +194,8 @@ def test_a_runs_record_says_what_the_writer_wrote_and_the_filter_kept():
     new = {"n_generated_examples": 39, "sources": {"0": {**answers, "synthesis": {
         "candidates": 216, "kept": 46, "temperature": 0.7, "writer": "source", "lines": 3}}}}
     plain = {"n_generated_examples": 39, "sources": {"0": answers}}
-    assert bench.distill_record(old)["sources"]["0"]["synthesis"] == {"candidates": 216, "kept": 46, "temperature": 1.0,
+    assert report.distill_record(old)["sources"]["0"]["synthesis"] == {"candidates": 216, "kept": 46, "temperature": 1.0,
                                                                       "writer": "target"}
-    assert bench.distill_record(new)["sources"]["0"]["synthesis"]["temperature"] == 0.7
-    assert bench.distill_record(plain) == {"n_generated_examples": 39, "sources": {"0": {
+    assert report.distill_record(new)["sources"]["0"]["synthesis"]["temperature"] == 0.7
+    assert report.distill_record(plain) == {"n_generated_examples": 39, "sources": {"0": {
         "prompts": 46, "kept": 39, "empty": 0, "truncated": 7}}}
