@@ -139,6 +139,13 @@ def split(data_dir: Path, work: Path, mode: Mode, n_unlabeled: int | None = None
     return paths
 
 
+def source_tag(mode: str, sources: tuple[str, ...]) -> str:
+    """What the names of steps that depend on the source tasks (plans, runs, the target's scores on their tasks) end
+    with: nothing for the mode's own sources, else the tasks, so that invocations with other ``--sources`` never
+    replace the mode's steps in the work folder they share (experts, null sources and caches are shared)."""
+    return "" if tuple(sources) == MODES[mode].sources else "-src_" + "_".join(sources)
+
+
 def _write(path: Path, text: str) -> None:
     """Write a split file unless it already holds ``text`` (invocations running at once read them meanwhile)."""
     if not path.exists() or path.read_text() != text:
@@ -242,6 +249,8 @@ def main() -> None:
         raise SystemExit("--steps and --epochs must be positive")
     n_unlabeled = args.unlabeled_count or mode.n_unlabeled
     tag = "" if budget == mode.budget else f"-T{budget.steps}" if budget.steps is not None else f"-E{budget.epochs:g}"
+    src = source_tag(args.mode, mode.sources)
+    tag += src
     fusion_tag = tag + (f"-V{args.variant}" if args.variant else "")  # replay-tune takes no hf-fuse options
     distill_tag = fusion_tag + ("" if n_unlabeled == mode.n_unlabeled else f"-U{n_unlabeled}")
     if args.synthesize:
@@ -279,17 +288,17 @@ def main() -> None:
     experts = {t: study.expert(f"expert-{t}", EXPERT_BASE[t], data[t]["train"], epochs=mode.expert_epochs,
                                lr=mode.expert_lr) for t in tasks}
     target = experts[TARGET_TASK]
-    record({"name": "target", "method": "target", "seed": 0, "lr": None, "source_labels_per_task": None,
+    record({"name": f"target{src}", "method": "target", "seed": 0, "lr": None, "source_labels_per_task": None,
             "null_source": False}, target, None)
     for task in mode.sources:  # the ceiling: each expert on its own task, on its own base model
         scores = study.evaluate(f"expert-{task}", experts[task], [data[task]["heldout"]], base_model=EXPERT_BASE[task])
         results["experts"][task] = scores["tasks"][task]["f1"]
         results.setdefault("expert_scores", {})[task] = scores_prf(scores["tasks"][task])
     sources = [experts[t] for t in mode.sources]
-    real_plan = study.plan("plan-real", target, sources)
+    real_plan = study.plan(f"plan-real{src}", target, sources)
 
     def null_plan(seed: int) -> Path:
-        return study.plan(f"plan-null-s{seed}", target, [study.null_source(s, seed) for s in sources])
+        return study.plan(f"plan-null-s{seed}{src}", target, [study.null_source(s, seed) for s in sources])
 
     def replay_for(n: int) -> list[Path]:
         return [data[TARGET_TASK]["train"], *[data[t]["train" if n >= mode.pool else f"train-{n}"]

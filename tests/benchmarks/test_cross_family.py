@@ -199,3 +199,10 @@ def test_a_runs_record_says_what_the_writer_wrote_and_the_filter_kept():
     assert report.distill_record(new)["sources"]["0"]["synthesis"]["temperature"] == 0.7
     assert report.distill_record(plain) == {"n_generated_examples": 39, "sources": {"0": {
         "prompts": 46, "kept": 39, "empty": 0, "truncated": 7}}}
+
+
+def test_other_source_tasks_name_their_own_plans_and_runs():
+    assert bench.source_tag("cpu", ("findvehicle",)) == ""  # the mode's own sources: the names runs always had
+    two = bench.source_tag("cpu", ("findvehicle", "conll04"))
+    assert two and two != bench.source_tag("cpu", ("conll04", "findvehicle")) != ""  # the order is the plan's
+    assert bench.source_tag("full", ("findvehicle",)) not in ("", two)
