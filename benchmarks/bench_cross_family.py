@@ -27,7 +27,8 @@ over held-out examples for fusion - replay-tune and fusion - null-source, per ta
     python benchmarks/bench_cross_family.py --mode smoke  # minutes: the whole pipeline on 8 examples per task
 
 Every step is skipped when its output exists, so an interrupted run continues where it stopped; the
-results (WORK/results.json and .md; results_<TASKS>.* for other --sources) are rewritten after every evaluation.
+results (WORK/results.json and .md; results_<TASKS>.* for other --sources, whose plans and runs are named
+-src_<TASKS>) are rewritten after every evaluation.
 """
 
 from __future__ import annotations
