@@ -2,6 +2,11 @@
 bootstrap intervals), rewritten after every evaluation.  Used by ``bench_cross_family.py``; also runs alone:
 
     python benchmarks/report_cross_family.py WORK [--publish [STEM]]    # re-render WORK/results*.json
+    python benchmarks/report_cross_family.py WORK/results.json --into benchmarks/results/NAME.json
+
+``--into`` adds a work folder's runs to a published file of the same settings (a table built over several machines
+or sessions, each starting with an empty work folder): runs of the same name are replaced, the others kept, and so are
+the published intervals that the work folder cannot recompute (their evaluations are not on this machine).
 """
 
 from __future__ import annotations
@@ -307,7 +312,24 @@ def write_report(work: Path, results: dict, publish: Path | None = None, stem: s
         shutil.copyfile(work / f"{name}.md", publish / f"{stem}.md")
 
 
+def merge_into(fresh_file: Path, into: Path) -> None:
+    """``fresh_file``'s results over those published in ``into`` (``.json``; its ``.md`` is rewritten beside it)."""
+    fresh, published = json.loads(fresh_file.read_text()), json.loads(into.read_text())
+    earlier = earlier_results(into, fresh)
+    if not earlier:
+        raise SystemExit(f"{into}: its mode or settings differ from {fresh_file}'s; nothing merged")
+    merge_results(fresh, earlier)
+    fresh["comparisons"] = comparisons(fresh)
+    done = {c["comparison"] for c in fresh["comparisons"]}
+    fresh["comparisons"] += [c for c in published.get("comparisons", []) if c["comparison"] not in done]
+    write_text_atomic(into, json.dumps(fresh, indent=2) + "\n", force=True)
+    write_text_atomic(into.with_suffix(".md"), render(fresh), force=True)
+
+
 if __name__ == "__main__":
+    if "--into" in sys.argv:
+        merge_into(Path(sys.argv[1]), Path(sys.argv[sys.argv.index("--into") + 1]))
+        sys.exit(0)
     folder = Path(sys.argv[1])
     publish = "--publish" in sys.argv
     stem = sys.argv[sys.argv.index("--publish") + 1] if publish and sys.argv[-1] != "--publish" else "cross_family"

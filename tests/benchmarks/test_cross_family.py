@@ -149,6 +149,45 @@ def test_results_of_two_invocations_merge_and_each_keeps_its_own_entries():
     assert mine["validation"]["L0"] == {"hypernet": {"0.0001": 0.1}, "project": {"1": 0.2}}
 
 
+def test_a_fresh_work_folder_merges_into_a_published_table_and_keeps_what_it_cannot_recompute(tmp_path):
+    import shutil
+
+    right, wrong = (1, 1, 1), (1, 1, 0)
+    base = {"mode": "test", "settings": asdict(bench.MODES["smoke"]), "commit": "abc", "date": "d", "device": "cpu",
+            "target_task": "a", "source_tasks": ["b"], "experts": {"b": 1.0}, "expert_scores": {}, "chosen_lr": {},
+            "validation": {}}
+    old, new = tmp_path / "old", tmp_path / "new"
+    old.mkdir(), new.mkdir()
+    # the published table: a row and its twin, whose evaluations were on another machine (removed below)
+    runs = [_run(old, "d-s0", "distill-lora", 0, False, {"a": [right, wrong], "b": [right, wrong]}),
+            _run(old, "dn-s0", "distill-lora", 0, True, {"a": [right, wrong], "b": [wrong, wrong]}),
+            _run(old, "rt-s0", "replay-tune", 0, False, {"a": [right, right], "b": [wrong, wrong]})]
+    report.write_report(old, {**base, "runs": runs, "chosen_lr": {"L0": {"distill-lora": 1e-3}}})
+    published = tmp_path / "table.json"
+    shutil.copyfile(old / "results.json", published)
+    kept = {c["comparison"]: c for c in json.loads(published.read_text())["comparisons"]}
+    for folder in old.glob("eval-*"):
+        shutil.rmtree(folder)
+    # a fresh folder: an option row with its twin, and the replay-tune run measured again (its name wins)
+    fresh = [{**_run(new, f"{n}-s0", "distill-lora", 0, null, {"a": [right, wrong], "b": [c, wrong]}), "variant": "x"}
+             for n, null, c in (("v", False, right), ("vn", True, wrong))]
+    fresh.append({**_run(new, "rt-s0", "replay-tune", 0, False, {"a": [right, wrong], "b": [wrong, wrong]}), "new": 1})
+    report.write_report(new, {**base, "runs": fresh, "chosen_lr": {"L0-Vx": {"distill-lora": 3e-3}}})
+    report.merge_into(new / "results.json", published)
+    merged = json.loads(published.read_text())
+    assert sorted(r["name"] for r in merged["runs"]) == ["d-s0", "dn-s0", "rt-s0", "v-s0", "vn-s0"]
+    assert next(r for r in merged["runs"] if r["name"] == "rt-s0")["new"] == 1
+    assert merged["chosen_lr"] == {"L0": {"distill-lora": 1e-3}, "L0-Vx": {"distill-lora": 3e-3}}
+    by = {c["comparison"]: c for c in merged["comparisons"]}
+    assert by["distill-lora - null-source"] == kept["distill-lora - null-source"]  # kept: its evaluations are gone
+    assert by["distill-lora [x] - null-source"]["tasks"]["b"]["diff"] == pytest.approx(0.5)  # computed from the fresh
+    assert "distill-lora [x]" in published.with_suffix(".md").read_text()
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({**merged, "settings": {**merged["settings"], "n_heldout": 1}}))
+    with pytest.raises(SystemExit, match="settings differ"):
+        report.merge_into(new / "results.json", other)
+
+
 def test_each_bar_judges_its_own_runs(tmp_path):
     right, wrong = (1, 1, 1), (1, 1, 0)
     runs = [_run(tmp_path, "target", "target", 0, False, {"a": [right], "b": [wrong], "c": [wrong]}, labels=None)]
