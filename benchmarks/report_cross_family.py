@@ -300,12 +300,17 @@ def bar_rows(results: dict, bar: Bar = BARS[0]) -> list[str]:
     return rows
 
 
+def write_json_and_report(path: Path, results: dict) -> None:
+    """``results`` as ``path`` (``.json``) and rendered as the ``.md`` beside it."""
+    write_text_atomic(path, json.dumps(results, indent=2) + "\n", force=True)
+    write_text_atomic(path.with_suffix(".md"), render(results), force=True)
+
+
 def write_report(work: Path, results: dict, publish: Path | None = None, stem: str = "cross_family",
                  name: str = "results") -> None:
     """``WORK/NAME.json`` and ``.md``; with ``publish``, copies named ``STEM.json`` and ``.md`` there."""
     results["comparisons"] = comparisons(results)
-    for path, text in ((work / f"{name}.json", json.dumps(results, indent=2) + "\n"), (work / f"{name}.md", render(results))):
-        write_text_atomic(path, text, force=True)
+    write_json_and_report(work / f"{name}.json", results)
     if publish:
         publish.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(work / f"{name}.json", publish / f"{stem}.json")
@@ -322,8 +327,7 @@ def merge_into(fresh_file: Path, into: Path) -> None:
     fresh["comparisons"] = comparisons(fresh)
     done = {c["comparison"] for c in fresh["comparisons"]}
     fresh["comparisons"] += [c for c in published.get("comparisons", []) if c["comparison"] not in done]
-    write_text_atomic(into, json.dumps(fresh, indent=2) + "\n", force=True)
-    write_text_atomic(into.with_suffix(".md"), render(fresh), force=True)
+    write_json_and_report(into, fresh)
 
 
 if __name__ == "__main__":
