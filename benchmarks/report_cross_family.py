@@ -6,7 +6,9 @@ bootstrap intervals), rewritten after every evaluation.  Used by ``bench_cross_f
 
 ``--into`` adds a work folder's runs to a published file of the same settings (a table built over several machines
 or sessions, each starting with an empty work folder): runs of the same name are replaced, the others kept, and so are
-the published intervals that the work folder cannot recompute (their evaluations are not on this machine).
+the published intervals that the work folder cannot recompute (their evaluations are not on this machine).  The source
+tasks may differ (one source, two in one plan): the table then keeps a section per set of source tasks, whose runs are
+compared and judged only among themselves.
 """
 
 from __future__ import annotations
@@ -50,9 +52,10 @@ def merge_results(results: dict, other: dict) -> None:
             results[key][tag] = {**methods, **results[key].get(tag, {})}
 
 
-def earlier_results(path: Path, meta: dict) -> dict:
+def earlier_results(path: Path, meta: dict, also_free: tuple[str, ...] = ()) -> dict:
     """What an earlier invocation on the same work folder measured with the same settings (other ``--labels`` or
-    ``--methods`` allowed), so that results accumulate instead of being replaced."""
+    ``--methods`` allowed, and the settings named in ``also_free``), so that results accumulate instead of being
+    replaced."""
     if not path.exists():
         return {}
     earlier = json.loads(path.read_text())
@@ -60,10 +63,28 @@ def earlier_results(path: Path, meta: dict) -> dict:
     before, now = earlier.get("settings", {}), json.loads(json.dumps(meta["settings"]))  # tuples and lists alike
     # a setting added since (for a new method) does not count, nor those that choose what runs but not how a run
     # goes: the label counts, the rates searched and how far past them (a run at a rate is the same run)
-    shared = (set(before) & set(now)) - {"labels", "grid", "beyond"}
+    shared = (set(before) & set(now)) - {"labels", "grid", "beyond", *also_free}
     if earlier.get("mode") != meta["mode"] or any(before[k] != now[k] for k in shared):
         return {}
     return {key: earlier[key] for key in ("experts", "expert_scores", "runs", "chosen_lr", "validation") if key in earlier}
+
+
+def sources_of(entry: dict, results: dict) -> tuple[str, ...]:
+    """The source tasks a run (or a comparison) covers: those of ``results`` among its scored tasks."""
+    return tuple(entry.get("sources") or (t for t in results["source_tasks"] if t in entry["tasks"]))
+
+
+def source_sets(results: dict) -> list[dict]:
+    """``results`` per set of source tasks: a published table may hold plans of one source and plans of several,
+    whose runs are grouped, compared and judged only among themselves (a view each: its tasks, runs, experts and
+    comparisons)."""
+    runs: dict[tuple, list] = defaultdict(list)
+    for run in results["runs"]:
+        runs[sources_of(run, results)].append(run)
+    return [{**results, "source_tasks": list(tasks), "runs": chosen,
+             "experts": {t: v for t, v in results.get("experts", {}).items() if t in tasks},
+             "comparisons": [c for c in results.get("comparisons", []) if sources_of(c, results) == tasks]}
+            for tasks, chosen in runs.items()]
 
 
 def scores_prf(score: dict) -> dict:
@@ -109,7 +130,11 @@ def _counts(runs: list[dict], tasks: list[str]) -> dict[str, list]:
 
 def comparisons(results: dict) -> list[dict]:
     """Paired bootstrap, at each label count and budget (same seeds only), of every fusion method against
-    replay-tune of the same steps and against its own null-source twin."""
+    replay-tune of the same steps and against its own null-source twin, within each set of source tasks."""
+    return [c for view in source_sets(results) for c in _comparisons(view)]
+
+
+def _comparisons(results: dict) -> list[dict]:
     tasks = [results["target_task"], *results["source_tasks"]]
     s = results["settings"]
     by_group = groups(results["runs"], s)
@@ -131,13 +156,11 @@ def comparisons(results: dict) -> list[dict]:
             except (OSError, ValueError):  # an evaluation folder of another machine: numbers only, no interval
                 continue
             out.append({"source_labels_per_task": labels, "comparison": what, "seeds": seeds, "tasks": diff,
-                        "method": method, "steps": steps})
+                        "method": method, "steps": steps, "sources": results["source_tasks"]})
     return out
 
 
 def render(results: dict) -> str:
-    tasks = [results["target_task"], *results["source_tasks"]]
-    experts = results.get("experts", {})
     target = next((r for r in results["runs"] if r["method"] == "target"), None)
     s = results["settings"]
     lines = [f"# Cross-family benchmark ({results['mode']} mode)", "",
@@ -161,8 +184,20 @@ def render(results: dict) -> str:
             labels, _, budget = tag[1:].partition("-")
             lines.append(f"| {labels} | {method}{f' [{budget}]' if budget else ''} | "
                          f"{results['chosen_lr'][tag][method]:g} | {grid} |")
+    views = source_sets(results)
+    for view in views:
+        lines += _render_set(view, f" (sources: {', '.join(view['source_tasks'])})" if len(views) > 1 else "")
+    return "\n".join(lines) + "\n"
+
+
+def _render_set(results: dict, suffix: str) -> list[str]:
+    """The held-out table, intervals, bars and runs of one set of source tasks (``suffix`` names it in each title)."""
+    tasks = [results["target_task"], *results["source_tasks"]]
+    experts = results.get("experts", {})
+    target = next((r for r in results["runs"] if r["method"] == "target"), None)
+    s = results["settings"]
     header = " | ".join(f"{t} F1" for t in tasks)
-    lines += ["", "## Held-out F1 (%), mean ± std over seeds", "",
+    lines = ["", f"## Held-out F1 (%), mean ± std over seeds{suffix}", "",
               "Share of ceiling: the source task's F1 as a share of its expert's; the target task's as a share of the "
               "target alone.", "",
               f"| source labels | run | seeds | lr | {header} | macro F1 | share of ceiling | train s |",
@@ -189,7 +224,8 @@ def render(results: dict) -> str:
                      f" | {100 * mean:.1f} ± {100 * std:.1f} | {'; '.join(shares)} | {seconds:.0f} |")
     comps = results.get("comparisons", [])
     if comps:
-        lines += ["", "## Paired bootstrap: differences of seed means (F1 points, 95 % interval over held-out examples)", "",
+        lines += ["", f"## Paired bootstrap: differences of seed means (F1 points, 95 % interval over held-out examples){suffix}",
+                  "",
                   "| source labels | comparison | seeds | " + " | ".join(tasks) + " | macro |",
                   "|---|---|---|" + "---|" * (len(tasks) + 1)]
         for comp in comps:
@@ -200,18 +236,19 @@ def render(results: dict) -> str:
     for bar in BARS:
         rows = bar_rows(results, bar)
         if rows:
-            lines += ["", f"## The bar of {bar.title} (0 source labels, mean over seeds)", "",
+            lines += ["", f"## The bar of {bar.title} (0 source labels, mean over seeds){suffix}", "",
                       f"Pass needs all of: {bar.conditions()}. Gap closed: (fused - target alone) / (expert - target "
                       "alone) on the source task; of labelled: the share of what the target reaches when trained on "
                       "every labelled source-task example of the pool (replay-tune, same steps), where measured.", "",
                       "| method | seeds | source task F1 (share of expert; gap closed) | null-source twin F1 | gap | "
                       "target task vs alone | vs twin | pass |", "|---|---|---|---|---|---|---|---|", *rows]
-    lines += ["", "## Every run", "", "| run | " + " | ".join(f"{t} P / R / F1" for t in tasks) + " | train s | peak MiB |",
+    lines += ["", f"## Every run{suffix}", "",
+              "| run | " + " | ".join(f"{t} P / R / F1" for t in tasks) + " | train s | peak MiB |",
               "|---|" + "---|" * (len(tasks) + 2)]
     for run in results["runs"]:
         cells = [" / ".join(f"{100 * run['tasks'][t][k]:.1f}" for k in ("precision", "recall", "f1")) for t in tasks]
         lines.append(f"| {run['name']} | " + " | ".join(cells) + f" | {run['train_seconds']:.0f} | {run['train_peak_mib']:.0f} |")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 @dataclass(frozen=True)
@@ -318,15 +355,25 @@ def write_report(work: Path, results: dict, publish: Path | None = None, stem: s
 
 
 def merge_into(fresh_file: Path, into: Path) -> None:
-    """``fresh_file``'s results over those published in ``into`` (``.json``; its ``.md`` is rewritten beside it)."""
+    """``fresh_file``'s results over those published in ``into`` (``.json``; its ``.md`` is rewritten beside it).
+    The two may hold other source tasks (one source, two in one plan): the table then holds both sets, each
+    compared and judged on its own."""
     fresh, published = json.loads(fresh_file.read_text()), json.loads(into.read_text())
-    earlier = earlier_results(into, fresh)
+    earlier = earlier_results(into, fresh, also_free=("sources",))
     if not earlier:
         raise SystemExit(f"{into}: its mode or settings differ from {fresh_file}'s; nothing merged")
+    sources = list(dict.fromkeys([*published["source_tasks"], *fresh["source_tasks"]]))
+    # the intervals that cannot be computed again (evaluations of another machine): the fresh file's, then the table's
+    kept = [{**c, "sources": list(sources_of(c, origin))} for origin in (fresh, published)
+            for c in origin.get("comparisons", [])]
     merge_results(fresh, earlier)
+    fresh["source_tasks"] = fresh["settings"]["sources"] = sources
     fresh["comparisons"] = comparisons(fresh)
-    done = {c["comparison"] for c in fresh["comparisons"]}
-    fresh["comparisons"] += [c for c in published.get("comparisons", []) if c["comparison"] not in done]
+    done = {(tuple(c["sources"]), c["comparison"]) for c in fresh["comparisons"]}
+    for c in kept:
+        if (key := (tuple(c["sources"]), c["comparison"])) not in done:
+            fresh["comparisons"].append(c)
+            done.add(key)
     write_json_and_report(into, fresh)
 
 

@@ -57,7 +57,7 @@ ROWS = {  # adapter -> what its row means
     "hypernet, null source": "the same with the expert replaced by noise: what the labelled replay alone gives",
     "replay-tune": "the target trained on the labelled replay, same steps, learning rate chosen on the validation split",
 }
-DISTILL_LR = 1e-3  # chosen on the cross-family benchmark's validation split (benchmarks/results/cross_family.md)
+DISTILL_LR = 1e-3  # chosen on the cross-family benchmark's validation split (benchmarks/results/cross_family_2026-11-23.md)
 
 
 def main(work: Path, target_base: str = "smollm2", source_base: str = "gemma3", console: Console | None = None) -> dict:

@@ -188,6 +188,44 @@ def test_a_fresh_work_folder_merges_into_a_published_table_and_keeps_what_it_can
         report.merge_into(new / "results.json", other)
 
 
+def test_a_two_source_plan_joins_a_one_source_table_and_each_set_is_compared_and_judged_on_its_own(tmp_path):
+    import shutil
+
+    right, wrong = (1, 1, 1), (1, 1, 0)
+    base = {"mode": "test", "commit": "abc", "date": "d", "device": "cpu", "target_task": "a", "expert_scores": {},
+            "chosen_lr": {}, "validation": {}}
+    tables = {}
+    for sources, experts in ((["b"], {"b": 1.0}), (["b", "c"], {"b": 1.0, "c": 0.5})):
+        folder, tag = tmp_path / "_".join(sources), "-".join(sources)
+        folder.mkdir()
+        scores = {"a": [right, right], "b": [right, right], "c": [wrong, wrong]}  # each fused run: b learnt, c not
+        runs = [_run(folder, f"target-{tag}", "target", 0, False, {t: [wrong, wrong] for t in ["a", *sources]}, labels=None)]
+        for seed in range(3):
+            runs.append(_run(folder, f"d-s{seed}-{tag}", "distill-lora", seed, False, {t: scores[t] for t in ["a", *sources]}))
+            runs.append(_run(folder, f"dn-s{seed}-{tag}", "distill-lora", seed, True,
+                             {t: [right, wrong] if t == "a" else [wrong, wrong] for t in ["a", *sources]}))
+        settings = {**asdict(bench.MODES["smoke"]), "sources": sources}
+        report.write_report(folder, {**base, "settings": settings, "source_tasks": sources, "experts": experts, "runs": runs})
+        tables[tag] = folder / "results.json"
+    computed = json.loads(tables["b-c"].read_text())["comparisons"]
+    for folder in (tmp_path / "b_c").glob("eval-*"):  # a table of another machine: its intervals are kept, not computed
+        shutil.rmtree(folder)
+    report.merge_into(tables["b-c"], tables["b"])
+    merged = json.loads(tables["b"].read_text())
+    assert merged["source_tasks"] == merged["settings"]["sources"] == ["b", "c"] and len(merged["runs"]) == 14
+    assert merged["experts"] == {"b": 1.0, "c": 0.5}
+    # the same comparison's name in both sets, each computed among its own runs
+    assert sorted((tuple(c["sources"]), c["comparison"]) for c in merged["comparisons"]) == [
+        (("b",), "distill-lora - null-source"), (("b", "c"), "distill-lora - null-source")]
+    assert [c["tasks"] for c in merged["comparisons"] if c["sources"] == ["b", "c"]] == [computed[0]["tasks"]]
+    text = tables["b"].with_suffix(".md").read_text()
+    one = text.split("## The bar of issue 20, with the source task's unlabelled prompts")[1].split("## ")[0]
+    two = text.split("## The bar of issue 20, two experts in one plan")[1].split("## ")[0]
+    assert one.startswith(" (0 source labels, mean over seeds) (sources: b)") and "| yes |" in one
+    assert two.startswith(" (0 source labels, mean over seeds) (sources: b, c)") and "| no |" in two  # c at 0 %
+    assert text.count("## The bar of issue 20, two experts") == 1  # a one-source plan is not judged as two
+
+
 def test_each_bar_judges_its_own_runs(tmp_path):
     right, wrong = (1, 1, 1), (1, 1, 0)
     runs = [_run(tmp_path, "target", "target", 0, False, {"a": [right], "b": [wrong], "c": [wrong]}, labels=None)]
