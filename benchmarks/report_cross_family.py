@@ -52,14 +52,15 @@ def merge_results(results: dict, other: dict) -> None:
             results[key][tag] = {**methods, **results[key].get(tag, {})}
 
 
-def earlier_results(path: Path, meta: dict, also_free: tuple[str, ...] = ()) -> dict:
+def earlier_results(path: Path, meta: dict) -> dict:
     """What an earlier invocation on the same work folder measured with the same settings (other ``--labels`` or
-    ``--methods`` allowed, and the settings named in ``also_free``), so that results accumulate instead of being
-    replaced."""
-    if not path.exists():
-        return {}
-    earlier = json.loads(path.read_text())
+    ``--methods`` allowed), so that results accumulate instead of being replaced."""
+    return matching_results(json.loads(path.read_text()), meta) if path.exists() else {}
 
+
+def matching_results(earlier: dict, meta: dict, also_free: tuple[str, ...] = ()) -> dict:
+    """``earlier``'s measurements if its mode and settings are ``meta``'s (but for the settings that choose what runs,
+    and those named in ``also_free``), else nothing."""
     before, now = earlier.get("settings", {}), json.loads(json.dumps(meta["settings"]))  # tuples and lists alike
     # a setting added since (for a new method) does not count, nor those that choose what runs but not how a run
     # goes: the label counts, the rates searched and how far past them (a run at a rate is the same run)
@@ -359,7 +360,7 @@ def merge_into(fresh_file: Path, into: Path) -> None:
     The two may hold other source tasks (one source, two in one plan): the table then holds both sets, each
     compared and judged on its own."""
     fresh, published = json.loads(fresh_file.read_text()), json.loads(into.read_text())
-    earlier = earlier_results(into, fresh, also_free=("sources",))
+    earlier = matching_results(published, fresh, also_free=("sources",))
     if not earlier:
         raise SystemExit(f"{into}: its mode or settings differ from {fresh_file}'s; nothing merged")
     sources = list(dict.fromkeys([*published["source_tasks"], *fresh["source_tasks"]]))
