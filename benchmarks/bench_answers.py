@@ -23,7 +23,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE)]
 
-from bench_cross_family import EXPERT_BASE, MODES, split  # noqa: E402
+from cross_family_setup import EXPERT_BASE, MODES, split  # noqa: E402
 
 from hf_common.console import Console  # noqa: E402
 from hf_eval.experiment import Experiment  # noqa: E402

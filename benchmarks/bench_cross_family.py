@@ -35,122 +35,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import re
 import shlex
 import subprocess
 import sys
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from datetime import date
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE)]
 
+from cross_family_setup import EXPERT_BASE, FILES, MODES, TARGET_TASK, source_tag, split  # noqa: E402
 from report_cross_family import distill_record, earlier_results, merge_results, scores_prf, write_report  # noqa: E402
 
-from hf_common.atomic import write_text_atomic  # noqa: E402
 from hf_common.console import Console  # noqa: E402
 from hf_eval.experiment import Experiment, StepFailed, locked  # noqa: E402
-from hf_eval.study import HYPERNET_ARGS, Study, TrainBudget, repeated  # noqa: E402
-
-FILES = {"mit-movie": "mit-movie_sample300.json", "conll04": "RE_conll04_sample300.json",
-         "findvehicle": "ET_FindVehicle_sample300.json", "tweetner7": "TweetNER7_sample_15000_sample300.json"}
-EXPERT_BASE = {"mit-movie": "smollm2", "conll04": "gemma3", "findvehicle": "gemma3", "tweetner7": "smollm2"}
-TARGET_TASK = "mit-movie"
-POOL, VALIDATION = 216, 24  # of the first 240 examples of every file; the last 60 are held out
-
-
-@dataclass(frozen=True)
-class Mode:
-    sources: tuple[str, ...]
-    labels: tuple[int, ...]  # labelled source-task examples in the replay
-    grid: tuple[float, ...]  # learning rates tried by fusion and by replay-tune alike
-    seeds: int
-    budget: TrainBudget
-    expert_epochs: float
-    expert_lr: float
-    n_validation: int  # validation examples scored per task (of the 24)
-    n_heldout: int  # held-out examples scored per task (of the 60)
-    new_tokens: int  # distill's default cap on the experts' answers (the variants' `--gen-max-new-tokens auto` fits it)
-    eval_tokens: int  # cap on every evaluated answer: room for the longest gold answer (FindVehicle's: 89 tokens)
-    pool: int = POOL
-    n_unlabeled: int = POOL  # unlabelled prompts of each source task (its training pool, answers dropped) for distill
-    weights: tuple[float, ...] = (0.5, 1.0, 2.0)  # project: scales of the projected update tried on validation
-    tune_at: int | None = None  # label count at which the rates are chosen (None: at every label count)
-    beyond: int = 2  # rates tried past the grid's edges while an edge wins on validation (Study.pick_lr)
-
-
-MODES = {
-    # 2 CPU cores: one source task, 0 and 16 source labels (not all 216), 10 optimiser steps of 8 examples per
-    # run (`--steps` for more), every validation and held-out example, a three-rate grid searched at each label
-    # count per method, zero-shot prompts, distill's prompts the whole pool.  `--labels 0,16,216` adds the third
-    # setting.
-    "cpu": Mode(sources=("findvehicle",), labels=(0, 16), grid=(1e-4, 3e-4, 1e-3), seeds=3,
-                budget=TrainBudget(steps=10, batch_size=4, grad_accum=2, drop_history=True), expert_epochs=2,
-                expert_lr=3e-4, n_validation=24, n_heldout=60, new_tokens=48, eval_tokens=128),
-    # A GPU machine: the paper's 3 epochs over the replay mix, few-shot history kept, every held-out example.
-    "full": Mode(sources=("conll04", "findvehicle", "tweetner7"), labels=(0, 16, POOL), grid=(5e-5, 1e-4, 2e-4, 3e-4),
-                 seeds=3, budget=TrainBudget(epochs=3, batch_size=1, grad_accum=8, drop_history=False), expert_epochs=3,
-                 expert_lr=2e-4, n_validation=24, n_heldout=60, new_tokens=128, eval_tokens=128),
-    # The whole pipeline in minutes (a check of the script, not a result).
-    "smoke": Mode(sources=("findvehicle",), labels=(8, 0), grid=(3e-4, 1e-3), seeds=2, tune_at=8,
-                  budget=TrainBudget(steps=2, batch_size=4, grad_accum=1, drop_history=True), expert_epochs=1,
-                  expert_lr=3e-4, n_validation=4, n_heldout=4, new_tokens=24, eval_tokens=24, pool=8),
-}
-
-
-def split(data_dir: Path, work: Path, mode: Mode, n_unlabeled: int | None = None, n_seeds: int = 5) -> dict[str, dict]:
-    """Write each task's training pool, validation and held-out files; label subsets of the pool for sources."""
-    out = work / "data"
-    paths: dict[str, dict] = {}
-    for task in (TARGET_TASK, *mode.sources):
-        records = json.loads((data_dir / FILES[task]).read_text())
-        if len(records) != 300:
-            raise SystemExit(f"{data_dir / FILES[task]}: expected 300 records, found {len(records)}")
-        if mode.budget.drop_history:
-            records = [{k: v for k, v in r.items() if k != "history"} for r in records]
-        parts = {"train": records[:POOL][:mode.pool], "val": records[POOL:POOL + VALIDATION][:mode.n_validation],
-                 "heldout": records[POOL + VALIDATION:][:mode.n_heldout]}
-        paths[task] = {}
-        for part, rows in parts.items():  # the file's stem is the task name, so scores are keyed by task
-            path = out / part / f"{task}.json"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            _write(path, json.dumps(rows))
-            paths[task][part] = path
-        if task != TARGET_TASK:
-            count = n_unlabeled or mode.n_unlabeled
-            path = out / ("unlabeled" if count == mode.n_unlabeled else f"unlabeled-{count}") / f"{task}.json"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            rows = parts["train"][:count]
-            _write(path, json.dumps([{k: v for k, v in r.items() if k != "output"} for r in rows]))
-            paths[task]["unlabeled"] = path
-            # data-free runs: a few prompts drawn from the training pool (never validation or held out), answers dropped
-            seeds = [parts["train"][k] for k in sorted(random.Random(0).sample(range(len(parts["train"])), n_seeds))]
-            path = out / f"seeds-{n_seeds}" / f"{task}.json"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            _write(path, json.dumps([{k: v for k, v in r.items() if k != "output"} for r in seeds]))
-            paths[task]["seeds"] = path
-        for n in {*mode.labels, *([mode.tune_at] if mode.tune_at is not None else [])}:  # the grid's setting too
-            if task != TARGET_TASK and 0 < n < len(parts["train"]):
-                path = out / f"train-{n}" / f"{task}.json"
-                path.parent.mkdir(parents=True, exist_ok=True)
-                _write(path, json.dumps(parts["train"][:n]))
-                paths[task][f"train-{n}"] = path
-    return paths
-
-
-def source_tag(mode: str, sources: tuple[str, ...]) -> str:
-    """What the names of steps that depend on the source tasks (plans, runs, the target's scores on their tasks) end
-    with: nothing for the mode's own sources, else the tasks, so that invocations with other ``--sources`` never
-    replace the mode's steps in the work folder they share (experts, null sources and caches are shared)."""
-    return "" if tuple(sources) == MODES[mode].sources else "-src_" + "_".join(sources)
-
-
-def _write(path: Path, text: str) -> None:
-    """Write a split file unless it already holds ``text`` (invocations running at once read them meanwhile)."""
-    if not path.exists() or path.read_text() != text:
-        write_text_atomic(path, text, force=True)
+from hf_eval.study import HYPERNET_ARGS, Study, repeated  # noqa: E402
 
 
 def git_commit() -> str:
@@ -182,8 +83,8 @@ def main() -> None:
                              "project-hypernet (default: hypernet,replay-tune)")
     parser.add_argument("--sources", type=lambda v: tuple(v.split(",")), default=None,
                         help=f"source tasks instead of the mode's, comma-separated, of {', '.join(FILES)} but the "
-                             f"target's (several: one plan with an expert for each; results published as "
-                             f"cross_family_<tasks>.json)")
+                             f"target's (several: one plan with an expert for each; results in "
+                             f"WORK/results_<tasks>.json, published in their own section of the table)")
     parser.add_argument("--labels", type=lambda v: tuple(int(x) for x in v.split(",")), default=None,
                         help="labelled source-task examples in the replay, comma-separated (default: the mode's)")
     parser.add_argument("--steps", type=int, default=None,
@@ -205,6 +106,12 @@ def main() -> None:
     parser.add_argument("--seeds", type=lambda v: [int(x) for x in v.split(",")], default=None,
                         help="which seeds to run (default: 0..N-1 of the mode); e.g. another invocation on the same "
                              "work folder can take the last seed while this one runs the first ones")
+    parser.add_argument("--lr", type=float, default=None, metavar="RATE",
+                        help="the rate an earlier invocation chose on validation for these runs (its scores are in the "
+                             "published table): no search, so a fresh work folder resumes a row's later seeds without "
+                             "training seed 0 again")
+    parser.add_argument("--only", choices=["fused", "twin"], default=None,
+                        help="run only the fused runs, or only their null-source twins (default: both)")
     parser.add_argument("--variant", default=None, metavar="NAME",
                         help="a named variant of the trainable fusion methods: --fuse-args are added to their hf-fuse "
                              "commands, runs are named -V<NAME>, and the report gives them their own rows (with their own "
@@ -219,7 +126,8 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
                         help="every model's dtype (default float32: the same numbers on a CPU and on a GPU)")
     parser.add_argument("--publish", action="store_true",
-                        help="also copy the results to benchmarks/results/cross_family.{json,md}")
+                        help="also merge the results into benchmarks/results/cross_family.{json,md} (the runs "
+                             "of other machines and source tasks there stay)")
     args = parser.parse_args()
     mode = MODES[args.mode]
     if args.labels:
@@ -228,6 +136,8 @@ def main() -> None:
         if not all(0 < x < 1 for x in args.grid) or len(set(args.grid)) != len(args.grid):
             raise SystemExit("--grid: distinct learning rates between 0 and 1, comma-separated")
         mode = replace(mode, grid=args.grid)
+    if args.lr is not None and not 0 < args.lr < 1:
+        raise SystemExit("--lr: a learning rate between 0 and 1")
     if args.sources:
         if not set(args.sources) <= set(FILES) - {TARGET_TASK} or len(set(args.sources)) != len(args.sources):
             raise SystemExit(f"--sources: distinct tasks of {', '.join(sorted(set(FILES) - {TARGET_TASK}))}")
@@ -267,9 +177,9 @@ def main() -> None:
     # one results file per set of source tasks: invocations with other sources share the work folder (its experts and
     # caches), not the file, where their differing settings would void each other's runs
     tail = "" if mode.sources == MODES[args.mode].sources else "_" + "_".join(mode.sources)
-    results_file, stem = work / f"results{tail}.json", f"cross_family{tail}"
+    results_file = work / f"results{tail}.json"
     results.update(earlier_results(results_file, meta))
-    publish = HERE / "results" if args.publish else None
+    publish = HERE / "results" / "cross_family.json" if args.publish else None
 
     def record(run: dict, adapter: Path | None, step: str | None) -> None:
         scores = study.evaluate(run["name"], adapter, heldout)
@@ -284,7 +194,7 @@ def main() -> None:
         with locked(work):  # what another invocation on this folder recorded meanwhile is kept
             merge_results(results, earlier_results(results_file, meta))
             results["runs"] = [r for r in results["runs"] if r["name"] != run["name"]] + [entry]
-            write_report(work, results, publish, stem, results_file.stem)
+            write_report(work, results, publish, results_file.stem)
 
     experts = {t: study.expert(f"expert-{t}", EXPERT_BASE[t], data[t]["train"], epochs=mode.expert_epochs,
                                lr=mode.expert_lr) for t in tasks}
@@ -373,17 +283,22 @@ def main() -> None:
             train, grid, _ = runners[method]
             if method in chosen.setdefault(tune_at, {}):
                 continue
+            key = f"L{tune_at}{tags.get(method, fusion_tag)}"
+            if args.lr is not None:  # chosen earlier: its validation scores stay where they were published
+                chosen[tune_at][method] = results["chosen_lr"].setdefault(key, {})[method] = args.lr
+                continue
             knob, scores = study.pick_lr(lambda x, train=train, at=tune_at: train(at, x), grid, validation,
                                          f"{method} at {tune_at} source labels",
                                          beyond=0 if method == "project" else mode.beyond)  # weights, not rates
             chosen[tune_at][method] = knob
-            key = f"L{tune_at}{tags.get(method, fusion_tag)}"
             results["chosen_lr"].setdefault(key, {})[method] = knob
             results["validation"].setdefault(key, {})[method] = {f"{x:g}": f for x, f in scores.items()}
         for seed in seeds:
             for method in args.methods:
                 train, _, has_twin = runners[method]
                 for null in (False, True) if has_twin else (False,):
+                    if args.only and null != (args.only == "twin"):
+                        continue
                     knob = chosen[tune_at][method]
                     name, adapter = train(n, knob, seed, null)
                     setting = {"lr": None, "project_weight": knob} if method == "project" else {"lr": knob}

@@ -27,7 +27,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE)]
 
-from bench_cross_family import MODES, TARGET_TASK, device_name, git_commit  # noqa: E402
+from bench_cross_family import device_name, git_commit  # noqa: E402
+from cross_family_setup import MODES, TARGET_TASK  # noqa: E402
 
 from hf_common.atomic import write_text_atomic  # noqa: E402
 from hf_common.console import Console  # noqa: E402

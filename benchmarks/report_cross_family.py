@@ -1,20 +1,21 @@
 """The cross-family benchmark's results: ``results.json`` and a Markdown report (tables of means, spreads and
 bootstrap intervals), rewritten after every evaluation.  Used by ``bench_cross_family.py``; also runs alone:
 
-    python benchmarks/report_cross_family.py WORK [--publish [STEM]]    # re-render WORK/results*.json
+    python benchmarks/report_cross_family.py WORK [--publish [STEM]]    # re-render WORK/results*.json (and merge)
     python benchmarks/report_cross_family.py WORK/results.json --into benchmarks/results/NAME.json
 
 ``--into`` adds a work folder's runs to a published file of the same settings (a table built over several machines
 or sessions, each starting with an empty work folder): runs of the same name are replaced, the others kept, and so are
 the published intervals that the work folder cannot recompute (their evaluations are not on this machine).  The source
 tasks may differ (one source, two in one plan): the table then keeps a section per set of source tasks, whose runs are
-compared and judged only among themselves.
+compared and judged only among themselves.  ``--publish`` merges the same way into ``benchmarks/results/STEM.json``
+(default ``cross_family``), or writes it where there is none yet.  Each run keeps its per-example counts, so that the
+intervals of a merged table cover every seed, whichever machine evaluated it.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 from collections import defaultdict
 from dataclasses import dataclass
@@ -124,9 +125,29 @@ def _label(key: tuple, settings: dict) -> str:
     return f"{method}{shown}{' (null sources)' if null else ''}"
 
 
+def keep_counts(results: dict) -> None:
+    """Keep each run's per-example counts in the results (``"n_pred n_gold n_correct"`` per example, joined by ``;``)
+    while its evaluation is on this machine, so that a table merged over machines bootstraps every seed."""
+    for r in results["runs"]:
+        kept = r.get("per_example", {})
+        for task in set(r.get("tasks", {})) - set(kept):
+            try:
+                counts = per_example_counts(Path(r["eval_dir"]), r["name"], task)
+            except OSError:  # an evaluation of another machine
+                continue
+            kept[task] = ";".join(" ".join(map(str, c)) for c in counts)
+        if kept:
+            r["per_example"] = kept
+
+
+def _run_counts(run: dict, task: str) -> list[tuple[int, ...]]:
+    if task in run.get("per_example", {}):
+        return [tuple(map(int, c.split())) for c in run["per_example"][task].split(";")]
+    return per_example_counts(Path(run["eval_dir"]), run["name"], task)
+
+
 def _counts(runs: list[dict], tasks: list[str]) -> dict[str, list]:
-    return {t: [per_example_counts(Path(r["eval_dir"]), r["name"], t) for r in sorted(runs, key=lambda r: r["seed"])]
-            for t in tasks}
+    return {t: [_run_counts(r, t) for r in sorted(runs, key=lambda r: r["seed"])] for t in tasks}
 
 
 def comparisons(results: dict) -> list[dict]:
@@ -344,15 +365,17 @@ def write_json_and_report(path: Path, results: dict) -> None:
     write_text_atomic(path.with_suffix(".md"), render(results), force=True)
 
 
-def write_report(work: Path, results: dict, publish: Path | None = None, stem: str = "cross_family",
-                 name: str = "results") -> None:
-    """``WORK/NAME.json`` and ``.md``; with ``publish``, copies named ``STEM.json`` and ``.md`` there."""
+def write_report(work: Path, results: dict, publish: Path | None = None, name: str = "results") -> None:
+    """``WORK/NAME.json`` and ``.md``; with ``publish`` (a published table's ``.json``), merged into it when it exists
+    (``merge_into``: the runs of other machines and source tasks stay), else written there."""
+    keep_counts(results)
     results["comparisons"] = comparisons(results)
     write_json_and_report(work / f"{name}.json", results)
-    if publish:
-        publish.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(work / f"{name}.json", publish / f"{stem}.json")
-        shutil.copyfile(work / f"{name}.md", publish / f"{stem}.md")
+    if publish and publish.exists():
+        merge_into(work / f"{name}.json", publish)
+    elif publish:
+        publish.parent.mkdir(parents=True, exist_ok=True)
+        write_json_and_report(publish, results)
 
 
 def merge_into(fresh_file: Path, into: Path) -> None:
@@ -360,6 +383,7 @@ def merge_into(fresh_file: Path, into: Path) -> None:
     The two may hold other source tasks (one source, two in one plan): the table then holds both sets, each
     compared and judged on its own."""
     fresh, published = json.loads(fresh_file.read_text()), json.loads(into.read_text())
+    keep_counts(fresh)
     earlier = matching_results(published, fresh, also_free=("sources",))
     if not earlier:
         raise SystemExit(f"{into}: its mode or settings differ from {fresh_file}'s; nothing merged")
@@ -386,5 +410,5 @@ if __name__ == "__main__":
     publish = "--publish" in sys.argv
     stem = sys.argv[sys.argv.index("--publish") + 1] if publish and sys.argv[-1] != "--publish" else "cross_family"
     for found in sorted(folder.glob("results*.json")):  # results_<TASKS>.json: runs with other --sources
-        tail = found.stem[len("results"):]
-        write_report(folder, json.loads(found.read_text()), HERE / "results" if publish else None, stem + tail, found.stem)
+        write_report(folder, json.loads(found.read_text()), HERE / "results" / f"{stem}.json" if publish else None,
+                     found.stem)

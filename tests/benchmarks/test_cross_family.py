@@ -164,7 +164,10 @@ def test_a_fresh_work_folder_merges_into_a_published_table_and_keeps_what_it_can
             _run(old, "rt-s0", "replay-tune", 0, False, {"a": [right, right], "b": [wrong, wrong]})]
     report.write_report(old, {**base, "runs": runs, "chosen_lr": {"L0": {"distill-lora": 1e-3}}})
     published = tmp_path / "table.json"
-    shutil.copyfile(old / "results.json", published)
+    table = json.loads((old / "results.json").read_text())
+    for run in table["runs"]:  # a table written before runs kept their per-example counts
+        del run["per_example"]
+    published.write_text(json.dumps(table))
     kept = {c["comparison"]: c for c in json.loads(published.read_text())["comparisons"]}
     for folder in old.glob("eval-*"):
         shutil.rmtree(folder)
@@ -186,6 +189,29 @@ def test_a_fresh_work_folder_merges_into_a_published_table_and_keeps_what_it_can
     other.write_text(json.dumps({**merged, "settings": {**merged["settings"], "n_heldout": 1}}))
     with pytest.raises(SystemExit, match="settings differ"):
         report.merge_into(new / "results.json", other)
+
+
+def test_publishing_merges_into_the_table_and_its_intervals_cover_the_seeds_of_every_machine(tmp_path):
+    right, wrong = (1, 1, 1), (1, 1, 0)
+    base = {"mode": "test", "settings": asdict(bench.MODES["smoke"]), "commit": "abc", "date": "d", "device": "cpu",
+            "target_task": "a", "source_tasks": ["b"], "experts": {"b": 1.0}, "expert_scores": {}, "chosen_lr": {},
+            "validation": {}}
+    table = tmp_path / "results" / "cross_family.json"
+    for seed, b in ((0, [right, wrong]), (1, [right, right])):  # each seed on a machine of its own
+        folder = tmp_path / f"machine{seed}"
+        runs = [_run(folder, f"d-s{seed}", "distill-lora", seed, False, {"a": [right, wrong], "b": b}),
+                _run(folder, f"dn-s{seed}", "distill-lora", seed, True, {"a": [right, wrong], "b": [wrong, wrong]})]
+        report.write_report(folder, {**base, "runs": runs}, publish=table)
+        assert json.loads((folder / "results.json").read_text())["runs"][0]["per_example"]["b"] == \
+            ";".join(" ".join(map(str, c)) for c in b)
+        for evaluation in folder.glob("eval-*"):  # the machine is gone, and its evaluations with it
+            for path in sorted(evaluation.rglob("*"), reverse=True):
+                path.unlink() if path.is_file() else path.rmdir()
+    merged = json.loads(table.read_text())
+    assert sorted(r["name"] for r in merged["runs"]) == ["d-s0", "d-s1", "dn-s0", "dn-s1"]  # merged, not replaced
+    [twin] = [c for c in merged["comparisons"] if c["comparison"] == "distill-lora - null-source"]
+    assert twin["seeds"] == [0, 1] and twin["tasks"]["b"]["diff"] == pytest.approx((0.5 + 1.0) / 2)
+    assert "| 0 | distill-lora | 2 |" in table.with_suffix(".md").read_text()
 
 
 def test_a_two_source_plan_joins_a_one_source_table_and_each_set_is_compared_and_judged_on_its_own(tmp_path):
@@ -283,3 +309,14 @@ def test_other_source_tasks_name_their_own_plans_and_runs():
     two = bench.source_tag("cpu", ("findvehicle", "conll04"))
     assert two and two != bench.source_tag("cpu", ("conll04", "findvehicle")) != ""  # the order is the plan's
     assert bench.source_tag("full", ("findvehicle",)) not in ("", two)
+
+
+@pytest.mark.parametrize("flags, says", [(["--lr", "0"], "--lr: a learning rate between 0 and 1"),
+                                         (["--only", "both"], "invalid choice: 'both'")])
+def test_bad_run_selection_flags_stop_before_any_work(tmp_path, flags, says):
+    import subprocess
+
+    done = subprocess.run([sys.executable, str(BENCH / "bench_cross_family.py"), "--work", str(tmp_path / "w"), *flags],
+                          capture_output=True, text=True)
+    assert done.returncode == 2 if flags[0] == "--only" else done.returncode == 1
+    assert says in done.stderr and not (tmp_path / "w").exists()
