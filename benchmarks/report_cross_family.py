@@ -182,6 +182,17 @@ def _comparisons(results: dict) -> list[dict]:
     return out
 
 
+def provenance(runs: list[dict]) -> list[str]:
+    """Where and when the runs of a table merged over machines were measured (runs record it since 2026-12-01)."""
+    counts: dict[str, int] = defaultdict(int)
+    for run in runs:
+        m = run.get("measured")
+        counts[f"{m['date']}, commit {m['commit']}, {m['device']}" if m else "before runs recorded it"] += 1
+    if list(counts) in ([], ["before runs recorded it"]):
+        return []
+    return ["Runs measured: " + "; ".join(f"{where}: {n}" for where, n in counts.items()) + ".", ""]
+
+
 def render(results: dict) -> str:
     target = next((r for r in results["runs"] if r["method"] == "target"), None)
     s = results["settings"]
@@ -191,7 +202,8 @@ def render(results: dict) -> str:
              f"Budget per run: {json.dumps(s['budget'])}; learning-rate grid {list(s['grid'])} chosen on "
              f"{s['n_validation']} validation examples per task; {s['n_heldout']} held-out examples per task; "
              f"{s['seeds']} seeds; experts {s['expert_epochs']} epochs at lr {s['expert_lr']}.", "",
-             "## Experts on their own tasks (the ceiling)", "", "| task | precision | recall | F1 |", "|---|---|---|---|"]
+             *provenance(results["runs"]), "## Experts on their own tasks (the ceiling)", "",
+             "| task | precision | recall | F1 |", "|---|---|---|---|"]
     for task, score in results.get("expert_scores", {}).items():
         lines.append(f"| {task} | {100 * score['precision']:.1f} | {100 * score['recall']:.1f} | {100 * score['f1']:.1f} |")
     if target:

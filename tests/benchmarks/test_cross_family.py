@@ -212,6 +212,10 @@ def test_publishing_merges_into_the_table_and_its_intervals_cover_the_seeds_of_e
     [twin] = [c for c in merged["comparisons"] if c["comparison"] == "distill-lora - null-source"]
     assert twin["seeds"] == [0, 1] and twin["tasks"]["b"]["diff"] == pytest.approx((0.5 + 1.0) / 2)
     assert "| 0 | distill-lora | 2 |" in table.with_suffix(".md").read_text()
+    runs = [{**r, "measured": {"commit": "c1", "date": "d1", "device": "cpu"}} for r in merged["runs"][:3]]
+    assert report.provenance(runs + merged["runs"][3:]) == [
+        "Runs measured: d1, commit c1, cpu: 3; before runs recorded it: 1.", ""]
+    assert report.provenance(merged["runs"]) == []  # a table of one machine: its header says it
 
 
 def test_a_two_source_plan_joins_a_one_source_table_and_each_set_is_compared_and_judged_on_its_own(tmp_path):
