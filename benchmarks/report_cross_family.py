@@ -199,8 +199,9 @@ def render(results: dict) -> str:
     lines = [f"# Cross-family benchmark ({results['mode']} mode)", "",
              f"Commit {results['commit']}, {results['date']}, {results['device']}. Target: SmolLM2-135M-Instruct "
              f"{results['target_task']} expert; sources: Gemma-3-270M experts on {', '.join(results['source_tasks'])}. "
-             f"Budget per run: {json.dumps(s['budget'])}; learning-rate grid {list(s['grid'])} chosen on "
-             f"{s['n_validation']} validation examples per task; {s['n_heldout']} held-out examples per task; "
+             f"Budget per run where a row names none: {json.dumps(s['budget'])}; learning rates chosen on "
+             f"{s['n_validation']} validation examples per task (each row's grid: the second table); "
+             f"{s['n_heldout']} held-out examples per task; "
              f"{s['seeds']} seeds; experts {s['expert_epochs']} epochs at lr {s['expert_lr']}.", "",
              *provenance(results["runs"]), "## Experts on their own tasks (the ceiling)", "",
              "| task | precision | recall | F1 |", "|---|---|---|---|"]
