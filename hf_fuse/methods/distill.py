@@ -72,11 +72,15 @@ class DistillSettings:
              "one source only.")
     student: str = setting("lora", type=click.Choice(list(STUDENTS)),
                            help="what learns from the answers: the target LoRA itself, or the HyperNet.")
-    max_new_tokens: int | str = setting(128, flag="--gen-max-new-tokens", type=str, metavar="N|auto", cli_default="128",
-                                        parse=int_or_auto,
+    # auto by default (128 until 2026-12-01): at a fixed 48, 60 of the FindVehicle expert's 216 answers were cut and
+    # dropped, its longest and best (benchmarks/bench_answers.py); auto kept all of them, as 128 does on that task, and
+    # unlike any fixed cap it follows a task whose answers run longer.
+    max_new_tokens: int | str = setting("auto", flag="--gen-max-new-tokens", type=str, metavar="N|auto",
+                                        cli_default="auto", parse=int_or_auto,
                                         help="cap on an answer's tokens (answers cut at the cap are dropped); auto: "
                                              f"answer the first {PILOT} prompts with a cap of {PILOT_CAP}, then cap the "
-                                             "rest at 1.5x the longest finished answer.")
+                                             f"rest at 1.5x the longest finished answer ({AUTO_FALLBACK} if none "
+                                             "finished).")
     min_answer_logprob: float | None = setting(None, type=float, metavar="X",
                                                help="drop answers whose mean token log-probability under the expert is "
                                                     "below X (its own confidence; e.g. -0.5); default: keep all.")

@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 from tiny_models import make_distill_setting
 
+from hf_common.cli_support import int_or_auto
 from hf_fuse.cli import main
 from hf_fuse.methods.distill import AUTO_FALLBACK, PILOT_CAP, auto_cap
 from hf_runtime.answer_cache import CachedAnswer
@@ -41,8 +42,9 @@ def test_auto_cap_is_half_again_the_longest_finished_pilot_answer():
     assert auto_cap([CachedAnswer("x", False, 512, -1.0)]) == AUTO_FALLBACK  # nothing ended: an expert that never stops
 
 
-def test_auto_cap_runs_a_pilot_and_reports_the_cap(setting, tmp_path):
-    result = CliRunner().invoke(main, _argv(setting, tmp_path / "out", "--gen-max-new-tokens", "auto"))
+def test_the_default_cap_is_auto_it_runs_a_pilot_and_reports_the_cap(setting, tmp_path):
+    assert int_or_auto("auto") == "auto" and int_or_auto("7") == 7
+    result = CliRunner().invoke(main, _argv(setting, tmp_path / "out"))  # no --gen-max-new-tokens: auto
     assert result.exit_code == 0, result.output
     stats = _stats(tmp_path / "out")
     # the tiny random expert never ends an answer: the pilot (5 prompts) runs to its cap, the fallback cap is reported
