@@ -102,7 +102,9 @@ def groups(runs: list[dict], settings: dict) -> dict[tuple, list[dict]]:
     ``--unlabeled-count``); prompts count only for distill; a variant is ``--variant``'s name (None: the mode's)."""
     out: dict[tuple, list[dict]] = defaultdict(list)
     for run in runs:
-        steps = run.get("steps", settings["budget"]["steps"]) if "epochs" not in run else f"{run['epochs']:g} epochs"
+        steps = run.get("steps", settings["budget"]["steps"])
+        if "epochs" in run:
+            steps = f"{run['epochs']:g} epoch{'' if run['epochs'] == 1 else 's'}"
         prompts = run.get("n_unlabeled", settings.get("n_unlabeled")) if run["method"].startswith("distill") else None
         if run.get("data_free"):
             prompts = f"data-free: {run['n_seed_prompts']} seeds, {run['n_synthesized']} written"
@@ -408,8 +410,9 @@ def merge_into(fresh_file: Path, into: Path) -> None:
     fresh["source_tasks"] = fresh["settings"]["sources"] = sources
     fresh["comparisons"] = comparisons(fresh)
     done = {(tuple(c["sources"]), c["comparison"]) for c in fresh["comparisons"]}
-    for c in kept:
-        if (key := (tuple(c["sources"]), c["comparison"])) not in done:
+    rows = {_label(key, fresh["settings"]) for key in groups(fresh["runs"], fresh["settings"])}
+    for c in kept:  # (one whose row is gone, as under a renamed label, goes with it)
+        if (key := (tuple(c["sources"]), c["comparison"])) not in done and c["comparison"].split(" - ")[0] in rows:
             fresh["comparisons"].append(c)
             done.add(key)
     write_json_and_report(into, fresh)
