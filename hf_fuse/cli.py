@@ -110,11 +110,13 @@ def _flag_owners(registry) -> dict[str, list[str]]:
               help="Micro-batches of examples of similar length (sorted within groups of 16 micro-batches "
                    "of each epoch's shuffled order): less padding, less time; the same examples "
                    "per epoch, in another order.")
-@click.option("--epochs", type=float, default=3.0, show_default=True, help="Passes over the replay mix.")
+@click.option("--epochs", type=float, default=None,
+              help="Passes over the replay mix (default: the method's, see --method; else 3).")
 @click.option("--max-steps", type=int, default=None, help="Optimiser steps (overrides --epochs); 0 exports without training.")
 @click.option("--batch-size", type=int, default=1, show_default=True, help="Examples per micro-batch.")
 @click.option("--grad-accum", type=int, default=8, show_default=True, help="Micro-batches per optimiser step.")
-@click.option("--lr", type=float, default=5e-5, show_default=True, help="AdamW learning rate (cosine schedule).")
+@click.option("--lr", type=float, default=None,
+              help="AdamW learning rate, cosine schedule (default: the method's, see --method; else 5e-5).")
 @click.option("--warmup-ratio", type=float, default=0.05, show_default=True, help="Warm-up share of the optimiser steps.")
 @click.option("--cutoff-len", type=int, default=1024, show_default=True, help="Token cut-off of a replay example.")
 @click.option("--max-examples-per-file", type=int, default=None, help="Cap on examples taken from each replay file.")
@@ -181,7 +183,10 @@ def main(plans, base_model, replay, output, method, preset, weight_decay, max_gr
                                 max_grad_norm=max_grad_norm, warmup_rounding=warmup_rounding,
                                 reset_alpha=method_options.get("reset_alpha"))
         settings = method_settings(ctx, get_method(method), method_options, chosen)
+        defaults = {**{"lr": TrainSettings.lr, "epochs": TrainSettings.epochs}, **get_method(method).training_defaults(settings)}
+        lr, epochs = (given if given is not None else defaults[key] for key, given in (("lr", lr), ("epochs", epochs)))
         config = {k: v for k, v in resolved_config(ctx).items() if k not in _other_methods_keys(method)}
+        config.update(lr=lr, epochs=epochs)  # what it ran with, the method's defaults resolved
         job = FuseJob(
             plans=list(plans), base_model=base_model, replay=list(replay), output=output,
             train=TrainSettings(epochs=epochs, max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum, lr=lr,

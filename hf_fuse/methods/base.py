@@ -91,6 +91,9 @@ class FusionMethod:
     settings_classes: ClassVar[tuple[type, ...]] = ()
     shardable: ClassVar[bool] = True  # whether --shard-base-model (FSDP) can run it
     trains: ClassVar[bool] = True  # whether it runs the training loop (and so can --resume)
+    # training settings (``TrainSettings`` fields: lr, epochs) this method runs with where the user gives none; a
+    # method that declares none gets TrainSettings' own (the paper's HyperNet settings)
+    train_defaults: ClassVar[dict[str, float]] = {}
 
     def __init__(self, settings: dict[str, Any] | None = None):
         self.settings = settings or {}
@@ -100,6 +103,11 @@ class FusionMethod:
         """The settings sections this run of the method reads (a method may read a shared section only in some
         configurations); options of the other sections are refused."""
         return {c.section for c in cls.settings_classes}
+
+    @classmethod
+    def training_defaults(cls, settings: dict[str, Any]) -> dict[str, float]:
+        """``train_defaults`` for this run of the method (a method may declare them for some configurations only)."""
+        return dict(cls.train_defaults)
 
     def preflight(self, job: FuseJob, plans: list[Plan], warnings: list[str] | None = None) -> None:
         """Refuse what this method cannot use (raise ``HFError``), before anything heavy happens; append to ``warnings``

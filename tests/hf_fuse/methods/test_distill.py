@@ -8,6 +8,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 import torch
+import yaml
 from click.testing import CliRunner
 from safetensors.torch import load_file
 from tiny_models import make_distill_setting
@@ -60,6 +61,17 @@ def test_distill_exports_a_target_adapter_and_reports_the_generations(setting, t
     assert changed and (student == "lora" or all("lora_B" in k for k in changed))  # the HyperNet never changes A
     assert _loads_cleanly(setting, tmp_path / "out")
     assert len(report["tasks"][0]["history"]) == 2
+
+
+@pytest.mark.parametrize(("student", "given", "lr", "epochs"),
+                         [("lora", [], 3e-3, 2.0), ("lora", ["--lr", "1e-3", "--epochs", "1"], 1e-3, 1.0),
+                          ("hypernet", HYPERNET, 5e-5, 3.0)])
+def test_the_lora_student_trains_at_the_rate_and_budget_validation_chose_unless_given(setting, tmp_path, student,
+                                                                                      given, lr, epochs):
+    result = _fuse(setting, tmp_path / "out", "--student", student, "--max-steps", "0", *given)
+    assert result.exit_code == 0, result.output
+    recorded = yaml.safe_load((tmp_path / "out/fusion_config.yaml").read_text())
+    assert (recorded["lr"], recorded["epochs"]) == (lr, epochs)
 
 
 def test_distill_reuses_its_cached_generations(setting, tmp_path):
