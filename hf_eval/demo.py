@@ -58,10 +58,10 @@ ROWS = {  # adapter -> what its row means
     "replay-tune": "the target trained on the labelled replay, same steps, learning rate chosen on the validation split",
 }
 # chosen on the cross-family benchmark's validation split at its 60-step budget (cross_family_2026-11-23.md).  The
-# benchmark's best configuration since (the README's quick start: `--gen-max-new-tokens auto --epochs 2 --lr 3e-3`)
-# is not the demo's: its answers are under 32 tokens, so a fixed cap of 32 cuts none of the expert's, and one epoch at
-# 1e-3 already carries the relations; auto's 512-token pilot on the null source and a second epoch would cost the demo
-# minutes of its 10.
+# benchmark's best configuration since (the README's quick start: `--gen-max-new-tokens auto --replay-repeat 2
+# --epochs 2 --lr 3e-3`) is not the demo's: its answers are under 32 tokens, so a fixed cap of 32 cuts none of the
+# expert's, and one epoch at 1e-3 already carries the relations; auto's 512-token pilot on the null source, a second
+# epoch and the doubled replay (--replay-repeat 2, the default since 2026-12-01) would cost the demo minutes of its 10.
 DISTILL_LR = 1e-3
 
 
@@ -88,7 +88,7 @@ def main(work: Path, target_base: str = "smollm2", source_base: str = "gemma3", 
     unlabeled.write_text(json.dumps([{k: v for k, v in r.items() if k != "output"}
                                      for r in json.loads(data["relations"]["train"].read_text())]))
     distill = ["--method", "distill", "--source-model", f"0={source_base}", "--unlabeled", unlabeled, "--gen-cache",
-               work / "gen-cache", "--gen-max-new-tokens", 32, "--gen-batch-size", 40]
+               work / "gen-cache", "--gen-max-new-tokens", 32, "--gen-batch-size", 40, "--replay-repeat", 1]
 
     def target() -> Path:
         return study.expert("smollm2-ner-expert", target_base, data["ner"]["train"], epochs=1, lr=3e-4)

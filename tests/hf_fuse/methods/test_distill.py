@@ -144,12 +144,16 @@ def test_replay_and_answer_repeat_set_the_mix_of_the_two_tasks(setting, tmp_path
     cache.write_text("".join(json.dumps({**json.loads(line), "answer": "person: alpha", "finished": True}) + "\n"
                              for line in cache.read_text().splitlines()))
     runs = {}
-    for name, flags in {"plain": [], "replay": ["--replay-repeat", 3], "answers": ["--answer-repeat", 2]}.items():
+    flags_of = {"default": [], "plain": ["--replay-repeat", 1], "replay": ["--replay-repeat", 3],
+                "answers": ["--answer-repeat", 2, "--replay-repeat", 1]}
+    for name, flags in flags_of.items():
         result = _fuse(setting, tmp_path / name, *flags, "--gen-cache", tmp_path / "cache")
         assert result.exit_code == 0, result.output
         runs[name] = json.loads((tmp_path / name / "fusion_report.json").read_text())
     n_replay, n_generated = runs["plain"]["replay"]["n_examples"], runs["plain"]["distill"]["n_generated_examples"]
     assert n_generated > 0 and runs["plain"]["distill"]["n_training_examples"] == n_replay + n_generated
+    d = runs["default"]["distill"]  # the replay ratio validation chose: the replay twice, the answers once
+    assert d["replay_repeat"] == 2 and d["n_training_examples"] == 2 * n_replay + n_generated
     d = runs["replay"]["distill"]
     assert d["replay_repeat"] == 3 and d["n_training_examples"] == 3 * n_replay + n_generated
     d = runs["answers"]["distill"]

@@ -136,7 +136,8 @@ def test_the_token_level_loss_regenerates_answers_without_the_teachers_side_and_
     cache.write_text("".join(json.dumps({**r, **taught}) + "\n" for r in rows))
     for name, weight in (("with", "1"), ("without", "0")):
         run = CliRunner().invoke(main, _argv(setting, tmp_path / name, *base, "--token-loss-weight", weight,
-                                             "--token-loss-top-k", "3", "--max-steps", "3", "--lr", "1e-2"))
+                                             "--token-loss-top-k", "3", "--max-steps", "3", "--lr", "1e-2",
+                                             "--replay-repeat", "1"))  # 3 steps of 2 draw 6 of 4 replay + 5 answers
         assert run.exit_code == 0, run.output
     report = json.loads((tmp_path / "with/fusion_report.json").read_text())
     assert report["distill"]["sources"]["0"]["aligned_positions"] > 0
