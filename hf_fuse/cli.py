@@ -183,8 +183,9 @@ def main(plans, base_model, replay, output, method, preset, weight_decay, max_gr
                                 max_grad_norm=max_grad_norm, warmup_rounding=warmup_rounding,
                                 reset_alpha=method_options.get("reset_alpha"))
         settings = method_settings(ctx, get_method(method), method_options, chosen)
-        defaults = {**{"lr": TrainSettings.lr, "epochs": TrainSettings.epochs}, **get_method(method).training_defaults(settings)}
-        lr, epochs = (given if given is not None else defaults[key] for key, given in (("lr", lr), ("epochs", epochs)))
+        defaults = {"lr": TrainSettings.lr, "epochs": TrainSettings.epochs, **get_method(method).training_defaults(settings)}
+        lr = defaults["lr"] if lr is None else lr
+        epochs = defaults["epochs"] if epochs is None else epochs
         config = {k: v for k, v in resolved_config(ctx).items() if k not in _other_methods_keys(method)}
         config.update(lr=lr, epochs=epochs)  # what it ran with, the method's defaults resolved
         job = FuseJob(
