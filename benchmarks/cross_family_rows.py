@@ -23,10 +23,11 @@ def source_sets(results: dict) -> list[dict]:
     runs: dict[tuple, list] = defaultdict(list)
     for run in results["runs"]:
         runs[sources_of(run, results)].append(run)
+    # fewer sources first, whichever file was merged last, so that a merge does not move the published sections
     return [{**results, "source_tasks": list(tasks), "runs": chosen,
              "experts": {t: v for t, v in results.get("experts", {}).items() if t in tasks},
              "comparisons": [c for c in results.get("comparisons", []) if sources_of(c, results) == tasks]}
-            for tasks, chosen in runs.items()]
+            for tasks, chosen in sorted(runs.items(), key=lambda kv: len(kv[0]))]
 
 
 def groups(runs: list[dict], settings: dict) -> dict[tuple, list[dict]]:

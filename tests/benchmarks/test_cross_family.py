@@ -257,6 +257,8 @@ def test_a_two_source_plan_joins_a_one_source_table_and_each_set_is_compared_and
     assert one.startswith(" (0 source labels, mean over seeds) (sources: b)") and "| yes |" in one
     assert two.startswith(" (0 source labels, mean over seeds) (sources: b, c)") and "| no |" in two  # c at 0 %
     assert text.count("## The bar of issue 20, two experts") == 1  # a one-source plan is not judged as two
+    # fewer sources first although the two-source file was merged last: a merge does not move published sections
+    assert text.index("(sources: b)") < text.index("(sources: b, c)")
 
 
 def test_each_bar_judges_its_own_runs(tmp_path):
