@@ -12,9 +12,10 @@ exists, and answer caches are locked, so nothing is done twice.  The numbers are
     python benchmarks/gpu_cross_family.py --runs RUNS_FILE [--jobs 8] [--limit 540] [--pack OUT.tgz]
 
 RUNS_FILE holds one invocation per line (``bench_cross_family.py`` arguments; ``#`` starts a comment), the longest
-first.  At ``--limit`` seconds what still runs is stopped (its finished steps stay recorded; run again to resume),
-each work folder's report is rendered and, with ``--pack``, their results, step records, evaluations (predictions
-included, for the paired intervals) and logs are packed into one file.
+first.  At ``--limit`` seconds what still runs is stopped (its finished steps stay recorded, a training stopped
+part-way keeps its last checkpoint: run again to resume), each work folder's report is rendered and, with ``--pack``,
+their results, step records, evaluations (predictions included, for the paired intervals) and logs are packed into
+one file.
 """
 
 from __future__ import annotations

@@ -58,16 +58,19 @@ class Experiment:
         beside = Path(sys.executable).with_name(name)
         return str(beside) if beside.exists() else shutil.which(name) or str(beside)
 
-    def run(self, name: str, cmd: list[str], output: Path) -> dict:
+    def run(self, name: str, cmd: list[str], output: Path, *, checkpoints: Path | None = None) -> dict:
+        """Run step ``name`` unless it is done with the same command.  ``checkpoints``: the folder where the step's
+        training writes its checkpoints; a step stopped part-way (a session's end, ``--limit``, a crash) then
+        continues from its last one (``--resume``) instead of step 0."""
         slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-")  # step names are prose; file names are not
         # one invocation runs a step at a time: another that needs it meanwhile waits, then finds it done
         with locked(self.work, f".{slug}.lock"):
             with locked(self.work):
                 if self.records_path.exists():
                     self.records.update(json.loads(self.records_path.read_text()))
-            return self._run(name, slug, cmd, output)
+            return self._run(name, slug, cmd, output, checkpoints)
 
-    def _run(self, name: str, slug: str, cmd: list[str], output: Path) -> dict:
+    def _run(self, name: str, slug: str, cmd: list[str], output: Path, checkpoints: Path | None) -> dict:
         record = self.records.get(name)
         # the same step: the same arguments (where the program is installed differs from machine to machine)
         same = record is not None and record.get("cmd", [str(c) for c in cmd])[1:] == [str(c) for c in cmd][1:]
@@ -77,7 +80,14 @@ class Experiment:
         if output.exists() and record and not same:
             self.console.info(f"· {name}: its command changed since it was done; running it again")
         measure = self.work / f".{slug}.measure.json"
-        wrapped = [sys.executable, "-m", "hf_eval.measure", str(measure), *map(str, cmd)]
+        # Resume only a step that never finished: a finished one whose command changed starts again from step 0.  The
+        # tool refuses a checkpoint made with other inputs or settings, so a resumed step never mixes two trainings;
+        # the flag is not part of the step's identity (its recorded command stays the one asked for).
+        resume = (checkpoints is not None and not (record and record["rc"] == 0)
+                  and checkpoints.is_dir() and any(checkpoints.iterdir()))
+        if resume:
+            self.console.info(f"· {name}: continuing from its checkpoint in {checkpoints}")
+        wrapped = [sys.executable, "-m", "hf_eval.measure", str(measure), *map(str, cmd), *(["--resume"] if resume else [])]
         threads = getattr(self._sharing, "threads", None)
         if threads is None:
             self.console.rule(name)

@@ -64,3 +64,28 @@ def test_two_invocations_needing_one_step_at_once_run_it_once(tmp_path):
     for thread in threads:
         thread.join()
     assert tally.read_text() == "x" and out.read_text() == "ok"
+
+
+def test_a_step_stopped_part_way_continues_from_its_checkpoint_and_a_finished_one_never_does(tmp_path):
+    out, ckpt, argv = tmp_path / "out", tmp_path / "out.ckpt", tmp_path / "argv.json"
+    # the step records the arguments it was given, then writes its output
+    step = [sys.executable, "-c", f"import json, pathlib, sys; pathlib.Path({str(argv)!r}).write_text("
+            f"json.dumps(sys.argv[1:])); pathlib.Path({str(out)!r}).write_text('ok')", "--lr", "3e-3"]
+    exp = Experiment(tmp_path / "work", Console(quiet=True))
+    exp.run("train", step, out, checkpoints=ckpt)  # no checkpoint yet: from step 0
+    assert json.loads(argv.read_text()) == ["--lr", "3e-3"]
+
+    out.unlink()
+    (tmp_path / "work" / "steps.json").unlink()  # as after a stop part-way: no record, a checkpoint left behind
+    ckpt.mkdir()
+    (ckpt / "task0.pt").write_bytes(b"")
+    exp = Experiment(tmp_path / "work", Console(quiet=True))
+    record = exp.run("train", step, out, checkpoints=ckpt)
+    assert json.loads(argv.read_text()) == ["--lr", "3e-3", "--resume"]
+    assert "--resume" not in record["cmd"]  # not part of the step's identity: the same command skips it now
+    argv.unlink()
+    exp.run("train", step, out, checkpoints=ckpt)
+    assert not argv.exists()
+
+    exp.run("train", [*step[:-1], "1e-3"], out, checkpoints=ckpt)  # finished, then its command changed: from step 0
+    assert json.loads(argv.read_text()) == ["--lr", "1e-3"]
