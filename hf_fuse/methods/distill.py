@@ -93,7 +93,8 @@ class DistillSettings:
                                     help="with --token-loss-weight: the expert's K largest probabilities per answer "
                                          "token, recorded as it answers (in the answer cache) and compared.")
     # 2 since 2026-12-01: validation preferred it with the source task's prompts (macro F1 74.2 against 1's 64.3, and
-    # against 3 epochs at 1's 69.3 at the same 162 steps) and data-free (53.3 against 49.4, seed 0); README, issue 20
+    # against 3 epochs at 1's 69.3 at the same 162 steps), data-free (53.3 against 49.4, seed 0) and with two experts
+    # (54.5 against 51.0, seed 0; there the target's own task ends 4.1 below its null-source twins); README, issue 20
     replay_repeat: int = setting(2, type=int, metavar="K",
                                  help="each replay example K times per epoch against the generated ones once: more of "
                                       "the target's own task in the mix (rehearsal's replay ratio); an epoch takes "
