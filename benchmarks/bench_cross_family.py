@@ -190,7 +190,7 @@ def main() -> None:
         entry = {**run, "tasks": {t: {**scores_prf(s), "cut": s.get("cut", 0)} for t, s in scores["tasks"].items()},
                  "macro": scores_prf(scores["macro"]),
                  "eval_dir": str(work / f"eval-{run['name']}"), "train_seconds": cost.get("seconds", 0.0),
-                 "train_peak_mib": cost.get("peak_mib", 0.0),
+                 "train_peak_mib": cost.get("peak_mib", 0.0), **({"train_resumed": True} if cost.get("resumed") else {}),
                  "measured": {k: meta[k] for k in ("commit", "date", "device")}}  # a merged table's runs differ
         with locked(work):  # what another invocation on this folder recorded meanwhile is kept
             merge_results(results, earlier_results(results_file, meta))

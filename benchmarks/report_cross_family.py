@@ -177,7 +177,8 @@ def _render_set(results: dict, suffix: str) -> list[str]:
               "|---|" + "---|" * (len(tasks) + 2)]
     for run in results["runs"]:
         cells = [" / ".join(f"{100 * run['tasks'][t][k]:.1f}" for k in ("precision", "recall", "f1")) for t in tasks]
-        lines.append(f"| {run['name']} | " + " | ".join(cells) + f" | {run['train_seconds']:.0f} | {run['train_peak_mib']:.0f} |")
+        seconds = f"{run['train_seconds']:.0f}" + (" (resumed: the last part only)" if run.get("train_resumed") else "")
+        lines.append(f"| {run['name']} | " + " | ".join(cells) + f" | {seconds} | {run['train_peak_mib']:.0f} |")
     return lines
 
 

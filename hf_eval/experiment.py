@@ -101,6 +101,8 @@ class Experiment:
         if not measure.exists():
             raise StepFailed(f"step {name}: the measuring wrapper wrote no record; rerun to resume from it")
         record = {**json.loads(measure.read_text()), "cmd": [str(c) for c in cmd]}
+        if resume:  # its seconds are the resumed part's only
+            record["resumed"] = True
         measure.unlink()
         with locked(self.work):  # another invocation may be working in the same folder: merge, never overwrite
             on_disk = json.loads(self.records_path.read_text()) if self.records_path.exists() else {}

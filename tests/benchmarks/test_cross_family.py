@@ -87,12 +87,16 @@ def test_report_gives_means_shares_and_paired_intervals(tmp_path):
                      **extra})
         runs.append({**_run(tmp_path, f"vn-s{seed}", "distill-lora", seed, True, {"a": [right, wrong], "b": [wrong, wrong]}),
                      **extra})
+    runs[1]["train_resumed"] = True  # hn-s0: its training was stopped part-way and resumed
     results = {"mode": "test", "settings": asdict(bench.MODES["smoke"]), "commit": "abc", "date": "d",
                "device": "cpu", "target_task": "a", "source_tasks": ["b"], "experts": {"b": 1.0},
                "expert_scores": {"b": {"precision": 1.0, "recall": 1.0, "f1": 1.0}}, "runs": runs,
                "chosen_lr": {"L0": {"hypernet": 1e-4, "replay-tune": 3e-4}},
                "validation": {"L0": {"hypernet": {"0.0001": 0.5}, "replay-tune": {"0.0003": 0.6}}}}
     report.write_report(tmp_path, results)
+    every_run = (tmp_path / "results.md").read_text().split("## Every run")[1]
+    assert "| 10 (resumed: the last part only) | 100 |" in every_run.split("| hn-s0 |")[1].splitlines()[0]
+    assert "resumed" not in every_run.split("| hn-s1 |")[1].splitlines()[0]
     written = json.loads((tmp_path / "results.json").read_text())
     by = {c["comparison"]: c for c in written["comparisons"]}
     assert by["hypernet - null-source"]["seeds"] == [0, 1, 2]

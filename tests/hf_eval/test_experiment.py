@@ -83,6 +83,7 @@ def test_a_step_stopped_part_way_continues_from_its_checkpoint_and_a_finished_on
     record = exp.run("train", step, out, checkpoints=ckpt)
     assert json.loads(argv.read_text()) == ["--lr", "3e-3", "--resume"]
     assert "--resume" not in record["cmd"]  # not part of the step's identity: the same command skips it now
+    assert record["resumed"]  # its seconds are the resumed part's: the report says so
     argv.unlink()
     exp.run("train", step, out, checkpoints=ckpt)
     assert not argv.exists()
