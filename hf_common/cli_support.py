@@ -88,6 +88,12 @@ def write_json(json_path: str | None, payload: dict, *, force: bool) -> None:
     write_text_atomic(Path(json_path), text, force=force, what="JSON report")
 
 
+def default_checkpoint_dir(output: Path) -> Path:
+    """Where a training command's checkpoints go without ``--checkpoint-dir``: ``OUT.ckpt`` beside its output (hf-fuse,
+    hf-eval train-expert and replay-tune; the benchmark's runner looks there to resume a step)."""
+    return output.with_name(output.name + ".ckpt")
+
+
 def int_or_auto(value: str) -> int | str:
     """Parse an option that takes a whole number or the word ``auto`` (range checks belong to the settings)."""
     if value == "auto":

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hf_common.cli_support import default_checkpoint_dir
+
 from .experiment import Experiment
 
 
@@ -60,7 +62,7 @@ class Study:
         self.exp.run(name, [self.tool("hf-eval"), "train-expert", "--base-model", base_model, "--data", data, "-o", out,
                             "--epochs", epochs, "--batch-size", 4, "--lr", lr, "--seed", seed,
                             *self.budget.history_flag(), *self.dtype_args(), "--force"], out,
-                     checkpoints=_checkpoints(out))
+                     checkpoints=default_checkpoint_dir(out))
         return out
 
     def null_source(self, source: Path, seed: int) -> Path:
@@ -79,7 +81,7 @@ class Study:
         self.exp.run(name, [self.tool("hf-fuse"), plan, "--base-model", self.base_model, *repeated("--replay", replay),
                             *self.budget.args(), "--lr", lr, "--seed", seed, *self.fuse_args, *self.dtype_args(), *extra,
                             "-o", out, "--force"],
-                     out, checkpoints=_checkpoints(out))
+                     out, checkpoints=default_checkpoint_dir(out))
         return out
 
     def replay_tune(self, name: str, target: Path, replay: Sequence[Path], *, lr: float, seed: int) -> Path:
@@ -87,7 +89,7 @@ class Study:
         self.exp.run(name, [self.tool("hf-eval"), "replay-tune", "--base-model", self.base_model, "--adapter", target,
                             *repeated("--replay", replay), *self.budget.args(), "--lr", lr, "--seed", seed,
                             *self.dtype_args(), "-o", out, "--force"], out,
-                     checkpoints=_checkpoints(out))
+                     checkpoints=default_checkpoint_dir(out))
         return out
 
     def evaluate(self, name: str, adapter: Path | None, data: Sequence[Path], *, base_model: str | None = None) -> dict:
@@ -133,11 +135,6 @@ class Study:
         self.exp.console.info(f"{label}: validation macro F1 " +
                               ", ".join(f"lr {lr:g}: {100 * f:.1f}" for lr, f in scores.items()) + f" -> lr {best:g}")
         return best, scores
-
-
-def _checkpoints(out: Path) -> Path:
-    """Where hf-fuse and hf-eval's trainers put the checkpoints of output ``out`` by default: ``OUT.ckpt`` beside it."""
-    return out.with_name(out.name + ".ckpt")
 
 
 def _one_digit(rate: float, last: float, above: bool) -> float:

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from hf_common.atomic import check_output_path
-from hf_common.cli_support import errors_to_exit_codes
+from hf_common.cli_support import default_checkpoint_dir, errors_to_exit_codes
 from hf_common.console import EXIT_DIVERGED, setup_logging
 
 from .support import card, check_adapters_fit, finish, is_main, load, process_console, quiet_libraries
@@ -88,7 +88,7 @@ class AdapterTraining:
         fingerprint = {"command": self.command, "base_model": ref.label, "data": [str(d) for d in self.data],
                        "adapter": str(self.adapter) if self.adapter else None, "rank": self.rank, "alpha": self.alpha,
                        "train": asdict(settings), "replay": asdict(replay)}
-        checkpoints = Path(o["checkpoint_dir"] or output.with_name(output.name + ".ckpt"))
+        checkpoints = Path(o["checkpoint_dir"] or default_checkpoint_dir(output))
         objective = LoraObjective(peft_model, seed=settings.seed, gradient_checkpointing=settings.gradient_checkpointing,
                                   pad_id=tokenizer.pad_token_id, device=device, loss_average=settings.loss_average)
         history = self._with_progress(console, tracking, lambda on_step: train(

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from hf_common.cli_support import default_checkpoint_dir
 from hf_runtime.data import ReplayConfig
 from hf_runtime.trainer import TrainSettings
 
@@ -35,7 +36,7 @@ class FuseJob:
 
     @property
     def checkpoints(self) -> Path:
-        return self.checkpoint_dir or self.output.with_name(self.output.name + ".ckpt")
+        return self.checkpoint_dir or default_checkpoint_dir(self.output)
 
     def settings_of(self, cls: type[S]) -> S:
         """The job's settings of class ``cls`` (its defaults when the job was made without them)."""
