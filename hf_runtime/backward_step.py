@@ -22,11 +22,11 @@ model.
 from __future__ import annotations
 
 import math
-import signal
-import threading
 from collections.abc import Sequence
 
 import torch
+
+from hf_runtime.interrupts import interrupts_watched
 
 
 class BackwardStepper:
@@ -46,7 +46,7 @@ class BackwardStepper:
             norm = torch.stack(squares).sum().sqrt() if squares else torch.zeros(())
             coefficient = float(torch.clamp(self.clip_norm / (norm + 1e-6), max=1.0))  # clip_grad_norm_'s rule
             self.grad_norm = float(norm)
-        with _interrupts_held(self):
+        with interrupts_watched(hold=True) as held:
             def update(p: torch.Tensor) -> None:
                 if clip:
                     if coefficient < 1.0:
@@ -55,6 +55,7 @@ class BackwardStepper:
                     squares.append(p.grad.detach().float().pow(2).sum())
                 self.optimizer.step()  # only ``p`` has a gradient now
             self._run(tensors, grads, update, retain=False)
+        self.interrupted = self.interrupted or held.requested
         if not clip:
             self.grad_norm = float(torch.stack(squares).sum().sqrt()) if squares else 0.0
 
@@ -72,20 +73,3 @@ class BackwardStepper:
             for p in self.params:  # a failed pass leaves nothing behind for the next one
                 p.grad = None
 
-
-class _interrupts_held:
-    """Hold SIGINT for the duration (main thread only); the stepper's ``interrupted`` says one arrived."""
-
-    def __init__(self, stepper: BackwardStepper):
-        self.stepper, self.previous = stepper, None
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGINT, self._hold)
-
-    def _hold(self, signum, frame) -> None:
-        self.stepper.interrupted = True
-
-    def __exit__(self, *exc) -> None:
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)

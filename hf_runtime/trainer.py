@@ -31,6 +31,7 @@ from hf_common.errors import ConfigError, HFError, InputError, one_line
 from .backward_step import BackwardStepper
 from .data import IGNORE_INDEX, Example, collate
 from .distributed import broadcast, processes
+from .interrupts import interrupts_watched
 
 logger = logging.getLogger(__name__)
 
@@ -306,39 +307,41 @@ def train(objective: Objective, examples: list[Example], settings: TrainSettings
             raise ConfigError("--step-in-backward: only a HyperNet's training updates its parameters in the backward pass")
         stepper = objective.stepper = BackwardStepper(optimizer, params, settings.clip_norm)
     objective.prepare()
-    try:
-        while state.step < total_steps:
-            started = time.perf_counter()
-            if stepper:
-                stepper.grad_norm = 0.0
-            losses = objective.step(state.step, micro_batches(state.step, examples, settings, micro_per_epoch))
-            if not all(math.isfinite(v) for v in (losses.loss, losses.lm, *losses.extra.values())):
-                parts = ", ".join(f"{k} {v}" for k, v in {"LM": losses.lm, **losses.extra}.items())
-                raise TrainingDiverged(f"non-finite loss at step {state.step + 1} ({parts}); the last good checkpoint, if "
-                                       f"any, is kept in {checkpointer.folder}")
-            if stepper is None:
-                grad_norm = torch.nn.utils.clip_grad_norm_(params, settings.clip_norm)
-                optimizer.step()
-            else:  # the objective's backward has updated every parameter already
-                grad_norm = stepper.grad_norm
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=not objective.keep_grad_buffers)
-            state.step += 1
-            objective.step_done()
-            record = {"step": state.step, "loss": losses.loss, "lm": losses.lm, "rdm": 0.0, **losses.extra,
-                      "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm),
-                      "time_s": time.perf_counter() - started, **losses.record}
-            state.history.append(record)
-            logger.info("task %d step %d/%d loss %.4f lm %.4f%s lr %.2e", task, state.step, total_steps, losses.loss,
-                        losses.lm, "".join(f" {k} {v:.4f}" for k, v in losses.extra.items()), record["lr"])
-            if on_step:
-                on_step(record, total_steps)
-            if state.step % settings.checkpoint_every == 0 and state.step < total_steps:
-                checkpointer.save(task, state, objective, optimizer, scheduler)
-            if stepper and stepper.interrupted:  # a Ctrl-C held during the updates: the step is complete, stop now
-                raise KeyboardInterrupt
-    except KeyboardInterrupt:  # keep the last completed step, so --resume continues exactly
-        optimizer.zero_grad(set_to_none=True)
-        checkpointer.save(task, state, objective, optimizer, scheduler)
-        raise
+    with interrupts_watched() as watch:
+        try:
+            while state.step < total_steps:
+                started = time.perf_counter()
+                if stepper:
+                    stepper.grad_norm = 0.0
+                losses = objective.step(state.step, micro_batches(state.step, examples, settings, micro_per_epoch))
+                if not all(math.isfinite(v) for v in (losses.loss, losses.lm, *losses.extra.values())):
+                    parts = ", ".join(f"{k} {v}" for k, v in {"LM": losses.lm, **losses.extra}.items())
+                    raise TrainingDiverged(f"non-finite loss at step {state.step + 1} ({parts}); the last good checkpoint, if "
+                                           f"any, is kept in {checkpointer.folder}")
+                if stepper is None:
+                    grad_norm = torch.nn.utils.clip_grad_norm_(params, settings.clip_norm)
+                    optimizer.step()
+                else:  # the objective's backward has updated every parameter already
+                    grad_norm = stepper.grad_norm
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=not objective.keep_grad_buffers)
+                state.step += 1
+                objective.step_done()
+                record = {"step": state.step, "loss": losses.loss, "lm": losses.lm, "rdm": 0.0, **losses.extra,
+                          "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm),
+                          "time_s": time.perf_counter() - started, **losses.record}
+                state.history.append(record)
+                logger.info("task %d step %d/%d loss %.4f lm %.4f%s lr %.2e", task, state.step, total_steps, losses.loss,
+                            losses.lm, "".join(f" {k} {v:.4f}" for k, v in losses.extra.items()), record["lr"])
+                if on_step:
+                    on_step(record, total_steps)
+                if state.step % settings.checkpoint_every == 0 and state.step < total_steps:
+                    checkpointer.save(task, state, objective, optimizer, scheduler)
+                # a first Ctrl-C (hf_runtime.interrupts), or one held during the updates: the step is complete, stop now
+                if watch.requested or (stepper and stepper.interrupted):
+                    raise KeyboardInterrupt
+        except KeyboardInterrupt:  # keep the last completed step, so --resume continues exactly
+            optimizer.zero_grad(set_to_none=True)
+            checkpointer.save(task, state, objective, optimizer, scheduler)
+            raise
     return state  # no final checkpoint: the export follows at once (and at paper sizes it would be ~9 GB)

@@ -1,0 +1,115 @@
+"""Ctrl-C in the training loop: the first stops it at the end of the step, with that step's checkpoint, even when it
+arrives inside a finaliser (where Python's own handler raises a KeyboardInterrupt that the interpreter drops); a
+second stops it at once, keeping the last completed step.  The handler is only installed where SIGINT is not
+ignored, and is removed afterwards."""
+
+import gc
+import os
+import signal
+import weakref
+
+import pytest
+import torch
+
+from hf_runtime.data import Example
+from hf_runtime.interrupts import interrupts_watched
+from hf_runtime.trainer import Checkpointer, StepLosses, TrainSettings, train
+
+
+def _ctrl_c_in_a_finaliser() -> None:
+    """Deliver SIGINT inside a finaliser, where a KeyboardInterrupt would be printed and dropped."""
+    class Holder:
+        pass
+
+    holder = Holder()
+    weakref.finalize(holder, os.kill, os.getpid(), signal.SIGINT)
+    del holder
+    gc.collect()
+
+
+@pytest.fixture
+def python_ctrl_c():
+    """Python's own SIGINT handler, as in a terminal (a shell's background job starts with SIGINT ignored)."""
+    outer = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, outer)
+
+
+def _ctrl_c() -> None:
+    os.kill(os.getpid(), signal.SIGINT)
+    for _ in range(1000):  # the handler runs between bytecodes of the main thread, soon after delivery
+        pass
+
+
+def test_the_first_interrupt_is_recorded_even_in_a_finaliser_and_the_second_raises(python_ctrl_c):
+    with pytest.raises(KeyboardInterrupt):
+        with interrupts_watched() as watch:
+            _ctrl_c_in_a_finaliser()  # recorded, nothing raised (nor dropped)
+            assert watch.requested
+            _ctrl_c()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    with interrupts_watched(hold=True) as held:
+        _ctrl_c()
+        _ctrl_c()  # held: recorded, never raised
+    assert held.requested
+
+
+def test_nothing_is_installed_where_sigint_is_ignored():
+    outer = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with interrupts_watched():
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, outer)
+
+
+class _Linear:
+    keep_grad_buffers = False
+
+    def __init__(self, on_step):
+        torch.manual_seed(0)
+        self.layer, self.on_step = torch.nn.Linear(3, 1), on_step
+
+    def parameters(self):
+        return list(self.layer.parameters())
+
+    def prepare(self):
+        pass
+
+    def step(self, step, batches):
+        loss = self.layer(torch.ones(1, 3)).pow(2).sum()
+        loss.backward()
+        self.on_step(step)
+        return StepLosses(lm=float(loss.detach()))
+
+    def state_dict(self):
+        return {"layer": self.layer.state_dict()}
+
+    def load_state_dict(self, state):
+        self.layer.load_state_dict(state["layer"])
+
+    def step_done(self):
+        pass
+
+
+def _train(tmp_path, on_step) -> Checkpointer:
+    examples = [Example([1, 2], [1, 2], "a")] * 4
+    checkpointer = Checkpointer(tmp_path / "ckpt", {"run": 1})
+    settings = TrainSettings(max_steps=10, grad_accum=1, checkpoint_every=100, gradient_checkpointing=False)
+    with pytest.raises(KeyboardInterrupt):
+        train(_Linear(on_step), examples, settings, torch.device("cpu"), checkpointer)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    return checkpointer
+
+
+def _saved_step(checkpointer: Checkpointer) -> int:
+    return torch.load(checkpointer.path(0), weights_only=True)["state"]["step"]
+
+
+def test_the_loop_stops_at_the_end_of_the_step_of_the_first_interrupt(python_ctrl_c, tmp_path):
+    # during step 3 (index 2), from a finaliser: steps 1-3 complete, not 10
+    assert _saved_step(_train(tmp_path, lambda step: _ctrl_c_in_a_finaliser() if step == 2 else None)) == 3
+
+
+def test_a_second_interrupt_stops_at_once_and_keeps_the_last_completed_step(python_ctrl_c, tmp_path):
+    assert _saved_step(_train(tmp_path, lambda step: (_ctrl_c(), _ctrl_c()) if step == 2 else None)) == 2
