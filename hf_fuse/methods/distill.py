@@ -45,6 +45,7 @@ logger = logging.getLogger(__name__)
 STUDENTS = ("lora", "hypernet")
 WRITERS = ("target", "source")
 PILOT, PILOT_CAP, AUTO_FALLBACK = 16, 512, 128  # --gen-max-new-tokens auto: pilot prompts, their cap, cap if none ends
+REPLAY_PER_SOURCE = 2  # --replay-repeat auto: the replay's repeats per source adapter
 
 
 @dataclass(frozen=True)
@@ -92,13 +93,15 @@ class DistillSettings:
     token_loss_top_k: int = setting(32, type=int, metavar="K",
                                     help="with --token-loss-weight: the expert's K largest probabilities per answer "
                                          "token, recorded as it answers (in the answer cache) and compared.")
-    # 2 since 2026-12-01: validation preferred it with the source task's prompts (macro F1 74.2 against 1's 64.3, and
-    # against 3 epochs at 1's 69.3 at the same 162 steps), data-free (53.3 against 49.4, seed 0) and with two experts
-    # (54.5 against 51.0, seed 0; there the target's own task ends 4.1 below its null-source twins); README, issue 20
-    replay_repeat: int = setting(2, type=int, metavar="K",
-                                 help="each replay example K times per epoch against the generated ones once: more of "
-                                      "the target's own task in the mix (rehearsal's replay ratio); an epoch takes "
-                                      "longer by the added replay.")
+    # auto since 2026-12-02, 2 per source adapter of the plan: each expert adds its answers to an epoch, and the replay
+    # grows with them, so its share of the mix stays the one validation chose. One expert: 2 (macro F1 74.2 against
+    # 1's 64.3, and against 3 epochs at 1's 69.3 at the same 162 steps; data-free 53.3 against 49.4, seed 0); two
+    # experts: 4 (55.6 against 2's 54.5 and 1's 51.0, seed 0). README, issue 20
+    replay_repeat: int | str = setting("auto", type=str, metavar="K|auto", cli_default="auto", parse=int_or_auto,
+                                       help="each replay example K times per epoch against the generated ones once: more "
+                                            "of the target's own task in the mix (rehearsal's replay ratio); an epoch "
+                                            f"takes longer by the added replay. auto: {REPLAY_PER_SOURCE} per source "
+                                            "adapter of the plan.")
     answer_repeat: int = setting(1, type=int, metavar="K",
                                  help="each generated example K times per epoch: more of the source tasks in the mix, "
                                       "for when the experts' answers are few against the replay (data-free).")
@@ -124,8 +127,10 @@ class DistillSettings:
         if self.token_loss_weight and self.student != "lora":
             raise ConfigError("--token-loss-weight trains the LoRA student only (--student lora)")
         for flag, k in (("--replay-repeat", self.replay_repeat), ("--answer-repeat", self.answer_repeat)):
-            if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= 100:
-                raise ConfigError(f"{flag} must be an integer from 1 to 100 (got {k!r})")
+            if (flag, k) != ("--replay-repeat", "auto") and (isinstance(k, bool) or not isinstance(k, int)
+                                                             or not 1 <= k <= 100):
+                allowed = " or auto" if flag == "--replay-repeat" else ""
+                raise ConfigError(f"{flag} must be an integer from 1 to 100{allowed} (got {k!r})")
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise ConfigError(f"--gen-batch-size must be a positive integer (got {self.batch_size!r})")
         if isinstance(self.synthesize, bool) or not 0 <= self.synthesize <= 100_000:
@@ -255,15 +260,16 @@ class DistillMethod(FusionMethod):
                 stats[str(index)]["aligned_positions"] = aligned
         def times(k: int) -> str:
             return f" (each {k} times)" if k > 1 else ""
+        replay_repeat = REPLAY_PER_SOURCE * plan.n_sources if s.replay_repeat == "auto" else s.replay_repeat
         ctx.on_event("stage", f"distill: {len(distilled)} generated examples{times(s.answer_repeat)} join "
-                              f"{len(ctx.replay.examples)} replay examples{times(s.replay_repeat)}")
-        examples = ctx.replay.examples * s.replay_repeat + distilled * s.answer_repeat
+                              f"{len(ctx.replay.examples)} replay examples{times(replay_repeat)}")
+        examples = ctx.replay.examples * replay_repeat + distilled * s.answer_repeat
         if s.student == "hypernet":
             result = HyperNetMethod(self.settings).fuse(ctx, examples)
         else:
             result = self._lora_student(ctx, examples)
         result.extra["distill"] = {"student": s.student, "n_generated_examples": len(distilled), "sources": stats,
-                                   "replay_repeat": s.replay_repeat, "answer_repeat": s.answer_repeat,
+                                   "replay_repeat": replay_repeat, "answer_repeat": s.answer_repeat,
                                    "n_training_examples": len(examples),
                                    "work_dir": str(work)}
         return result

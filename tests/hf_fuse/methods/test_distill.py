@@ -152,13 +152,16 @@ def test_replay_and_answer_repeat_set_the_mix_of_the_two_tasks(setting, tmp_path
         runs[name] = json.loads((tmp_path / name / "fusion_report.json").read_text())
     n_replay, n_generated = runs["plain"]["replay"]["n_examples"], runs["plain"]["distill"]["n_generated_examples"]
     assert n_generated > 0 and runs["plain"]["distill"]["n_training_examples"] == n_replay + n_generated
-    d = runs["default"]["distill"]  # the replay ratio validation chose: the replay twice, the answers once
+    d = runs["default"]["distill"]  # auto, the ratio validation chose: with one source the replay twice, answers once
     assert d["replay_repeat"] == 2 and d["n_training_examples"] == 2 * n_replay + n_generated
     d = runs["replay"]["distill"]
     assert d["replay_repeat"] == 3 and d["n_training_examples"] == 3 * n_replay + n_generated
     d = runs["answers"]["distill"]
     assert d["answer_repeat"] == 2 and d["n_training_examples"] == n_replay + 2 * n_generated
-    for flag in ("--replay-repeat", "--answer-repeat"):
-        bad = _fuse(setting, tmp_path / "bad", flag, 0)
-        assert bad.exit_code == 2 and f"{flag} must be an integer from 1 to 100" in bad.stderr
+    for flag, value, message in (("--replay-repeat", 0, "--replay-repeat must be an integer from 1 to 100 or auto"),
+                                 ("--answer-repeat", 0, "--answer-repeat must be an integer from 1 to 100 (got 0)"),
+                                 ("--answer-repeat", "auto", "'auto' is not a valid integer"),
+                                 ("--replay-repeat", "twice", "must be a positive integer or 'auto'")):
+        bad = _fuse(setting, tmp_path / "bad", flag, value)
+        assert bad.exit_code == 2 and message in bad.stderr, bad.stderr
         assert not (tmp_path / "bad").exists()

@@ -184,8 +184,13 @@ def test_two_source_experts_of_two_families_distill_into_one_adapter(fusion, tmp
                                        "--unlabeled", f"0={tmp_path / 'a.json'}", "--unlabeled", f"1={tmp_path / 'b.json'}",
                                        *FAST, "--gen-max-new-tokens", "3"])
     assert result.exit_code == 0, result.output
-    sources = json.loads((tmp_path / "out/fusion_report.json").read_text())["distill"]["sources"]
+    report = json.loads((tmp_path / "out/fusion_report.json").read_text())
+    sources = report["distill"]["sources"]
     assert {i: s["prompts"] for i, s in sources.items()} == {"0": 3, "1": 2}  # each expert answers its own prompts
+    # --replay-repeat auto: 2 per source, so the replay keeps its share of the mix beside two experts' answers
+    n_generated = report["distill"]["n_generated_examples"]
+    assert report["distill"]["replay_repeat"] == 4
+    assert report["distill"]["n_training_examples"] == 4 * report["replay"]["n_examples"] + n_generated
     assert sources["0"]["cache"] != sources["1"]["cache"]
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
