@@ -32,13 +32,13 @@ from hf_runtime.data import Conversation, Example, check_replay_files, format_ex
 from hf_runtime.distributed import main_first
 from hf_runtime.generation import generate_batches
 from hf_runtime.lora import LoraObjective
-from hf_runtime.model import attach_target, load_model_and_tokenizer, resolve_base_model, tensors_from_blob
+from hf_runtime.model import tensors_from_blob
 from hf_runtime.token_distill import teacher_signal
 from hf_runtime.trainer import train
 
 from .base import FuseContext, FusionMethod, MethodResult, lora_task, register
 from .hypernet import HyperNetMethod, HyperNetSettings
-from .sources import SOURCE_MODEL_OPTION, check_sources, parse_indexed
+from .sources import SOURCE_MODEL_OPTION, SourceExpert, check_sources, outputs_licence_notice, parse_indexed
 from .synthesize import MIN_SEEDS, synthesize
 
 logger = logging.getLogger(__name__)
@@ -226,7 +226,7 @@ class DistillMethod(FusionMethod):
         stats = {}
         for index in range(plan.n_sources):
             conversations = [c for i, path in s.unlabeled if i in (None, index) for c in load_records(path, prompts_only=True)]
-            synthesis, expert = None, _Expert(s.source_models[index], ctx, index)
+            synthesis, expert = None, SourceExpert(s.source_models[index], ctx, index)
             if s.synthesize:
                 ctx.on_event("stage", f"source {index}: writing {s.synthesize} prompts in the style of its seeds")
                 writer, tokenizer = (ctx.model, ctx.tokenizer) if s.synthesize_writer == "target" else expert.get()
@@ -275,7 +275,7 @@ class DistillMethod(FusionMethod):
         return result
 
     def _answers(self, ctx: FuseContext, index: int, conversations: list[Conversation], work: Path,
-                 loaded: _Expert) -> tuple[list[CachedAnswer | None], dict]:
+                 loaded: SourceExpert) -> tuple[list[CachedAnswer | None], dict]:
         """The source expert's answer to every conversation (None where dropped), from the cache where it can."""
         s, job = self.distill, ctx.job
         key = hashlib.sha256(json.dumps({
@@ -362,22 +362,6 @@ class DistillMethod(FusionMethod):
         return MethodResult(tensors, plan.target_config, [lora_task(plan, history)])
 
 
-PERMISSIVE = {"apache-2.0", "mit", "bsd-2-clause", "bsd-3-clause", "cc-by-4.0", "cc0-1.0", "unlicense"}
-
-
-def outputs_licence_notice(index: int, model: str, ref) -> str | None:
-    """A warning when a source model's files (``ref``, resolved from ``model``) name a licence outside the permissive
-    ones: distill trains the target on that model's outputs, which some model terms cover (Gemma's do); None when
-    permissive or not written down."""
-    from hf_runtime.model import model_license
-
-    licence = model_license(ref)
-    if licence is None or licence.lower() in PERMISSIVE:
-        return None
-    return (f"source {index}'s base model ({model}) is under the {licence!r} licence: distill trains the target on its "
-            f"outputs, which such terms may cover; check them before you share the fused adapter")
-
-
 def auto_cap(pilot: list[CachedAnswer]) -> int:
     """``--gen-max-new-tokens auto``: 1.5x the longest finished pilot answer (in tokens), at least 16, at most the pilot's
     cap; the fallback when no pilot answer finished (an expert that never ends, as a null source)."""
@@ -385,27 +369,3 @@ def auto_cap(pilot: list[CachedAnswer]) -> int:
     if not lengths:
         return AUTO_FALLBACK
     return min(PILOT_CAP, max(16, math.ceil(1.5 * max(lengths))))
-
-
-class _Expert:
-    """Source ``index``'s expert (its base model with its adapter), loaded on first use (cached answers and prompts
-    need none) and shared by the prompt writer (``--synthesize-writer source``) and the answers."""
-
-    def __init__(self, ref: str, ctx: FuseContext, index: int) -> None:
-        self.ref, self.ctx = ref, ctx
-        self.config, self.blob = ctx.plans[0].source_adapter(index)
-        self.adapter_hash = hashlib.sha256(self.blob.blob.tobytes()).hexdigest()
-        self.identity = f"source {self.ref} {self.adapter_hash}"
-        self.loaded = None
-
-    def get(self):
-        if self.loaded is None:
-            model, tokenizer = load_model_and_tokenizer(resolve_base_model(self.ref), self.ctx.device, self.ctx.dtype)
-            self.loaded = attach_target(model, self.config, tensors_from_blob(self.blob)).eval(), tokenizer
-        return self.loaded
-
-    def release(self) -> None:
-        if self.loaded is not None:
-            self.loaded = None
-            if self.ctx.device.type == "cuda":
-                torch.cuda.empty_cache()

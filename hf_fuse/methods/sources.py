@@ -1,11 +1,18 @@
 """What the methods that run the source experts themselves (``distill``, ``project``) share: the
-``--source-model INDEX=PATH`` option and its checks, made before any model loads."""
+``--source-model INDEX=PATH`` option and its checks, made before any model loads, a notice about the source models'
+licences, and an expert loaded on first use."""
 
 from __future__ import annotations
+
+import hashlib
+from typing import TYPE_CHECKING
 
 from hf_common.errors import ConfigError
 from hf_common.plan import Plan
 from hf_runtime.model import BaseModelRef, check_fit, family_mismatch, load_config, resolve_base_model
+
+if TYPE_CHECKING:
+    from .base import FuseContext
 
 
 def parse_indexed(values: tuple[str, ...], flag: str, *, index_required: bool) -> list[tuple[int | None, str]]:
@@ -60,3 +67,47 @@ def check_sources(method: str, plans: list[Plan], source_models: dict[int, str],
         if mismatch and warnings is not None and mismatch not in warnings:
             warnings.append(mismatch)
     return plan, refs
+
+
+PERMISSIVE = {"apache-2.0", "mit", "bsd-2-clause", "bsd-3-clause", "cc-by-4.0", "cc0-1.0", "unlicense"}
+
+
+def outputs_licence_notice(index: int, model: str, ref) -> str | None:
+    """A warning when a source model's files (``ref``, resolved from ``model``) name a licence outside the permissive
+    ones: distill trains the target on that model's outputs, which some model terms cover (Gemma's do); None when
+    permissive or not written down."""
+    from hf_runtime.model import model_license
+
+    licence = model_license(ref)
+    if licence is None or licence.lower() in PERMISSIVE:
+        return None
+    return (f"source {index}'s base model ({model}) is under the {licence!r} licence: distill trains the target on its "
+            f"outputs, which such terms may cover; check them before you share the fused adapter")
+
+
+class SourceExpert:
+    """Source ``index``'s expert (its base model with its adapter), loaded on first use (cached answers and prompts
+    need none) and shared by the prompt writer (``--synthesize-writer source``) and the answers."""
+
+    def __init__(self, ref: str, ctx: FuseContext, index: int) -> None:
+        self.ref, self.ctx = ref, ctx
+        self.config, self.blob = ctx.plans[0].source_adapter(index)
+        self.adapter_hash = hashlib.sha256(self.blob.blob.tobytes()).hexdigest()
+        self.identity = f"source {self.ref} {self.adapter_hash}"
+        self.loaded = None
+
+    def get(self):
+        if self.loaded is None:
+            from hf_runtime.model import attach_target, load_model_and_tokenizer, tensors_from_blob
+
+            model, tokenizer = load_model_and_tokenizer(resolve_base_model(self.ref), self.ctx.device, self.ctx.dtype)
+            self.loaded = attach_target(model, self.config, tensors_from_blob(self.blob)).eval(), tokenizer
+        return self.loaded
+
+    def release(self) -> None:
+        if self.loaded is not None:
+            self.loaded = None
+            if self.ctx.device.type == "cuda":
+                import torch
+
+                torch.cuda.empty_cache()
