@@ -30,7 +30,7 @@ from hf_common.errors import ConfigError, HFError, InputError, one_line
 
 from .backward_step import BackwardStepper
 from .data import IGNORE_INDEX, Example, collate
-from .distributed import broadcast, processes
+from .distributed import broadcast, processes, sum_value
 from .interrupts import interrupts_watched
 
 logger = logging.getLogger(__name__)
@@ -337,8 +337,9 @@ def train(objective: Objective, examples: list[Example], settings: TrainSettings
                     on_step(record, total_steps)
                 if state.step % settings.checkpoint_every == 0 and state.step < total_steps:
                     checkpointer.save(task, state, objective, optimizer, scheduler)
-                # a first Ctrl-C (hf_runtime.interrupts), or one held during the updates: the step is complete, stop now
-                if watch.requested or (stepper and stepper.interrupted):
+                # a first Ctrl-C (hf_runtime.interrupts), or one held during the updates: the step is complete, stop now;
+                # agreed across processes, so all stop after the same step even when one saw the signal a step later
+                if sum_value(float(watch.requested or bool(stepper and stepper.interrupted))) > 0:
                     raise KeyboardInterrupt
         except KeyboardInterrupt:  # keep the last completed step, so --resume continues exactly
             optimizer.zero_grad(set_to_none=True)

@@ -4,6 +4,7 @@ second stops it at once, keeping the last completed step.  The handler is only i
 ignored, and is removed afterwards."""
 
 import gc
+import json
 import os
 import signal
 import weakref
@@ -113,3 +114,76 @@ def test_the_loop_stops_at_the_end_of_the_step_of_the_first_interrupt(python_ctr
 
 def test_a_second_interrupt_stops_at_once_and_keeps_the_last_completed_step(python_ctrl_c, tmp_path):
     assert _saved_step(_train(tmp_path, lambda step: (_ctrl_c(), _ctrl_c()) if step == 2 else None)) == 2
+
+
+TWO_PROCESSES = '''
+import json, os, signal, sys
+import torch
+from hf_runtime.data import Example
+from hf_runtime.distributed import finish, processes, sum_gradients
+from hf_runtime.trainer import Checkpointer, StepLosses, TrainSettings, train
+
+rank, steps = processes().rank, []
+
+
+class Linear:
+    keep_grad_buffers = False
+
+    def __init__(self):
+        torch.manual_seed(0)
+        self.layer = torch.nn.Linear(3, 1)
+
+    def parameters(self):
+        return list(self.layer.parameters())
+
+    def prepare(self):
+        pass
+
+    def step(self, step, batches):
+        self.layer(torch.ones(1, 3)).pow(2).sum().backward()
+        sum_gradients(self.parameters())  # a collective in every step, as every objective has
+        steps.append(step)
+        if rank == 1 and step == 2:  # Ctrl-C reaches process 1 only
+            os.kill(os.getpid(), signal.SIGINT)
+        return StepLosses(lm=0.0)
+
+    def state_dict(self):
+        return {}
+
+    def load_state_dict(self, state):
+        pass
+
+    def step_done(self):
+        pass
+
+
+signal.signal(signal.SIGINT, signal.default_int_handler)
+checkpointer = Checkpointer(sys.argv[1], {"run": 1})
+try:
+    train(Linear(), [Example([1, 2], [1, 2], "a")] * 4, TrainSettings(max_steps=10, grad_accum=2, checkpoint_every=100,
+          gradient_checkpointing=False), torch.device("cpu"), checkpointer)
+except KeyboardInterrupt:
+    json.dump(len(steps), open(f"{sys.argv[1]}-rank{rank}.json", "w"))
+    finish()
+'''
+
+
+def test_a_ctrl_c_reaching_one_of_two_processes_stops_both_after_the_same_step(tmp_path):
+    """The stop is agreed across processes: without it the other process would enter the next step's all-reduce alone."""
+    import subprocess
+    import sys
+
+    (tmp_path / "run.py").write_text(TWO_PROCESSES)
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    run = subprocess.Popen([*launcher, str(tmp_path / "run.py"), str(tmp_path / "ckpt")], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, start_new_session=True,
+                           env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"})
+    try:
+        _, err = run.communicate(timeout=120)
+    except subprocess.TimeoutExpired:  # one process waits in an all-reduce for ever: end them all
+        os.killpg(run.pid, signal.SIGKILL)
+        pytest.fail("a process kept training after the other stopped")
+    assert run.returncode == 0, err[-2000:]
+    ran = [json.loads((tmp_path / f"ckpt-rank{rank}.json").read_text()) for rank in (0, 1)]
+    assert ran == [3, 3]  # both completed steps 1-3 and stopped
+    assert torch.load(tmp_path / "ckpt/task0.pt", weights_only=True)["state"]["step"] == 3
