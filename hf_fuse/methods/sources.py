@@ -7,9 +7,21 @@ from __future__ import annotations
 import hashlib
 from typing import TYPE_CHECKING
 
+import torch
+
 from hf_common.errors import ConfigError
 from hf_common.plan import Plan
-from hf_runtime.model import BaseModelRef, check_fit, family_mismatch, load_config, resolve_base_model
+from hf_runtime.model import (
+    BaseModelRef,
+    attach_target,
+    check_fit,
+    family_mismatch,
+    load_config,
+    load_model_and_tokenizer,
+    model_license,
+    resolve_base_model,
+    tensors_from_blob,
+)
 
 if TYPE_CHECKING:
     from .base import FuseContext
@@ -76,8 +88,6 @@ def outputs_licence_notice(index: int, model: str, ref) -> str | None:
     """A warning when a source model's files (``ref``, resolved from ``model``) name a licence outside the permissive
     ones: distill trains the target on that model's outputs, which some model terms cover (Gemma's do); None when
     permissive or not written down."""
-    from hf_runtime.model import model_license
-
     licence = model_license(ref)
     if licence is None or licence.lower() in PERMISSIVE:
         return None
@@ -98,8 +108,6 @@ class SourceExpert:
 
     def get(self):
         if self.loaded is None:
-            from hf_runtime.model import attach_target, load_model_and_tokenizer, tensors_from_blob
-
             model, tokenizer = load_model_and_tokenizer(resolve_base_model(self.ref), self.ctx.device, self.ctx.dtype)
             self.loaded = attach_target(model, self.config, tensors_from_blob(self.blob)).eval(), tokenizer
         return self.loaded
@@ -108,6 +116,4 @@ class SourceExpert:
         if self.loaded is not None:
             self.loaded = None
             if self.ctx.device.type == "cuda":
-                import torch
-
                 torch.cuda.empty_cache()
