@@ -8,13 +8,15 @@ import json
 import os
 import signal
 import weakref
+from pathlib import Path
 
 import pytest
 import torch
+from toy_objective import LinearObjective
 
 from hf_runtime.data import Example
 from hf_runtime.interrupts import interrupts_watched
-from hf_runtime.trainer import Checkpointer, StepLosses, TrainSettings, train
+from hf_runtime.trainer import Checkpointer, TrainSettings, train
 
 
 def _ctrl_c_in_a_finaliser() -> None:
@@ -64,41 +66,12 @@ def test_nothing_is_installed_where_sigint_is_ignored():
         signal.signal(signal.SIGINT, outer)
 
 
-class _Linear:
-    keep_grad_buffers = False
-
-    def __init__(self, on_step):
-        torch.manual_seed(0)
-        self.layer, self.on_step = torch.nn.Linear(3, 1), on_step
-
-    def parameters(self):
-        return list(self.layer.parameters())
-
-    def prepare(self):
-        pass
-
-    def step(self, step, batches):
-        loss = self.layer(torch.ones(1, 3)).pow(2).sum()
-        loss.backward()
-        self.on_step(step)
-        return StepLosses(lm=float(loss.detach()))
-
-    def state_dict(self):
-        return {"layer": self.layer.state_dict()}
-
-    def load_state_dict(self, state):
-        self.layer.load_state_dict(state["layer"])
-
-    def step_done(self):
-        pass
-
-
 def _train(tmp_path, on_step) -> Checkpointer:
     examples = [Example([1, 2], [1, 2], "a")] * 4
     checkpointer = Checkpointer(tmp_path / "ckpt", {"run": 1})
     settings = TrainSettings(max_steps=10, grad_accum=1, checkpoint_every=100, gradient_checkpointing=False)
     with pytest.raises(KeyboardInterrupt):
-        train(_Linear(on_step), examples, settings, torch.device("cpu"), checkpointer)
+        train(LinearObjective(on_step), examples, settings, torch.device("cpu"), checkpointer)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     return checkpointer
 
@@ -119,49 +92,26 @@ def test_a_second_interrupt_stops_at_once_and_keeps_the_last_completed_step(pyth
 TWO_PROCESSES = '''
 import json, os, signal, sys
 import torch
+from toy_objective import LinearObjective
 from hf_runtime.data import Example
-from hf_runtime.distributed import finish, processes, sum_gradients
-from hf_runtime.trainer import Checkpointer, StepLosses, TrainSettings, train
+from hf_runtime.distributed import finish, processes
+from hf_runtime.trainer import Checkpointer, TrainSettings, train
+from toy_objective import LinearObjective
 
 rank, steps = processes().rank, []
 
 
-class Linear:
-    keep_grad_buffers = False
-
-    def __init__(self):
-        torch.manual_seed(0)
-        self.layer = torch.nn.Linear(3, 1)
-
-    def parameters(self):
-        return list(self.layer.parameters())
-
-    def prepare(self):
-        pass
-
-    def step(self, step, batches):
-        self.layer(torch.ones(1, 3)).pow(2).sum().backward()
-        sum_gradients(self.parameters())  # a collective in every step, as every objective has
-        steps.append(step)
-        if rank == 1 and step == 2:  # Ctrl-C reaches process 1 only
-            os.kill(os.getpid(), signal.SIGINT)
-        return StepLosses(lm=0.0)
-
-    def state_dict(self):
-        return {}
-
-    def load_state_dict(self, state):
-        pass
-
-    def step_done(self):
-        pass
+def on_step(step):
+    steps.append(step)
+    if rank == 1 and step == 2:  # Ctrl-C reaches process 1 only
+        os.kill(os.getpid(), signal.SIGINT)
 
 
 signal.signal(signal.SIGINT, signal.default_int_handler)
 checkpointer = Checkpointer(sys.argv[1], {"run": 1})
 try:
-    train(Linear(), [Example([1, 2], [1, 2], "a")] * 4, TrainSettings(max_steps=10, grad_accum=2, checkpoint_every=100,
-          gradient_checkpointing=False), torch.device("cpu"), checkpointer)
+    train(LinearObjective(on_step), [Example([1, 2], [1, 2], "a")] * 4, TrainSettings(max_steps=10, grad_accum=2,
+          checkpoint_every=100, gradient_checkpointing=False), torch.device("cpu"), checkpointer)
 except KeyboardInterrupt:
     json.dump(len(steps), open(f"{sys.argv[1]}-rank{rank}.json", "w"))
     finish()
@@ -177,7 +127,9 @@ def test_a_ctrl_c_reaching_one_of_two_processes_stops_both_after_the_same_step(t
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     run = subprocess.Popen([*launcher, str(tmp_path / "run.py"), str(tmp_path / "ckpt")], stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, text=True, start_new_session=True,
-                           env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"})
+                           env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore",
+                                "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parents[1] / "support"),
+                                                                            os.environ.get("PYTHONPATH")]))})
     try:
         _, err = run.communicate(timeout=120)
     except subprocess.TimeoutExpired:  # one process waits in an all-reduce for ever: end them all
