@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from hf_common.adapter import Adapter, LoraModule, load_adapter
-from hf_common.errors import AdapterFormatError, ConfigError
+from hf_common.errors import AdapterFormatError, ConfigError, require_int
 from hf_common.normalize import normalize_factors, truncates, unit_rows
 from hf_common.plan_writer import GroupSink, MemorySink
 from hf_common.registry import ROLES, SplitError
@@ -37,8 +37,7 @@ class AnalyzeSettings:
     layer_map: str = "tail"
 
     def __post_init__(self) -> None:
-        if self.block_size != "auto" and (not isinstance(self.block_size, int) or not 1 <= self.block_size <= 1 << 20):
-            raise ConfigError(f"--block-size must be a positive integer or 'auto', got {self.block_size!r}")
+        require_int("--block-size", self.block_size, 1, 1 << 20, auto=True)
         if not 0.0 < self.transfer_ratio <= 1.0:
             raise ConfigError(f"--transfer-ratio must be in (0, 1], got {self.transfer_ratio}")
         if self.layer_map not in layer_map.METHODS and not self.layer_map.endswith(".json"):

@@ -58,3 +58,13 @@ class FileAccessError(HFError, OSError):
 
 class OutputExistsError(FileAccessError):
     """The output exists and ``--force`` was not given."""
+
+
+def require_int(flag: str, value: object, low: int = 1, high: int | None = None, *, auto: bool = False) -> None:
+    """The settings' whole-number check: a :class:`ConfigError` naming ``flag`` unless ``value`` is an int (not a
+    bool) from ``low`` to ``high``, or the word ``auto`` where ``auto`` allows it."""
+    if auto and value == "auto":
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+        wanted = "a positive integer" if (low, high) == (1, None) else f"an integer from {low} to {high}"
+        raise ConfigError(f"{flag} must be {wanted}{' or auto' if auto else ''} (got {value!r})")

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from hf_common.errors import ConfigError
+from hf_common.errors import ConfigError, require_int
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +38,7 @@ class HyperNetConfig:
     def __post_init__(self) -> None:
         for flag, value in (("--block-size", self.block_size), ("--rank", self.rank), ("--embed-dim", self.embed_dim),
                             ("--n-heads", self.n_heads), ("--max-positions", self.max_positions)):
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ConfigError(f"{flag} must be a positive integer, got {value!r}")
+            require_int(flag, value)
         if self.embed_dim % self.n_heads:
             raise ConfigError(f"--embed-dim ({self.embed_dim}) must be divisible by the number of heads ({self.n_heads})")
         if self.embed_dim % 4:

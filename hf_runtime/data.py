@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hf_common.errors import ConfigError, FileAccessError, InputError, one_line
+from hf_common.errors import ConfigError, FileAccessError, InputError, one_line, require_int
 
 if TYPE_CHECKING:
     import torch
@@ -36,11 +36,9 @@ class ReplayConfig:
     drop_history: bool = False
 
     def __post_init__(self) -> None:
-        if isinstance(self.cutoff_len, bool) or not isinstance(self.cutoff_len, int) or self.cutoff_len < 1:
-            raise ConfigError(f"--cutoff-len must be a positive integer (got {self.cutoff_len!r})")
-        cap = self.max_examples_per_file
-        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
-            raise ConfigError(f"--max-examples-per-file must be a positive integer (got {cap!r})")
+        require_int("--cutoff-len", self.cutoff_len)
+        if self.max_examples_per_file is not None:
+            require_int("--max-examples-per-file", self.max_examples_per_file)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ConfigError(f"--seed must be an integer (got {self.seed!r})")
 

@@ -24,7 +24,7 @@ import click
 import torch
 
 from hf_common.cli_support import int_or_auto
-from hf_common.errors import ConfigError
+from hf_common.errors import ConfigError, require_int
 from hf_common.plan import Plan
 from hf_common.settings import setting
 from hf_runtime.answer_cache import AnswerCache, CachedAnswer
@@ -114,27 +114,19 @@ class DistillSettings:
             raise ConfigError(f"--synthesize-writer must be one of {', '.join(WRITERS)}, got {self.synthesize_writer!r}")
         if self.student not in STUDENTS:
             raise ConfigError(f"--student must be one of {', '.join(STUDENTS)}, got {self.student!r}")
-        if self.max_new_tokens != "auto" and (isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int)
-                                              or self.max_new_tokens < 1):
-            raise ConfigError(f"--gen-max-new-tokens must be a positive integer or auto (got {self.max_new_tokens!r})")
+        require_int("--gen-max-new-tokens", self.max_new_tokens, 1, auto=True)
         if self.min_answer_logprob is not None and not (math.isfinite(self.min_answer_logprob)
                                                         and self.min_answer_logprob <= 0):
             raise ConfigError(f"--min-answer-logprob must be a number <= 0 (a log-probability; got {self.min_answer_logprob!r})")
         if not (math.isfinite(self.token_loss_weight) and self.token_loss_weight >= 0):
             raise ConfigError(f"--token-loss-weight must be a number >= 0 (got {self.token_loss_weight!r})")
-        if isinstance(self.token_loss_top_k, bool) or not 1 <= self.token_loss_top_k <= 1024:
-            raise ConfigError(f"--token-loss-top-k must be an integer from 1 to 1024 (got {self.token_loss_top_k!r})")
+        require_int("--token-loss-top-k", self.token_loss_top_k, 1, 1024)
         if self.token_loss_weight and self.student != "lora":
             raise ConfigError("--token-loss-weight trains the LoRA student only (--student lora)")
-        for flag, k in (("--replay-repeat", self.replay_repeat), ("--answer-repeat", self.answer_repeat)):
-            if (flag, k) != ("--replay-repeat", "auto") and (isinstance(k, bool) or not isinstance(k, int)
-                                                             or not 1 <= k <= 100):
-                allowed = " or auto" if flag == "--replay-repeat" else ""
-                raise ConfigError(f"{flag} must be an integer from 1 to 100{allowed} (got {k!r})")
-        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise ConfigError(f"--gen-batch-size must be a positive integer (got {self.batch_size!r})")
-        if isinstance(self.synthesize, bool) or not 0 <= self.synthesize <= 100_000:
-            raise ConfigError(f"--synthesize must be an integer from 0 to 100000 (got {self.synthesize!r})")
+        require_int("--replay-repeat", self.replay_repeat, 1, 100, auto=True)
+        require_int("--answer-repeat", self.answer_repeat, 1, 100)
+        require_int("--gen-batch-size", self.batch_size, 1)
+        require_int("--synthesize", self.synthesize, 0, 100_000)
         if not (math.isfinite(self.synthesize_temperature) and 0 < self.synthesize_temperature <= 2):
             raise ConfigError(f"--synthesize-temperature must be a number above 0 and at most 2 "
                               f"(got {self.synthesize_temperature!r})")

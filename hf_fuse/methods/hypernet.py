@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from hf_common.cli_support import int_or_auto
-from hf_common.errors import ConfigError
+from hf_common.errors import ConfigError, require_int
 from hf_common.settings import setting
 from hf_runtime.data import Example
 from hf_runtime.distributed import my_share, sum_gradients, sum_value
@@ -63,10 +63,8 @@ class HyperNetSettings:
                                      "over (default).")
 
     def __post_init__(self) -> None:
-        if self.embed_dim != "auto" and not (isinstance(self.embed_dim, int) and self.embed_dim > 0):
-            raise ConfigError(f"--embed-dim must be a positive integer or 'auto', got {self.embed_dim!r}")
-        if isinstance(self.n_heads, bool) or not isinstance(self.n_heads, int) or self.n_heads < 1:
-            raise ConfigError(f"--n-heads must be a positive integer, got {self.n_heads!r}")
+        require_int("--embed-dim", self.embed_dim, auto=True)
+        require_int("--n-heads", self.n_heads)
         for flag, ok in (("--lambda-reg", self.lambda_reg >= 0), ("--n-proj", self.n_proj >= 1), ("--sigma", self.sigma > 0),
                          ("--mu-target", math.isfinite(self.mu_target))):
             if not ok:

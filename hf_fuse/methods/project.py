@@ -30,7 +30,7 @@ import torch
 
 from hf_common import peft_keys
 from hf_common.adapter import lora_scale
-from hf_common.errors import ConfigError, InputError
+from hf_common.errors import ConfigError, InputError, require_int
 from hf_common.settings import setting
 from hf_runtime.data import load_records
 from hf_runtime.model import load_model_and_tokenizer, resolve_base_model, tensors_from_blob, tensors_from_plan
@@ -56,8 +56,7 @@ class ProjectSettings:
         if not self.source_models:
             raise ConfigError("--method project / project-hypernet needs --source-model INDEX=PATH for every source "
                               "of the plan")
-        if isinstance(self.max_tokens, bool) or not isinstance(self.max_tokens, int) or self.max_tokens < 1:
-            raise ConfigError(f"--align-tokens must be a positive integer (got {self.max_tokens!r})")
+        require_int("--align-tokens", self.max_tokens)
         if not (math.isfinite(self.ridge) and self.ridge > 0):
             raise ConfigError(f"--ridge must be a positive number (got {self.ridge!r})")
         if self.map not in ("assignment", "lstsq"):
