@@ -47,7 +47,14 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE)]
 
 from cross_family_setup import EXPERT_BASE, FILES, MODES, TARGET_TASK, source_tag, split  # noqa: E402
-from report_cross_family import distill_record, earlier_results, merge_results, scores_prf, write_report  # noqa: E402
+from report_cross_family import (  # noqa: E402
+    distill_record,
+    earlier_results,
+    keep_first_measured,
+    merge_results,
+    scores_prf,
+    write_report,
+)
 
 from hf_common.console import Console  # noqa: E402
 from hf_eval.experiment import Experiment, StepFailed, locked  # noqa: E402
@@ -194,6 +201,7 @@ def main() -> None:
                  "measured": {k: meta[k] for k in ("commit", "date", "device")}}  # a merged table's runs differ
         with locked(work):  # what another invocation on this folder recorded meanwhile is kept
             merge_results(results, earlier_results(results_file, meta))
+            keep_first_measured(entry, next((r for r in results["runs"] if r["name"] == run["name"]), None))
             results["runs"] = [r for r in results["runs"] if r["name"] != run["name"]] + [entry]
             write_report(work, results, publish, results_file.stem)
 

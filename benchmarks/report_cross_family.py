@@ -43,8 +43,22 @@ def distill_record(distill: dict) -> dict:
     return {"n_generated_examples": distill["n_generated_examples"], "sources": sources}
 
 
+def keep_first_measured(run: dict, earlier: dict | None) -> None:
+    """A run recorded again with the scores it had (its evaluation cached) keeps when it was first measured; a run
+    whose scores changed was measured again, and keeps its own stamp."""
+    if earlier is None or earlier.get("tasks") != run.get("tasks"):
+        return
+    if "measured" in earlier:
+        run["measured"] = earlier["measured"]
+    else:  # measured before runs recorded it
+        run.pop("measured", None)
+
+
 def merge_results(results: dict, other: dict) -> None:
     """Add to ``results`` the runs and choices of ``other`` that it does not hold (its own entries win)."""
+    theirs = {r["name"]: r for r in other.get("runs", [])}
+    for run in results["runs"]:
+        keep_first_measured(run, theirs.get(run["name"]))
     names = {r["name"] for r in results["runs"]}
     results["runs"] += [r for r in other.get("runs", []) if r["name"] not in names]
     for key in ("experts", "expert_scores"):

@@ -153,6 +153,20 @@ def test_results_of_two_invocations_merge_and_each_keeps_its_own_entries():
     assert mine["validation"]["L0"] == {"hypernet": {"0.0001": 0.1}, "project": {"1": 0.2}}
 
 
+def test_a_run_recorded_again_with_its_cached_scores_keeps_when_it_was_first_measured():
+    first, today = {"commit": "c1", "date": "d1", "device": "cpu"}, {"commit": "c2", "date": "d2", "device": "cpu"}
+    same, other = {"a": {"f1": 0.5}}, {"a": {"f1": 0.6}}
+    mine = {"runs": [{"name": "cached", "tasks": same, "measured": today},
+                     {"name": "again", "tasks": other, "measured": today},
+                     {"name": "old", "tasks": same, "measured": today}]}
+    earlier = {"runs": [{"name": "cached", "tasks": same, "measured": first},
+                        {"name": "again", "tasks": same, "measured": first},
+                        {"name": "old", "tasks": same}]}  # recorded before runs kept a stamp
+    report.merge_results(mine, earlier)
+    by = {r["name"]: r for r in mine["runs"]}
+    assert by["cached"]["measured"] == first and by["again"]["measured"] == today and "measured" not in by["old"]
+
+
 def test_a_fresh_work_folder_merges_into_a_published_table_and_keeps_what_it_cannot_recompute(tmp_path):
     import shutil
 
