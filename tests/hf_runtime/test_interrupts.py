@@ -92,7 +92,6 @@ def test_a_second_interrupt_stops_at_once_and_keeps_the_last_completed_step(pyth
 TWO_PROCESSES = '''
 import json, os, signal, sys
 import torch
-from toy_objective import LinearObjective
 from hf_runtime.data import Example
 from hf_runtime.distributed import finish, processes
 from hf_runtime.trainer import Checkpointer, TrainSettings, train
