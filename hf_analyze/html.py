@@ -14,7 +14,7 @@ import numpy as np
 
 from hf_common.html_report import HtmlReport, new_figure, whole_number_ticks
 
-from .report import _untouched_rows
+from .report import _untouched_rows, licence_rows
 
 # group name -> {"target": (descriptors, is_b), "source K": (descriptors, is_b), ...}
 Spectra = dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]
@@ -70,9 +70,7 @@ def plan_report(report: dict, group_spectra: Spectra | None, origin: str) -> Htm
     if report.get("licenses"):
         page.heading("Licences (as the model cards write them; never guessed)")
         page.table(["input", "adapter licence", "base model", "base model licence"],
-                   [[f"{e['role']}{'' if e['index'] is None else ' ' + str(e['index'])}", e["license"] or "not written down",
-                     e["card_base_model"] or e["base_model"] or "-", e["base_model_license"] or "not written down"]
-                    for e in report["licenses"]])
+                   licence_rows(report))
     return page
 
 

@@ -147,9 +147,7 @@ def render(report: dict, console: Console) -> None:
     if report.get("licenses"):
         console.table("Licences (as the model cards write them; never guessed)",
                       ["input", "adapter licence", "base model", "base model licence"],
-                      [[f"{e['role']}{'' if e['index'] is None else ' ' + str(e['index'])}", e["license"] or "not written down",
-                        e["card_base_model"] or e["base_model"] or "-", e["base_model_license"] or "not written down"]
-                       for e in report["licenses"]])
+                      licence_rows(report))
     for warning in report["warnings"]:
         console.warning(warning)
     if report["compatible"]:
@@ -157,3 +155,12 @@ def render(report: dict, console: Console) -> None:
         console.success(f"compatible: {len(report['groups'])} groups, {n} target modules can be fused")
     else:
         console.error("nothing can be fused: no target module has a matching source module")
+
+
+def licence_rows(report: dict) -> list[list[str]]:
+    """The licence table's rows, in the words hf-fuse's model cards use (``hf_common.terms.licence_text``)."""
+    from hf_common.terms import licence_text
+
+    return [[f"{e['role']}{'' if e['index'] is None else ' ' + str(e['index'])}", licence_text(e["license"]),
+             e["card_base_model"] or e["base_model"] or "-", licence_text(e["base_model_license"])]
+            for e in report["licenses"]]

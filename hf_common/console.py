@@ -63,7 +63,10 @@ class Console:
         if not self.quiet:
             self.out.rule(f"[bold]{_escape(title)}")
 
-    def table(self, title: str, columns: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
+    def table(self, title: str, columns: Sequence[str], rows: Iterable[Sequence[object]],
+              legend: Sequence[str] = ()) -> None:
+        """A table; ``legend``: numbered notes printed under it (what a row or column means), so that long prose
+        never squeezes the table's cells at 80 columns."""
         if self.quiet:
             return
         table = Table(title=title, title_justify="left", show_lines=False)
@@ -75,6 +78,8 @@ class Console:
         for row in cells:
             table.add_row(*row)
         self.out.print(table)
+        for number, note in enumerate(legend, 1):
+            self.out.print(f"  {number}. {_escape(note)}")
 
     def print(self, renderable: object) -> None:
         if not self.quiet:

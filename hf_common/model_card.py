@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from .terms import HUB_ID, InputTerms, front_matter, public_name, section
+
 CARD_NAME = "README.md"
 _FRONT = re.compile(r"\A---\s*\n(.*?)\n---\s*(\n|\Z)", re.S)
 
@@ -28,20 +30,31 @@ def read_front_matter(folder: Path) -> dict:
 
 
 def card(*, title: str, base_model: str | None, how: str, details: dict[str, object] | None = None,
-         tags: list[str] | None = None, license: str | None = None, scores: dict | None = None) -> str:
-    """The text of a model card."""
+         tags: list[str] | None = None, license: str | None = None, scores: dict | None = None,
+         terms: tuple[list[InputTerms], list[str]] | None = None) -> str:
+    """The text of a model card.  ``base_model`` goes into the front matter only when it is a Hub id (a folder of
+    this machine is named by its last part, in the body); ``terms`` (each input's licence and the warnings about
+    them, :mod:`hf_common.terms`) set the licence keys and add the "Terms of the inputs" section, else ``license``
+    (when known) is the card's licence."""
     import yaml
 
-    front = {"base_model": base_model, "library_name": "peft",
-             "tags": ["heterofusion", "lora", *(tags or [])]}
-    if license:
+    public = base_model if base_model and HUB_ID.match(base_model) and not Path(base_model).is_absolute() else None
+    front: dict[str, object] = {"base_model": public, "library_name": "peft",
+                                "tags": ["heterofusion", "lora", *(tags or [])]}
+    if terms is not None:
+        front.update(front_matter(terms[0]))
+    elif license:
         front["license"] = license
+    if base_model and public is None:
+        details = {"base model": public_name(base_model), **(details or {})}
     lines = ["---", yaml.safe_dump({k: v for k, v in front.items() if v is not None}, sort_keys=False).strip(), "---", "",
              f"# {title}", "", how, ""]
     if details:
         lines += ["| | |", "|---|---|"]
         lines += [f"| {key} | {_cell(value)} |" for key, value in details.items()]
         lines.append("")
+    if terms is not None:
+        lines += [section(*terms), ""]
     if scores:
         lines += [scores_section(scores), ""]
     lines.append("Written by the HeteroFusion toolkit. Load with `PeftModel.from_pretrained(base_model, this_folder)`.")

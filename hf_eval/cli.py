@@ -22,6 +22,7 @@ from hf_common.atomic import check_output_path
 from hf_common.cli_support import Group, check_json_target, errors_to_exit_codes, write_json
 from hf_common.config_file import config_option
 from hf_common.console import Console, setup_logging
+from hf_common.terms import public_name
 
 from .support import card, check_adapters_fit, finish, is_main, load, process_console, quiet_libraries
 
@@ -149,8 +150,11 @@ def evaluate(base_model, device, dtype, force, quiet, debug, adapters, data, out
         if update_cards and is_main():
             from hf_common.model_card import update_scores
 
-            note = (f"Measured on {', '.join(str(d) for d in data)} with {base_model}, greedy, at most {max_new_tokens} new "
-                    f"tokens{f', first {max_examples} examples per file' if max_examples else ''}; details in {output}.")
+            # a card travels to a Hub: files and folders by name, never by this machine's paths
+            note = (f"Measured on {', '.join(public_name(str(d)) for d in data)} with {public_name(str(base_model))}, "
+                    f"greedy, at most {max_new_tokens} new tokens"
+                    f"{f', first {max_examples} examples per file' if max_examples else ''}; details in `hf-eval evaluate`'s "
+                    f"results folder ({public_name(str(output))}).")
             for name, path in named.items():
                 if path:
                     update_scores(path, results["adapters"][name]["tasks"], note)
@@ -308,8 +312,8 @@ def merge(base_model, device, dtype, force, quiet, debug, base_model_id, adapter
             save_adapter(peft_model, output, force=force, base_model_name=ref.adapter_base_name, adapter_name="merged",
                          card_text=card(f"Merged adapter ({method})", ref, f"PEFT `add_weighted_adapter` ({method}) of "
                                         "adapters of one base model, by `hf-eval merge`.",
-                                        {"adapters": [str(a) for a in adapters], "weights": list(weights) or "1 each",
-                                         "density": density}, ["merge", method], *adapters))
+                                        {"adapters": [public_name(str(a)) for a in adapters],
+                                         "weights": list(weights) or "1 each", "density": density}, ["merge", method], *adapters))
         console.success(f"{method} merge of {len(adapters)} adapters written to {output}")
         finish()
 

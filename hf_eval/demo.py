@@ -124,10 +124,11 @@ def main(work: Path, target_base: str = "smollm2", source_base: str = "gemma3", 
     made["replay-tune"] = work / f"replay-tune-lr{lr:g}"
     adapters = {row: made[row] for row in ROWS}
     scores = study.evaluate_many("heldout", adapters, [data["ner"]["heldout"], data["relations"]["heldout"]])
-    rows = [[name, *(f"{100 * s['tasks'][t]['f1']:.1f}" for t in ("ner", "relations")), f"{100 * s['macro']['f1']:.1f}",
-             ROWS[name] + (f" (lr {lr:g})" if name == "replay-tune" else "")] for name, s in scores.items()]
-    console.table("Held-out F1 (%), 12 examples per task, one seed", ["adapter", "entities", "relations", "macro", "meaning"],
-                  rows)
+    rows = [[f"{number}. {name}", *(f"{100 * s['tasks'][t]['f1']:.1f}" for t in ("ner", "relations")),
+             f"{100 * s['macro']['f1']:.1f}"] for number, (name, s) in enumerate(scores.items(), 1)]
+    legend = [f"{name}: {ROWS[name]}" + (f" (lr {lr:g})" if name == "replay-tune" else "") for name in scores]
+    console.table("Held-out F1 (%), 12 examples per task, one seed", ["adapter", "entities", "relations", "macro"], rows,
+                  legend=legend)
     def relations(name: str) -> float:
         return 100 * scores[name]["tasks"]["relations"]["f1"]
 

@@ -99,7 +99,9 @@ def render(results: dict, console: Console) -> None:
         rows.append(cells)
     console.table("Held-out scores (precision / F1, %)", ["adapter", *tasks, "macro"], rows)
     if results.get("differences"):
+        # one row per pair and task: each interval on one line at 80 columns, however many tasks there are
         console.table("From the source experts: F1 of a fusion minus its null-source twin (points, 95 % interval)",
-                      ["fusion - twin", *tasks, "macro"],
-                      [[f"{d['adapter']} - {d['control']}", *[format_interval(d["difference"].get(t)) for t in tasks],
-                        format_interval(d["difference"]["macro"])] for d in results["differences"]])
+                      ["fusion", "task", "difference [95 % interval]"],
+                      [[f"{k}. {d['adapter']}" if i == 0 else "", task, format_interval(d["difference"].get(task))]
+                       for k, d in enumerate(results["differences"], 1) for i, task in enumerate([*tasks, "macro"])],
+                      legend=[f"{d['adapter']} minus {d['control']}" for d in results["differences"]])

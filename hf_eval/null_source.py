@@ -18,10 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
+from hf_analyze.execute import sha256_file
 from hf_common.adapter import CONFIG_NAME, load_adapter
 from hf_common.atomic import atomic_folder
-from hf_common.model_card import CARD_NAME, card, license_of
+from hf_common.model_card import CARD_NAME, card, license_of, read_front_matter
 from hf_common.safetensors_io import float32_to_bf16_bits, write_safetensors
+from hf_common.terms import public_name
 
 WEIGHTS_NAME = "adapter_model.safetensors"
 _NUMPY = {"F64": np.float64, "F32": np.float32, "F16": np.float16}
@@ -55,11 +57,13 @@ def write_null_source(source: Path, output: Path, *, seed: int = 0, force: bool 
         (tmp / CONFIG_NAME).write_text(json.dumps(adapter.config, indent=2) + "\n")
         write_safetensors(tmp / WEIGHTS_NAME, tensors, dtypes=dtypes, metadata=provenance)
         (tmp / CARD_NAME).write_text(card(
-            title="NULL-SOURCE CONTROL, not for use: noise in the shape of an expert", base_model=adapter.base_model,
+            title="NULL-SOURCE CONTROL, not for use: noise in the shape of an expert",
+            base_model=read_front_matter(source).get("base_model") or adapter.base_model,
             how="Every tensor of the source adapter replaced by Gaussian noise of that tensor's Frobenius norm "
                 "(`hf-eval null-source`). Fuse it in place of the source: what that fusion still gains came from the "
                 "replay data, not from the expert. Not for use as a model.",
-            details={"null-source of": str(source), "seed": seed, "tensors": len(tensors)},
+            details={"null-source of": f"{public_name(str(source))} (sha256 {sha256_file(adapter.weights_path)})",
+                     "seed": seed, "tensors": len(tensors)},
             tags=["null-source-control", "null-source", "control"], license=license_of(source)))
     return {"source": str(source), "output": str(output), "seed": seed, "tensors": len(tensors),
             "weights_from": adapter.weights_path.name}

@@ -10,6 +10,7 @@ from pathlib import Path
 from hf_common.atomic import check_output_path
 from hf_common.cli_support import default_checkpoint_dir, errors_to_exit_codes
 from hf_common.console import EXIT_DIVERGED, setup_logging
+from hf_common.terms import public_name
 
 from .support import card, check_adapters_fit, finish, is_main, load, process_console, quiet_libraries
 
@@ -96,9 +97,9 @@ class AdapterTraining:
             on_step=on_step).history)
         if is_main():
             length = f"{settings.max_steps} optimiser steps" if settings.max_steps is not None else f"{settings.epochs:g} epochs"
-            details = {"data" if self.adapter is None else "replay": [str(d) for d in self.data],
+            details = {"data" if self.adapter is None else "replay": [public_name(str(d)) for d in self.data],
                        **({"rank / alpha": f"{self.rank} / {self.alpha}"} if self.adapter is None else
-                          {"target adapter": str(self.adapter)}),
+                          {"target adapter": public_name(str(self.adapter))}),
                        "settings": f"lr {settings.lr}, {length}, batch {settings.batch_size} x {settings.grad_accum}, "
                                    f"seed {settings.seed}",
                        "loss": f"{history[0]['loss']:.4f} -> {history[-1]['loss']:.4f}" if history else "no steps"}

@@ -10,13 +10,13 @@ import resource
 import time
 from collections.abc import Callable
 from dataclasses import asdict, replace
-from pathlib import Path
 
 import torch
 
 from hf_common.atomic import check_output_path
 from hf_common.errors import ConfigError, InputError
 from hf_common.plan import Plan
+from hf_common.terms import notices
 from hf_runtime import data as replay_data
 from hf_runtime.distributed import device_for, per_step, processes, sharding_requested
 from hf_runtime.model import (
@@ -31,9 +31,10 @@ from hf_runtime.model import (
 )
 from hf_runtime.trainer import Checkpointer
 
+from .card import fused_card, fusion_terms
 from .export import write_adapter
 from .job import FuseJob
-from .methods import FuseContext, FusionMethod, get_method
+from .methods import FuseContext, get_method
 
 logger = logging.getLogger(__name__)
 REPORT_FORMAT = "heterofusion-fusion-report"
@@ -87,6 +88,8 @@ def run(job: FuseJob, on_event: Callable[[str, object], None] = lambda kind, pay
     method = get_method(job.method)(job.settings)
     warnings: list[str] = []
     plans, ref = preflight(job, warnings, method)
+    terms = fusion_terms(plans, ref, method)
+    warnings += [notice for notice in notices(terms, method.name) if notice not in warnings]
     for warning in warnings:
         logger.warning(warning)
     device = pick_device(device_for(job.device))
@@ -114,6 +117,7 @@ def run(job: FuseJob, on_event: Callable[[str, object], None] = lambda kind, pay
         "tasks": result.tasks,
         **result.extra,
         "warnings": warnings,
+        "terms": [asdict(entry) for entry in terms],
         "processes": procs.world,
         "time_s": round(time.perf_counter() - started, 2),
         "peak_memory_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
@@ -125,7 +129,7 @@ def run(job: FuseJob, on_event: Callable[[str, object], None] = lambda kind, pay
 
         page = fusion_report(report, method)  # report.html and its figures as PNG files beside it
         result.config["base_model_name_or_path"] = ref.adapter_base_name  # a Hub id, never a .gguf or cache path
-        texts = {**job.record, "README.md": fused_card(job, plans, result.config, report, method, ref),
+        texts = {**job.record, **fused_card(job, plans, result.config, report, method, ref, terms),
                  "report.html": page.render()}
         write_adapter(job.output, result.config, result.tensors, force=job.force,
                       extra_files={"fusion_report.json": report}, extra_texts=texts, extra_bytes=page.pngs)
@@ -167,35 +171,3 @@ def method_settings(job: FuseJob) -> dict:
     used = get_method(job.method).sections_used(job.settings)
     return {name: json.loads(json.dumps(asdict(value), default=str)) for name, value in job.settings.items()
             if value is not None and name in used}
-
-
-def fused_card(job: FuseJob, plans: list[Plan], config: dict, report: dict, method: FusionMethod, ref) -> str:
-    """The fused adapter's model card: method, target and sources with their families and base models, plan
-    checksums, settings; the target's licence when its card names one, else the base model's when its files do."""
-    from hf_common.model_card import card, gguf_loading_note, license_of
-    from hf_runtime.model import model_license
-
-    inputs = plans[-1].provenance["inputs"]
-    target = inputs[0]
-    sources = [f"{e['family']} ({e.get('base_model') or 'base model not recorded'}; {e['path']})" for e in inputs[1:]]
-    steps = sum(task["steps"] for task in report["tasks"])
-    details = {"method": report["method"], "target adapter": f"{target['family']} ({target['path']})",
-               "sources": sources, "plans": [f"{p.path} (sha256 {p.checksum[:16]}…)" for p in plans],
-               "settings": f"lr {job.train.lr}, {steps} optimiser steps, batch {job.train.batch_size} x "
-                           f"{job.train.grad_accum}, seed {job.train.seed}", "replay": [str(p) for p in job.replay],
-               **method.card_details(report),
-               "fusion report": "fusion_report.json (per group: alpha, update norms, Eq. 11 bound); report.html (plots)"}
-    target_folder = Path(target["path"])
-    control = any(e.get("null_source") for e in inputs)
-    title = f"Fused LoRA adapter ({report['method']})"
-    how = (f"Made by `hf-fuse --method {report['method']}`: what the source experts know, fused into the target adapter "
-           "for the target's base model.")
-    if control:  # fused from null-source noise: a control run, never a model to use
-        title = f"NULL-SOURCE CONTROL, not for use: {title}"
-        how = ("**A control, not a model to use**: at least one source was a null source (`hf-eval null-source`, noise of "
-               "the expert's norms), so what this adapter gains over the target came from the replay data. " + how)
-    how += gguf_loading_note(ref.gguf_file, ref.hub_id)
-    return card(title=title, base_model=config.get("base_model_name_or_path"), how=how, details=details,
-                tags=[f"fusion-{report['method']}", target["family"], *{e["family"] for e in inputs[1:]},
-                      *(["null-source-control"] if control else [])],
-                license=license_of(target_folder if target_folder.is_dir() else None) or model_license(ref))

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from hf_common import peft_keys
 from hf_common.errors import ConfigError, FileAccessError, InputError
 from hf_common.plan import Plan
 from hf_common.safetensors_io import SafetensorsFile
+from hf_common.terms import HUB_ID
 
 from . import gguf_cache
 
@@ -41,7 +41,6 @@ class BaseModelRef:
         return self.hub_id or (None if self.gguf_file else str(self.folder))
 
 
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 GGUF_REPO_KEYS = ("general.base_model.0.repo_url", "general.source.repo_url", "general.source.huggingface.repository")
 
 

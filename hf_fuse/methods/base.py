@@ -94,6 +94,10 @@ class FusionMethod:
     # training settings (``TrainSettings`` fields: lr, epochs) this method runs with where the user gives none; a
     # method that declares none gets TrainSettings' own (the paper's HyperNet settings)
     train_defaults: ClassVar[dict[str, float]] = {}
+    # how a source reaches the fused weights (its adapter, its base model), for the card's "Terms of the inputs" and
+    # the licence warnings; clauses that follow "is under the X licence and ..."
+    source_relation: ClassVar[tuple[str, str]] = ("its factors were read by the HyperNet that wrote the update",
+                                                  "its adapter was trained on it (the model itself was not loaded)")
 
     def __init__(self, settings: dict[str, Any] | None = None):
         self.settings = settings or {}
@@ -108,6 +112,11 @@ class FusionMethod:
     def training_defaults(cls, settings: dict[str, Any]) -> dict[str, float]:
         """``train_defaults`` for this run of the method (a method may declare them for some configurations only)."""
         return dict(cls.train_defaults)
+
+    def source_models(self) -> dict[int, str]:
+        """The source base models this run loads (``--source-model``), by source index: their own files say their
+        licence; a method that loads none leaves it to what hf-analyze found."""
+        return {i: m for section in self.settings.values() for i, m in getattr(section, "source_models", {}).items()}
 
     def preflight(self, job: FuseJob, plans: list[Plan], warnings: list[str] | None = None) -> None:
         """Refuse what this method cannot use (raise ``HFError``), before anything heavy happens; append to ``warnings``

@@ -38,7 +38,7 @@ from hf_runtime.trainer import train
 
 from .base import FuseContext, FusionMethod, MethodResult, lora_task, register
 from .hypernet import HyperNetMethod, HyperNetSettings
-from .sources import SOURCE_MODEL_OPTION, SourceExpert, check_sources, outputs_licence_notice, parse_indexed
+from .sources import SOURCE_MODEL_OPTION, SourceExpert, check_sources, parse_indexed
 from .synthesize import MIN_SEEDS, synthesize
 
 logger = logging.getLogger(__name__)
@@ -142,6 +142,7 @@ class DistillSettings:
 @register
 class DistillMethod(FusionMethod):
     name = "distill"
+    source_relation = ("the adapter was trained on the expert's outputs", "the adapter was trained on the expert's outputs")
     settings_classes = (DistillSettings, HyperNetSettings)
     # chosen on validation for the LoRA student (README, "Issue 20's table"): 3e-3 among 1e-4 .. 1e-2 (macro F1 64.3
     # against 1e-4's 27.1), 2 epochs over replay + answers (1: 51.7, 2: 64.3, 3: 69.3; at the default --replay-repeat
@@ -170,12 +171,8 @@ class DistillMethod(FusionMethod):
         if s is None:
             raise ConfigError("--method distill needs --source-model and --unlabeled")
         check_replay_files([Path(path) for _, path in (*s.unlabeled, *s.seed_prompts)], prompts_only=True)
-        plan, refs = check_sources(self.name, plans, s.source_models,
+        plan, _ = check_sources(self.name, plans, s.source_models,
                                    [i for i, _ in (*s.unlabeled, *s.seed_prompts) if i is not None], warnings)
-        for index, model in sorted(s.source_models.items()):
-            notice = outputs_licence_notice(index, model, refs[index])
-            if notice and warnings is not None and notice not in warnings:
-                warnings.append(notice)
         for index in range(plan.n_sources if s.synthesize else 0):
             seeds = self._seeds(index)
             if len(seeds) < MIN_SEEDS:

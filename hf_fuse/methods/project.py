@@ -136,6 +136,7 @@ class _Capture:
 @register
 class ProjectMethod(FusionMethod):
     name = "project"
+    source_relation = ("its update was projected into the adapter's weights", "its activations aligned that projection")
     help = "each source update carried into the target's coordinates by activation-aligned maps (training-free)"
     settings_classes = (ProjectSettings,)
     shardable = False  # it reads whole activations of both base models

@@ -25,6 +25,8 @@ class ProjectHyperNetMethod(ProjectMethod):
     """``project``'s settings, checks and fitting; the HyperNet's training on top."""
 
     name = "project-hypernet"
+    source_relation = ("its update was projected and read by the HyperNet that wrote the fused update",
+                       "its activations aligned that projection")
     help = "project's updates as the starting point, the HyperNet trained on top of them"
     settings_classes = (ProjectSettings, HyperNetSettings)
     trains = True

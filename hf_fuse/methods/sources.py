@@ -18,7 +18,6 @@ from hf_runtime.model import (
     family_mismatch,
     load_config,
     load_model_and_tokenizer,
-    model_license,
     resolve_base_model,
     tensors_from_blob,
 )
@@ -79,20 +78,6 @@ def check_sources(method: str, plans: list[Plan], source_models: dict[int, str],
         if mismatch and warnings is not None and mismatch not in warnings:
             warnings.append(mismatch)
     return plan, refs
-
-
-PERMISSIVE = {"apache-2.0", "mit", "bsd-2-clause", "bsd-3-clause", "cc-by-4.0", "cc0-1.0", "unlicense"}
-
-
-def outputs_licence_notice(index: int, model: str, ref) -> str | None:
-    """A warning when a source model's files (``ref``, resolved from ``model``) name a licence outside the permissive
-    ones: distill trains the target on that model's outputs, which some model terms cover (Gemma's do); None when
-    permissive or not written down."""
-    licence = model_license(ref)
-    if licence is None or licence.lower() in PERMISSIVE:
-        return None
-    return (f"source {index}'s base model ({model}) is under the {licence!r} licence: distill trains the target on its "
-            f"outputs, which such terms may cover; check them before you share the fused adapter")
 
 
 class SourceExpert:

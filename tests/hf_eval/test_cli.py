@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import torch
 from click.testing import CliRunner
@@ -55,7 +56,11 @@ def test_train_expert_and_replay_tune(fusion, tmp_path):
     assert [step for step, _ in scalars(tmp_path / "expert.runs")["train/loss"]] == [1, 2, 3]
     from hf_common.model_card import read_front_matter
 
-    assert read_front_matter(tmp_path / "expert")["base_model"] == str(fusion["base"])
+    # a local base model is no Hub id: the card names its folder, adapter_config.json keeps the path for loading
+    assert "base_model" not in read_front_matter(tmp_path / "expert")
+    card = (tmp_path / "expert/README.md").read_text()
+    assert f"| base model | {fusion['base'].name} |" in card and str(tmp_path) not in card
+    assert json.loads((tmp_path / "expert/adapter_config.json").read_text())["base_model_name_or_path"] == str(fusion["base"])
     assert "expert" in read_front_matter(tmp_path / "expert")["tags"]
     expert = load_file(tmp_path / "expert/adapter_model.safetensors")
     assert len(expert) == 4 * 7 * 2 and any(".lora_B." in k and v.abs().sum() > 0 for k, v in expert.items())
@@ -133,8 +138,9 @@ def test_update_cards_writes_the_scores_into_the_card_and_replaces_them_later(fu
     f1 = json.loads((tmp_path / "r1/results.json").read_text())["adapters"]["t"]["tasks"]["replay"]["f1"]
     assert text.count("## Scores") == 1 and "| replay | " in text and f"{100 * f1:.1f} |" in text
     assert "first 3 examples per file" in text and "first 2 examples" not in text
-    assert read_front_matter(adapter)["base_model"] == json.loads((adapter / "adapter_config.json").read_text())[
-        "base_model_name_or_path"]
+    base = json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"]
+    assert "base_model" not in read_front_matter(adapter)  # a local folder, not a Hub id: named in the body
+    assert f"| base model | {Path(base).name} |" in text and base not in text
 
 
 def test_update_cards_refuses_an_unwritable_card_before_writing_the_results(fusion, tmp_path):

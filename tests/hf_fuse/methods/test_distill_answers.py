@@ -196,20 +196,3 @@ def test_two_source_experts_of_two_families_distill_into_one_adapter(fusion, tmp
     from transformers import AutoModelForCausalLM
 
     PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(fusion["base"]), tmp_path / "out")  # loads cleanly
-
-
-def test_a_source_model_under_restrictive_terms_gets_a_notice_about_training_on_its_outputs(setting, tmp_path):
-    import shutil
-
-    source = tmp_path / "source"
-    shutil.copytree(setting["source_base"], source)
-    (source / "README.md").write_text("---\nlicense: gemma\n---\n\n# a base model\n")
-    argv = _argv(setting, tmp_path / "out", "--gen-max-new-tokens", "2")
-    argv[argv.index(f"0={setting['source_base']}")] = f"0={source}"
-    result = CliRunner().invoke(main, argv)
-    assert result.exit_code == 0, result.output
-    warnings = json.loads((tmp_path / "out/fusion_report.json").read_text())["warnings"]
-    assert any("under the 'gemma' licence: distill trains the target on its outputs" in w for w in warnings)
-    plain = CliRunner().invoke(main, _argv(setting, tmp_path / "plain", "--gen-max-new-tokens", "2"))
-    assert plain.exit_code == 0, plain.output
-    assert not any("licence" in w for w in json.loads((tmp_path / "plain/fusion_report.json").read_text())["warnings"])
