@@ -38,9 +38,9 @@ demo: $(STAMP) $(VENV)/.models
 	$(PY) -m hf_eval.demo $(EXAMPLE)
 
 bench: $(STAMP) $(VENV)/.models
-	$(PY) benchmarks/bench_analyze.py
-	$(PY) benchmarks/bench_fuse.py
-	$(PY) benchmarks/bench_cross_family.py --mode smoke
+	$(PY) -m benchmarks analyze
+	$(PY) -m benchmarks fuse
+	$(PY) -m benchmarks cross-family --mode smoke
 
 clean:
 	rm -rf $(VENV) $(EXAMPLE) .pytest_cache .ruff_cache

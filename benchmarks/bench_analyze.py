@@ -14,7 +14,7 @@ plan's size against the input's.
 Reference (issue 2): the authors' code needs ~2 s on 2 cores to load, group, block and take
 singular values for the target and 5 sources (writing nothing) and ~1 GB for that data.
 
-    python benchmarks/bench_analyze.py [--work DIR] [--repeat 3] [--block-size 4096]
+    python -m benchmarks analyze [--work DIR] [--repeat 3] [--block-size 4096]
 """
 
 from __future__ import annotations
@@ -24,11 +24,10 @@ import statistics
 import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
+from hf_analyze.example import SHAPES, write_synthetic_adapter
+from hf_eval.measure import measured
 
-from hf_analyze.example import SHAPES, write_synthetic_adapter  # noqa: E402
-from hf_eval.measure import measured  # noqa: E402
+HERE = Path(__file__).resolve().parent
 
 # both read with numpy (no torch, as hf-analyze), through the toolkit's reader: safetensors' own numpy loader has
 # no bfloat16

@@ -8,8 +8,8 @@ stop tokens, confidence and the same ``auto_cap``).  Each answer is then scored 
 chosen on the validation split).  It shows what the cap drops and what a confidence filter could keep: F1 of
 every answer, of the finished ones, and of the finished ones above each confidence quantile.
 
-    python benchmarks/bench_answers.py [--work /tmp/hf-cross-family-cpu] [--json FILE]
-    python benchmarks/bench_answers.py --synthesize 216 [--json FILE]    # data-free: what the filter keeps
+    python -m benchmarks answers [--work /tmp/hf-cross-family-cpu] [--json FILE]
+    python -m benchmarks answers --synthesize 216 [--json FILE]    # data-free: what the filter keeps
 """
 
 from __future__ import annotations
@@ -20,14 +20,12 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks.cross_family_setup import EXPERT_BASE, MODES, split
+from hf_common.console import Console
+from hf_eval.experiment import Experiment
+from hf_eval.study import Study
+
 HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE.parent), str(HERE)]
-
-from cross_family_setup import EXPERT_BASE, MODES, split  # noqa: E402
-
-from hf_common.console import Console  # noqa: E402
-from hf_eval.experiment import Experiment  # noqa: E402
-from hf_eval.study import Study  # noqa: E402
 
 TASK = "findvehicle"
 
@@ -38,7 +36,7 @@ def answers(expert: Path, prompts_file: Path | list, cap: int | str, batch: int)
     import torch
     from peft import PeftModel
 
-    from hf_fuse.methods.distill import PILOT, PILOT_CAP, auto_cap
+    from hf_fuse.methods.distill.method import PILOT, PILOT_CAP, auto_cap
     from hf_runtime.data import load_records, prompt_ids
     from hf_runtime.generation import generate_batches
     from hf_runtime.model import load_model_and_tokenizer, resolve_base_model
@@ -65,7 +63,7 @@ def synthesized(seeds_file: Path, n: int, work: Path, temperature: float) -> tup
     ``--synthesize`` does (same function, same filter); the kept ones and the filter's counts."""
     import torch
 
-    from hf_fuse.methods.synthesize import synthesize
+    from hf_fuse.methods.distill.synthesize import synthesize
     from hf_runtime.data import load_records
     from hf_runtime.model import load_model_and_tokenizer, resolve_base_model
 

@@ -22,9 +22,9 @@ The target alone and each expert on its own task (the ceiling) are scored too.  
 mean +- std over seeds, the share of each expert's F1 recovered, and paired bootstrap 95 % intervals
 over held-out examples for fusion - replay-tune and fusion - null-source, per task and macro.
 
-    python benchmarks/bench_cross_family.py --mode cpu    # about 2 hours on 2 CPU cores (experts included); resumable
-    python benchmarks/bench_cross_family.py --mode full   # a GPU machine: 3 epochs, few-shot history kept
-    python benchmarks/bench_cross_family.py --mode smoke  # minutes: the whole pipeline on 8 examples per task
+    python -m benchmarks cross-family --mode cpu    # about 2 hours on 2 CPU cores (experts included); resumable
+    python -m benchmarks cross-family --mode full   # a GPU machine: 3 epochs, few-shot history kept
+    python -m benchmarks cross-family --mode smoke  # minutes: the whole pipeline on 8 examples per task
 
 Every step is skipped when its output exists, so an interrupted run continues where it stopped; the
 results (WORK/results.json and .md; results_<TASKS>.* for other --sources, whose plans and runs are named
@@ -38,16 +38,13 @@ import json
 import re
 import shlex
 import subprocess
-import sys
 from dataclasses import asdict, replace
 from datetime import date
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE.parent), str(HERE)]
-
-from cross_family_setup import EXPERT_BASE, FILES, MODES, TARGET_TASK, source_tag, split  # noqa: E402
-from report_cross_family import (  # noqa: E402
+from benchmarks.cross_family_runs import Runner, Runners, method_variants
+from benchmarks.cross_family_setup import EXPERT_BASE, FILES, MODES, TARGET_TASK, source_tag, split
+from benchmarks.report_cross_family import (
     distill_record,
     earlier_results,
     keep_first_measured,
@@ -55,10 +52,11 @@ from report_cross_family import (  # noqa: E402
     scores_prf,
     write_report,
 )
+from hf_common.console import Console
+from hf_eval.experiment import Experiment, StepFailed, locked
+from hf_eval.study import Study, repeated
 
-from hf_common.console import Console  # noqa: E402
-from hf_eval.experiment import Experiment, StepFailed, locked  # noqa: E402
-from hf_eval.study import HYPERNET_ARGS, Study, repeated  # noqa: E402
+HERE = Path(__file__).resolve().parent
 
 
 def git_commit() -> str:
@@ -79,7 +77,7 @@ def device_name() -> str:
     return f"CPU, {os.cpu_count()} cores"
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mode", choices=sorted(MODES), default="cpu")
     parser.add_argument("--data-dir", type=Path, default=HERE.parent.parent / "shared/data/uie",
@@ -129,13 +127,18 @@ def main() -> None:
                         help="only what the runs share: experts, their scores, the target alone, every seed's plans and "
                              "null sources, and (with a distill method) the source experts' answers to the prompts for "
                              "every seed's real and null plan (a one-step run each), so that other invocations, on this "
-                             "machine or a faster one, train from them (benchmarks/gpu_cross_family.sh)")
+                             "machine or a faster one, train from them (python -m benchmarks runs)")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
                         help="every model's dtype (default float32: the same numbers on a CPU and on a GPU)")
     parser.add_argument("--publish", action="store_true",
                         help="also merge the results into benchmarks/results/cross_family.{json,md} (the runs "
                              "of other machines and source tasks there stay)")
-    args = parser.parse_args()
+    return parser.parse_args(argv)
+
+
+def settings_of(args: argparse.Namespace):
+    """The mode as the options change it, the training budget, and the options checked: ``(mode, budget,
+    variant_args)``; a wrong option exits with one line."""
     mode = MODES[args.mode]
     if args.labels:
         mode = replace(mode, labels=args.labels)
@@ -153,11 +156,6 @@ def main() -> None:
         raise SystemExit("--variant and --fuse-args go together")
     if args.variant and not re.fullmatch(r"[A-Za-z0-9_.]+", args.variant):
         raise SystemExit("--variant: letters, digits, '.' and '_' only (it is part of file names)")
-    variant_args = shlex.split(args.fuse_args)
-    work = args.work or Path(f"/tmp/hf-cross-family-{args.mode}")
-    console = Console()
-    exp = Experiment(work, console)
-    data = split(args.data_dir, work, mode, args.unlabeled_count, args.seed_count)
     if args.steps is not None and args.epochs is not None:
         raise SystemExit("--steps and --epochs: one or the other")
     budget = mode.budget if args.steps is None else replace(mode.budget, steps=args.steps)
@@ -165,164 +163,175 @@ def main() -> None:
         budget = replace(mode.budget, steps=None, epochs=args.epochs)
     if (budget.steps is not None and budget.steps < 1) or budget.epochs <= 0:
         raise SystemExit("--steps and --epochs must be positive")
-    n_unlabeled = args.unlabeled_count or mode.n_unlabeled
-    tag = "" if budget == mode.budget else f"-T{budget.steps}" if budget.steps is not None else f"-E{budget.epochs:g}"
-    src = source_tag(args.mode, mode.sources)
-    tag += src
-    fusion_tag = tag + (f"-V{args.variant}" if args.variant else "")  # replay-tune takes no hf-fuse options
-    distill_tag = fusion_tag + ("" if n_unlabeled == mode.n_unlabeled else f"-U{n_unlabeled}")
-    if args.synthesize:
-        distill_tag = fusion_tag + f"-S{args.synthesize}x{args.seed_count}"
-    study = Study(exp, "smollm2", budget, eval_args=["--max-new-tokens", mode.eval_tokens, "--batch-size", 16],
-                  fuse_args=["--no-gradient-checkpointing", "-q"], dtype=args.dtype)
-    tasks = [TARGET_TASK, *mode.sources]
-    heldout = [data[t]["heldout"] for t in tasks]
-    validation = [data[t]["val"] for t in tasks]
-    meta = {"mode": args.mode, "settings": asdict(mode), "commit": git_commit(), "date": date.today().isoformat(),
-            "device": device_name(), "target_task": TARGET_TASK, "source_tasks": list(mode.sources)}
-    results = {**meta, "experts": {}, "runs": [], "chosen_lr": {}, "validation": {}}
-    # one results file per set of source tasks: invocations with other sources share the work folder (its experts and
-    # caches), not the file, where their differing settings would void each other's runs
-    tail = "" if mode.sources == MODES[args.mode].sources else "_" + "_".join(mode.sources)
-    results_file = work / f"results{tail}.json"
-    results.update(earlier_results(results_file, meta))
-    publish = HERE / "results" / "cross_family.json" if args.publish else None
+    return mode, budget, shlex.split(args.fuse_args)
 
-    def record(run: dict, adapter: Path | None, step: str | None) -> None:
-        scores = study.evaluate(run["name"], adapter, heldout)
-        cost = (exp.records.get(step) or exp.records.get(adapter.name, {})) if step and adapter else {}
+
+class CrossFamily:
+    """One invocation's work folder, data, study, plans and results; the steps of ``main`` are its methods."""
+
+    def __init__(self, args: argparse.Namespace, mode, budget, variant_args: list[str]) -> None:
+        self.args, self.mode, self.budget, self.variant_args = args, mode, budget, variant_args
+        self.work = args.work or Path(f"/tmp/hf-cross-family-{args.mode}")
+        self.console = Console()
+        self.exp = Experiment(self.work, self.console)
+        self.data = split(args.data_dir, self.work, mode, args.unlabeled_count, args.seed_count)
+        self.n_unlabeled = args.unlabeled_count or mode.n_unlabeled
+        self._tags()
+        self.study = Study(self.exp, "smollm2", budget, eval_args=["--max-new-tokens", mode.eval_tokens, "--batch-size", 16],
+                           fuse_args=["--no-gradient-checkpointing", "-q"], dtype=args.dtype)
+        self.tasks = [TARGET_TASK, *mode.sources]
+        self.heldout = [self.data[t]["heldout"] for t in self.tasks]
+        self.validation = [self.data[t]["val"] for t in self.tasks]
+        self.meta = {"mode": args.mode, "settings": asdict(mode), "commit": git_commit(), "date": date.today().isoformat(),
+                     "device": device_name(), "target_task": TARGET_TASK, "source_tasks": list(mode.sources)}
+        self.results = {**self.meta, "experts": {}, "runs": [], "chosen_lr": {}, "validation": {}}
+        # one results file per set of source tasks: invocations with other sources share the work folder (its experts
+        # and caches), not the file, where their differing settings would void each other's runs
+        tail = "" if mode.sources == MODES[args.mode].sources else "_" + "_".join(mode.sources)
+        self.results_file = self.work / f"results{tail}.json"
+        self.results.update(earlier_results(self.results_file, self.meta))
+        self.publish = HERE / "results" / "cross_family.json" if args.publish else None
+        unlabeled = {t: self.data[t]["unlabeled"] for t in mode.sources}  # the first n_unlabeled prompts of the pool
+        self.source_models = repeated("--source-model", [f"{i}={EXPERT_BASE[t]}" for i, t in enumerate(mode.sources)])
+        self.prompts = repeated("--unlabeled", [f"{i}={unlabeled[t]}" for i, t in enumerate(mode.sources)])
+        if args.synthesize:  # data-free: the seeds instead of the unlabelled prompts
+            self.prompts = [*repeated("--seed-prompts", [f"{i}={self.data[t]['seeds']}" for i, t in enumerate(mode.sources)]),
+                            "--synthesize", args.synthesize]
+
+    def _tags(self) -> None:
+        """What run names end with: the budget, the source tasks, the variant, the prompts."""
+        args, mode, budget = self.args, self.mode, self.budget
+        tag = "" if budget == mode.budget else f"-T{budget.steps}" if budget.steps is not None else f"-E{budget.epochs:g}"
+        self.src = source_tag(args.mode, mode.sources)
+        self.tag = tag + self.src
+        self.fusion_tag = self.tag + (f"-V{args.variant}" if args.variant else "")  # replay-tune takes no hf-fuse options
+        self.distill_tag = self.fusion_tag + ("" if self.n_unlabeled == mode.n_unlabeled else f"-U{self.n_unlabeled}")
+        if args.synthesize:
+            self.distill_tag = self.fusion_tag + f"-S{args.synthesize}x{args.seed_count}"
+
+    # -- steps ---------------------------------------------------------------------------------------------------------
+    def record(self, run: dict, adapter: Path | None, step: str | None) -> None:
+        """Score a run on the held-out examples and write it into the results (merged with what other invocations on
+        this folder recorded meanwhile)."""
+        scores = self.study.evaluate(run["name"], adapter, self.heldout)
+        cost = (self.exp.records.get(step) or self.exp.records.get(adapter.name, {})) if step and adapter else {}
         report = adapter / "fusion_report.json" if adapter else None
         if report and report.exists() and "distill" in (fused := json.loads(report.read_text())):
             run["distill"] = distill_record(fused["distill"])
         entry = {**run, "tasks": {t: {**scores_prf(s), "cut": s.get("cut", 0)} for t, s in scores["tasks"].items()},
                  "macro": scores_prf(scores["macro"]),
-                 "eval_dir": str(work / f"eval-{run['name']}"), "train_seconds": cost.get("seconds", 0.0),
+                 "eval_dir": str(self.work / f"eval-{run['name']}"), "train_seconds": cost.get("seconds", 0.0),
                  "train_peak_mib": cost.get("peak_mib", 0.0), **({"train_resumed": True} if cost.get("resumed") else {}),
-                 "measured": {k: meta[k] for k in ("commit", "date", "device")}}  # a merged table's runs differ
-        with locked(work):  # what another invocation on this folder recorded meanwhile is kept
-            merge_results(results, earlier_results(results_file, meta))
-            keep_first_measured(entry, next((r for r in results["runs"] if r["name"] == run["name"]), None))
-            results["runs"] = [r for r in results["runs"] if r["name"] != run["name"]] + [entry]
-            write_report(work, results, publish, results_file.stem)
+                 "measured": {k: self.meta[k] for k in ("commit", "date", "device")}}  # a merged table's runs differ
+        with locked(self.work):  # what another invocation on this folder recorded meanwhile is kept
+            merge_results(self.results, earlier_results(self.results_file, self.meta))
+            keep_first_measured(entry, next((r for r in self.results["runs"] if r["name"] == run["name"]), None))
+            self.results["runs"] = [r for r in self.results["runs"] if r["name"] != run["name"]] + [entry]
+            write_report(self.work, self.results, self.publish, self.results_file.stem)
 
-    experts = {t: study.expert(f"expert-{t}", EXPERT_BASE[t], data[t]["train"], epochs=mode.expert_epochs,
-                               lr=mode.expert_lr) for t in tasks}
-    target = experts[TARGET_TASK]
-    record({"name": f"target{src}", "method": "target", "seed": 0, "lr": None, "source_labels_per_task": None,
-            "null_source": False}, target, None)
-    for task in mode.sources:  # the ceiling: each expert on its own task, on its own base model
-        scores = study.evaluate(f"expert-{task}", experts[task], [data[task]["heldout"]], base_model=EXPERT_BASE[task])
-        results["experts"][task] = scores["tasks"][task]["f1"]
-        results.setdefault("expert_scores", {})[task] = scores_prf(scores["tasks"][task])
-    sources = [experts[t] for t in mode.sources]
-    real_plan = study.plan(f"plan-real{src}", target, sources)
+    def experts_and_target(self) -> None:
+        """Every expert (trained once), the target alone, and each source expert on its own task (the ceiling)."""
+        mode = self.mode
+        experts = {t: self.study.expert(f"expert-{t}", EXPERT_BASE[t], self.data[t]["train"], epochs=mode.expert_epochs,
+                                        lr=mode.expert_lr) for t in self.tasks}
+        self.target = experts[TARGET_TASK]
+        self.record({"name": f"target{self.src}", "method": "target", "seed": 0, "lr": None,
+                     "source_labels_per_task": None, "null_source": False}, self.target, None)
+        for task in mode.sources:
+            scores = self.study.evaluate(f"expert-{task}", experts[task], [self.data[task]["heldout"]],
+                                         base_model=EXPERT_BASE[task])
+            self.results["experts"][task] = scores["tasks"][task]["f1"]
+            self.results.setdefault("expert_scores", {})[task] = scores_prf(scores["tasks"][task])
+        self.sources = [experts[t] for t in mode.sources]
+        self.real_plan = self.study.plan(f"plan-real{self.src}", self.target, self.sources)
 
-    def null_plan(seed: int) -> Path:
-        return study.plan(f"plan-null-s{seed}{src}", target, [study.null_source(s, seed) for s in sources])
+    def null_plan(self, seed: int) -> Path:
+        return self.study.plan(f"plan-null-s{seed}{self.src}", self.target,
+                               [self.study.null_source(s, seed) for s in self.sources])
 
-    def replay_for(n: int) -> list[Path]:
-        return [data[TARGET_TASK]["train"], *[data[t]["train" if n >= mode.pool else f"train-{n}"]
-                                              for t in mode.sources if n > 0]]
+    def replay_for(self, n: int) -> list[Path]:
+        mode = self.mode
+        return [self.data[TARGET_TASK]["train"], *[self.data[t]["train" if n >= mode.pool else f"train-{n}"]
+                                                   for t in mode.sources if n > 0]]
 
-    def tune(n: int, lr: float, seed: int = 0, null: bool = False) -> tuple[str, Path]:
-        name = f"replay-tune-L{n}-lr{lr:g}-s{seed}{tag}"
-        return name, study.replay_tune(name, target, replay_for(n), lr=lr, seed=seed)
+    def prepare(self, runners: dict[str, Runner], seeds) -> None:
+        """Only what the runs share: every seed's null plan and distill's answers (a one-step run each)."""
+        for seed in seeds:
+            self.null_plan(seed)
+        distilling = [m for m in self.args.methods if method_variants().get(m, ("", None))[1] is not None]
+        for method in distilling:
+            for seed in seeds:  # one step each: the answers land in the shared cache
+                for null in (False, True):
+                    self.study.fuse(f"answers-{method}{'-null' if null else ''}-s{seed}{self.distill_tag}",
+                                    self.null_plan(seed) if null else self.real_plan, self.replay_for(0), lr=1e-4,
+                                    seed=seed, extra=[*Runners(self).distill_args(method_variants()[method][1]),
+                                                      *self.variant_args, "--max-steps", 1])
+        self.console.success(f"prepared in {self.work}")
 
-    unlabeled = {t: data[t]["unlabeled"] for t in mode.sources}  # the first n_unlabeled prompts of the pool
-    source_models = repeated("--source-model", [f"{i}={EXPERT_BASE[t]}" for i, t in enumerate(mode.sources)])
-    prompts = repeated("--unlabeled", [f"{i}={unlabeled[t]}" for i, t in enumerate(mode.sources)])
-    if args.synthesize:  # data-free: the seeds instead of the unlabelled prompts
-        prompts = [*repeated("--seed-prompts", [f"{i}={data[t]['seeds']}" for i, t in enumerate(mode.sources)]),
-                   "--synthesize", args.synthesize]
+    def choose(self, runners: dict[str, Runner], tune_at: int, chosen: dict[str, float]) -> None:
+        """Each method's rate (or weight) at ``tune_at`` source labels: searched on validation, or ``--lr``."""
+        for method in self.args.methods:
+            runner = runners[method]
+            if method in chosen:
+                continue
+            key = f"L{tune_at}{runner.tag}"
+            if self.args.lr is not None:  # chosen earlier: its validation scores stay where they were published
+                chosen[method] = self.results["chosen_lr"].setdefault(key, {})[method] = self.args.lr
+                continue
+            grid = self.mode.weights if runner.tunes_weight else self.mode.grid
+            knob, scores = self.study.pick_lr(lambda x, train=runner.train, at=tune_at: train(at, x), grid,
+                                              self.validation, f"{method} at {tune_at} source labels",
+                                              beyond=0 if runner.tunes_weight else self.mode.beyond)
+            chosen[method] = knob
+            self.results["chosen_lr"].setdefault(key, {})[method] = knob
+            self.results["validation"].setdefault(key, {})[method] = {f"{x:g}": f for x, f in scores.items()}
 
-    def fusion(label: str, extra: list | tuple = (), suffix: str = fusion_tag):
-        """Runs of one hf-fuse method: (source labels, rate, seed, null sources) -> (run name, adapter)."""
-        def train(n: int, lr: float, seed: int = 0, null: bool = False) -> tuple[str, Path]:
-            name = f"{label}{'-null' if null else ''}-L{n}-lr{lr:g}-s{seed}{suffix}"
-            return name, study.fuse(name, null_plan(seed) if null else real_plan, replay_for(n), lr=lr, seed=seed,
-                                    extra=[*extra, *variant_args])
-        return train
+    def seeds_at(self, runners: dict[str, Runner], n: int, tune_at: int, chosen: dict[str, float], seeds) -> None:
+        """Every seed of every method at ``n`` source labels, and its null-source twin, scored and recorded."""
+        args, budget = self.args, self.budget
+        for seed in seeds:
+            for method in args.methods:
+                runner = runners[method]
+                for null in (False, True) if runner.has_twin else (False,):
+                    if args.only and null != (args.only == "twin"):
+                        continue
+                    knob = chosen[method]
+                    name, adapter = runner.train(n, knob, seed, null)
+                    setting = {"lr": None, "project_weight": knob} if runner.tunes_weight else {"lr": knob}
+                    variant = {"steps": budget.steps} if not runner.tunes_weight else {}
+                    if not runner.tunes_weight and budget.steps is None:
+                        variant["epochs"] = budget.epochs
+                    if method_variants().get(method, ("", None))[1] is not None:
+                        variant["n_unlabeled"] = 0 if args.synthesize else self.n_unlabeled
+                        if args.synthesize:
+                            variant.update(data_free=True, n_seed_prompts=args.seed_count, n_synthesized=args.synthesize)
+                    if args.variant and not runner.tunes_weight and runner.has_twin:
+                        variant.update(variant=args.variant, fuse_args=self.variant_args)
+                    self.record({"name": name, "method": method, "seed": seed, **setting, "source_labels_per_task": n,
+                                 "null_source": null, "lr_chosen_at_source_labels": tune_at, **variant}, adapter, name)
 
-    def distill_args(student: str) -> list:
-        return ["--method", "distill", "--student", student, *source_models, *prompts, "--gen-cache", work / "gen-cache",
-                "--gen-max-new-tokens", mode.new_tokens, "--gen-batch-size", 16,
-                *(HYPERNET_ARGS if student == "hypernet" else [])]
 
-    def distill(student: str):
-        return fusion(f"distill-{student}", distill_args(student), distill_tag)
-
-    def project(n: int, weight: float, seed: int = 0, null: bool = False) -> tuple[str, Path]:
-        # Training-free and deterministic: the real projection is computed once and scored under each seed's name
-        # (no spread by construction); the null twin's noise differs by seed.
-        name = f"project{'-null' if null else ''}-L{n}-w{weight:g}-s{seed}"
-        step = name if null else f"project-L{n}-w{weight:g}"
-        return name, study.fuse(step, null_plan(seed) if null else real_plan, replay_for(n), lr=1e-4, seed=seed,
-                                extra=["--method", "project", *source_models, "--project-weight", weight])
-
-    runners = {  # method -> (trainer, its grid, whether it has a null-source twin)
-        "hypernet": (fusion("hypernet", HYPERNET_ARGS), mode.grid, True), "replay-tune": (tune, mode.grid, False),
-        "distill-lora": (distill("lora"), mode.grid, True), "distill-hypernet": (distill("hypernet"), mode.grid, True),
-        "project": (project, mode.weights, True),
-        # the projection at --project-weight 1 (project's weights scored alike on validation), the HyperNet's rate tuned
-        "project-hypernet": (fusion("project-hypernet", ["--method", "project-hypernet", *source_models, *HYPERNET_ARGS]),
-                             mode.grid, True),
-    }
-    tags = {"distill-lora": distill_tag, "distill-hypernet": distill_tag, "project": "",  # project trains nothing
-            "replay-tune": tag}
+def main() -> None:
+    args = parse_args()
+    mode, budget, variant_args = settings_of(args)
+    bench = CrossFamily(args, mode, budget, variant_args)
+    runners = Runners(bench).all()
     unknown = set(args.methods) - set(runners)
     if unknown:
         raise SystemExit(f"--methods: unknown {', '.join(sorted(unknown))} (known: {', '.join(runners)})")
+    bench.experts_and_target()
     seeds = args.seeds if args.seeds is not None else range(mode.seeds)
     if args.prepare:
-        for seed in seeds:
-            null_plan(seed)
-        for method in (m for m in args.methods if m.startswith("distill")):
-            for seed in seeds:  # one step each: the answers land in the shared cache
-                for null in (False, True):
-                    study.fuse(f"answers-{method}{'-null' if null else ''}-s{seed}{distill_tag}",
-                               null_plan(seed) if null else real_plan, replay_for(0), lr=1e-4, seed=seed,
-                               extra=[*distill_args(method.removeprefix("distill-")), *variant_args, "--max-steps", 1])
-        console.success(f"prepared in {work}")
+        bench.prepare(runners, seeds)
         return
     chosen: dict[int, dict[str, float]] = {}
     for labels in mode.labels:
         n = min(labels, mode.pool)
         tune_at = n if mode.tune_at is None else min(mode.tune_at, mode.pool)
-        for method in args.methods:
-            train, grid, _ = runners[method]
-            if method in chosen.setdefault(tune_at, {}):
-                continue
-            key = f"L{tune_at}{tags.get(method, fusion_tag)}"
-            if args.lr is not None:  # chosen earlier: its validation scores stay where they were published
-                chosen[tune_at][method] = results["chosen_lr"].setdefault(key, {})[method] = args.lr
-                continue
-            knob, scores = study.pick_lr(lambda x, train=train, at=tune_at: train(at, x), grid, validation,
-                                         f"{method} at {tune_at} source labels",
-                                         beyond=0 if method == "project" else mode.beyond)  # weights, not rates
-            chosen[tune_at][method] = knob
-            results["chosen_lr"].setdefault(key, {})[method] = knob
-            results["validation"].setdefault(key, {})[method] = {f"{x:g}": f for x, f in scores.items()}
-        for seed in seeds:
-            for method in args.methods:
-                train, _, has_twin = runners[method]
-                for null in (False, True) if has_twin else (False,):
-                    if args.only and null != (args.only == "twin"):
-                        continue
-                    knob = chosen[tune_at][method]
-                    name, adapter = train(n, knob, seed, null)
-                    setting = {"lr": None, "project_weight": knob} if method == "project" else {"lr": knob}
-                    variant = {"steps": budget.steps} if method != "project" else {}
-                    if method != "project" and budget.steps is None:
-                        variant["epochs"] = budget.epochs
-                    if method.startswith("distill"):
-                        variant["n_unlabeled"] = 0 if args.synthesize else n_unlabeled
-                        if args.synthesize:
-                            variant.update(data_free=True, n_seed_prompts=args.seed_count, n_synthesized=args.synthesize)
-                    if args.variant and method not in ("project", "replay-tune"):
-                        variant.update(variant=args.variant, fuse_args=variant_args)
-                    record({"name": name, "method": method, "seed": seed, **setting, "source_labels_per_task": n,
-                            "null_source": null, "lr_chosen_at_source_labels": tune_at, **variant}, adapter, name)
-    console.success(f"results in {results_file.with_suffix('.md')}" + (f" and {publish}" if publish else ""))
+        bench.choose(runners, tune_at, chosen.setdefault(tune_at, {}))
+        bench.seeds_at(runners, n, tune_at, chosen[tune_at], seeds)
+    bench.console.success(f"results in {bench.results_file.with_suffix('.md')}"
+                          + (f" and {bench.publish}" if bench.publish else ""))
 
 
 if __name__ == "__main__":

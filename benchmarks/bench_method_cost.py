@@ -13,7 +13,7 @@ answer cache).  Runs, each in its own process, with 0 source labels (the target 
   project          hf-fuse --method project (training-free)
   project-hypernet the projection, then the HyperNet trained on top of it
 
-    python benchmarks/bench_method_cost.py [--work /tmp/hf-cross-family-cpu] [--steps 60] [--unlabeled-count 216]
+    python -m benchmarks method-cost [--work /tmp/hf-cross-family-cpu] [--steps 60] [--unlabeled-count 216]
                                            [--only hypernet,project-hypernet]
 """
 
@@ -25,13 +25,11 @@ import shutil
 import sys
 from pathlib import Path
 
+from benchmarks.bench_cross_family import device_name
+from benchmarks.cross_family_setup import MODES, TARGET_TASK
+from hf_eval.measure import measured as measure_command
+
 HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE.parent), str(HERE)]
-
-from bench_cross_family import device_name  # noqa: E402
-from cross_family_setup import MODES, TARGET_TASK  # noqa: E402
-
-from hf_eval.measure import measured as measure_command  # noqa: E402
 
 
 def measured(cmd: list) -> dict:

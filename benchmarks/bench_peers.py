@@ -11,7 +11,7 @@ own process (peak RSS per run); then both adapters of each seed are scored on he
 TRL is an optional extra (``pip install '.[peers]'``): without it the benchmark says so and exits 0 having run
 nothing.  ``--smoke`` runs the whole script on a tiny model in seconds (a check of the script, not a result).
 
-    python benchmarks/bench_peers.py [--steps 20] [--seeds 0,1] [--examples 64] [--heldout 24] [--json FILE]
+    python -m benchmarks peers [--steps 20] [--seeds 0,1] [--examples 64] [--heldout 24] [--json FILE]
 """
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks import child_env, module_command
+
 HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE.parent), str(HERE)]
 
 TASK_FILE = HERE.parent.parent / "shared/data/uie/ET_FindVehicle_sample300.json"
 LORA = {"r": 8, "lora_alpha": 16, "lora_dropout": 0.05,
@@ -116,13 +117,15 @@ def prepare(work: Path, n_examples: int, n_heldout: int, smoke: bool) -> tuple[P
     """Training and held-out files, and the base model (SmolLM2, or a tiny stand-in with --smoke)."""
     work.mkdir(parents=True, exist_ok=True)
     if smoke:
-        sys.path.insert(0, str(HERE.parent / "tests/support"))
-        from tiny_models import make_fusion_setting, replay_records
+        try:  # the test suite's tiny models (tests/support on PYTHONPATH, as the test of this script sets it)
+            from tiny_models import make_fusion_setting, replay_records
+        except ImportError:
+            raise SystemExit("--smoke runs on the test suite's tiny models: PYTHONPATH=tests/support") from None
 
         setting = make_fusion_setting(work / "tiny")
         records, base, label = replay_records(n_examples + n_heldout, seed=3), setting["base"], "tiny Llama (smoke)"
     else:
-        from _standins import base_model
+        from benchmarks._standins import base_model
 
         records = json.loads(TASK_FILE.read_text())
         base, label = base_model("smollm2", work, ["the quick brown fox"])
@@ -133,7 +136,7 @@ def prepare(work: Path, n_examples: int, n_heldout: int, smoke: bool) -> tuple[P
     return train, heldout, base, label
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, default=Path("/tmp/hf-bench-peers"))
     parser.add_argument("--steps", type=int, default=20)
@@ -152,34 +155,42 @@ def main() -> None:
     parser.add_argument("--train", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.child:
-        return child(args)
-    if importlib.util.find_spec("trl") is None or importlib.util.find_spec("datasets") is None:
-        sys.stdout.write("bench_peers: TRL is not installed (pip install '.[peers]'); nothing was run\n")
-        return
-    train, heldout, base, label = prepare(args.work, args.examples, args.heldout, args.smoke)
+    return parser.parse_args()
+
+
+def train_both(args: argparse.Namespace, base: str, train: Path) -> dict[str, dict[int, dict]]:
+    """Every seed of both trainers, each in its own process: its timings, memory and losses."""
     runs: dict[str, dict[int, dict]] = {"ours": {}, "trl": {}}
     for seed in args.seeds:
         for who in runs:
             out = args.work / f"{who}-s{seed}"
-            done = subprocess.run([sys.executable, __file__, "--child", who, "--base-model", str(base), "--train", str(train),
-                                   "--out", str(out), "--seed", str(seed), "--steps", str(args.steps), "--lr", str(args.lr),
-                                   "--loss-average", args.loss_average,
+            done = subprocess.run([*module_command("bench_peers"), "--child", who, "--base-model", str(base), "--train",
+                                   str(train), "--out", str(out), "--seed", str(seed), "--steps", str(args.steps), "--lr",
+                                   str(args.lr), "--loss-average", args.loss_average,
                                    *(["--group-by-length"] if args.group_by_length else [])],
-                                  capture_output=True, text=True)
+                                  capture_output=True, text=True, env=child_env())
             line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT ")), None)
             if line is None:
                 raise SystemExit(f"{who} seed {seed} failed:\n{done.stderr[-3000:]}")
             runs[who][seed] = json.loads(line[7:])
             sys.stderr.write(f"{who} seed {seed}: {runs[who][seed]['seconds']:.1f} s\n")
+    return runs
+
+
+def score(args: argparse.Namespace, runs: dict, base: str, heldout: Path) -> dict[str, float]:
+    """Held-out macro F1 of every trained adapter, by ``hf-eval evaluate``."""
     adapters = [x for who in runs for seed in args.seeds for x in ("--adapter", f"{who}-s{seed}={args.work / f'{who}-s{seed}'}")]
     scored = subprocess.run([sys.executable, "-m", "hf_eval", "evaluate", "--base-model", str(base), *adapters, "--data",
                              str(heldout), "--max-new-tokens", "48", "--batch-size", "8", "-o", str(args.work / "eval"),
                              "--force", "-q", "--json", "-"], capture_output=True, text=True)
     if scored.returncode:
         raise SystemExit(f"evaluation failed:\n{scored.stderr[-3000:]}")
-    f1 = {name: entry["macro"]["f1"] for name, entry in json.loads(scored.stdout)["adapters"].items()}
+    return {name: entry["macro"]["f1"] for name, entry in json.loads(scored.stdout)["adapters"].items()}
+
+
+def summarise(runs: dict, f1: dict[str, float]) -> tuple[dict, float]:
+    """Per trainer: seconds per step (median over steps after the first, mean over seeds), tokens per second, peak
+    memory and F1 over seeds; and the mean tokens per step."""
     summary = {}
     for who, by_seed in runs.items():
         per_step = [statistics.median(r["step_seconds"][1:] or r["step_seconds"]) for r in by_seed.values()]
@@ -191,6 +202,11 @@ def main() -> None:
     n_tokens = statistics.mean(r["tokens_per_step"] for r in runs["ours"].values())
     for entry in summary.values():
         entry["tokens_per_s"] = n_tokens / entry["seconds_per_step"]
+    return summary, n_tokens
+
+
+def report(args: argparse.Namespace, summary: dict, n_tokens: float, label: str) -> None:
+    """The comparison printed, and written with --json."""
     ours, trl = summary["ours"], summary["trl"]
     grouped = ", length-grouped batches" if args.group_by_length else ""
     lines = [f"LoRA training, ours (loss average: {args.loss_average}{grouped}) vs TRL SFTTrainer: {label}, CPU fp32, "
@@ -209,6 +225,19 @@ def main() -> None:
                                          "loss_average": args.loss_average, "group_by_length": args.group_by_length,
                                          "trl_bf16_autocast": False,
                                          "tokens_per_step_mean": n_tokens, "summary": summary}, indent=1) + "\n")
+
+
+def main() -> None:
+    args = parse_args()
+    if args.child:
+        return child(args)
+    if importlib.util.find_spec("trl") is None or importlib.util.find_spec("datasets") is None:
+        sys.stdout.write("bench_peers: TRL is not installed (pip install '.[peers]'); nothing was run\n")
+        return
+    train, heldout, base, label = prepare(args.work, args.examples, args.heldout, args.smoke)
+    runs = train_both(args, base, train)
+    summary, n_tokens = summarise(runs, score(args, runs, base, heldout))
+    report(args, summary, n_tokens, label)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ against N processes x ``--grad-accum 8/N``.  On CPU the cores are shared out (``
 cores / processes), so N processes use the same hardware as one; on GPUs each process takes one GPU.
 The first step of every run is left out of the timing (one-off allocations).
 
-    python benchmarks/bench_scale.py [--processes 1,2] [--steps 4] [--work DIR] [--json FILE]
+    python -m benchmarks scale [--processes 1,2] [--steps 4] [--work DIR] [--json FILE]
 """
 
 from __future__ import annotations
@@ -21,10 +21,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE.parent), str(HERE)]
+from benchmarks.bench_fuse import SEQ, prepare
 
-from bench_fuse import SEQ, prepare  # noqa: E402
+HERE = Path(__file__).resolve().parent
 
 MICRO_PER_STEP = 8
 

@@ -6,14 +6,11 @@ from __future__ import annotations
 
 import json
 import random
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from hf_common.atomic import write_text_atomic  # noqa: E402
-from hf_eval.study import TrainBudget  # noqa: E402
+from hf_common.atomic import write_text_atomic
+from hf_eval.study import TrainBudget
 
 FILES = {"mit-movie": "mit-movie_sample300.json", "conll04": "RE_conll04_sample300.json",
          "findvehicle": "ET_FindVehicle_sample300.json", "tweetner7": "TweetNER7_sample_15000_sample300.json"}

@@ -16,7 +16,7 @@ cap and is dropped: generation is timed at its worst case and the student trains
 The figures go to ``OUT/gpu-<device>-<date>.json`` with the device named.  Without CUDA it stops at once with
 exit 2, unless ``--smoke`` (tiny models on the CPU: a check of this script, not a measurement).
 
-    python benchmarks/gpu_check.py [--out benchmarks/results] [--smoke]
+    python -m benchmarks gpu-check [--out benchmarks/results] [--smoke]
 """
 
 from __future__ import annotations
@@ -24,16 +24,16 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
 import re
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from benchmarks import child_env, module_command
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-sys.path[:0] = [str(ROOT), str(HERE)]
 EXIT_NO_GPU = 2
 
 
@@ -46,7 +46,7 @@ def run(name: str, argv: list[str], env: dict | None = None) -> dict:
     """One part as a child process: its exit status, wall time and the end of its output."""
     log(f"{name}: {' '.join(map(str, argv))}")
     started = time.perf_counter()
-    done = subprocess.run(list(map(str, argv)), cwd=ROOT, capture_output=True, text=True, env={**os.environ, **(env or {})})
+    done = subprocess.run(list(map(str, argv)), cwd=ROOT, capture_output=True, text=True, env=child_env(env))
     seconds = time.perf_counter() - started
     tail = (done.stdout + done.stderr)[-4000:]
     log(f"{name}: exit {done.returncode} in {seconds:.1f} s")
@@ -57,9 +57,8 @@ def run(name: str, argv: list[str], env: dict | None = None) -> dict:
 
 def distill_run(work: Path, smoke: bool, device: str) -> dict:
     """hf-fuse --method distill at the benchmark's budget, on bench_fuse's target and a Gemma-3-shaped source."""
-    from _standins import base_model
-    from bench_fuse import CORPUS, adapter_shape, prepare
-
+    from benchmarks._standins import base_model
+    from benchmarks.bench_fuse import CORPUS, adapter_shape, prepare
     from hf_analyze.example import write_synthetic_adapter
 
     paths = prepare(work, "tiny-llama" if smoke else "smollm2")
@@ -117,9 +116,9 @@ def main() -> None:
     target = ["--target", "tiny-llama"] if args.smoke else []
     on = ["--device", "cuda", "--dtype", "bfloat16"] if cuda else ["--device", "cpu"]
     only = ["--only", "plain-ckpt", "fuse-auto"] if args.smoke else []
-    parts["bench_fuse"] = run("bench_fuse", [sys.executable, HERE / "bench_fuse.py", "--work", args.work, "--steps", 2, *on,
+    parts["bench_fuse"] = run("bench_fuse", [*module_command("bench_fuse"), "--work", args.work, "--steps", 2, *on,
                                              *target, *only, "--json", args.work / "bench_fuse.json"])
-    parts["bench_scale"] = run("bench_scale", [sys.executable, HERE / "bench_scale.py", "--work", args.work, "--processes", "1",
+    parts["bench_scale"] = run("bench_scale", [*module_command("bench_scale"), "--work", args.work, "--processes", "1",
                                                "--steps", 2 if args.smoke else 4, *target, "--json",
                                                args.work / "bench_scale.json"])
     for name in ("bench_fuse", "bench_scale"):

@@ -1,8 +1,8 @@
 """The cross-family benchmark's results: ``results.json`` and a Markdown report (tables of means, spreads and
 bootstrap intervals), rewritten after every evaluation.  Used by ``bench_cross_family.py``; also runs alone:
 
-    python benchmarks/report_cross_family.py WORK [--publish [STEM]]    # re-render WORK/results*.json (and merge)
-    python benchmarks/report_cross_family.py WORK/results.json --into benchmarks/results/NAME.json
+    python -m benchmarks report WORK [--publish [STEM]]    # re-render WORK/results*.json (and merge)
+    python -m benchmarks report WORK/results.json --into benchmarks/results/NAME.json
 
 ``--into`` adds a work folder's runs to a published file of the same settings (a table built over several machines
 or sessions, each starting with an empty work folder): runs of the same name are replaced, the others kept, and so are
@@ -21,13 +21,11 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchmarks.cross_family_rows import comparisons, groups, keep_counts, label, source_sets, sources_of
+from hf_common.atomic import write_text_atomic
+from hf_eval.compare import mean_std
+
 HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE.parent), str(HERE)]
-
-from cross_family_rows import comparisons, groups, keep_counts, label, source_sets, sources_of  # noqa: E402
-
-from hf_common.atomic import write_text_atomic  # noqa: E402
-from hf_eval.compare import mean_std  # noqa: E402
 
 
 def distill_record(distill: dict) -> dict:

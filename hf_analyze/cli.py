@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from hf_common.atomic import check_output_path
-from hf_common.cli_support import Group, check_json_target, errors_to_exit_codes, int_or_auto, write_json
+from hf_common.cli_support import Group, check_json_target, errors_to_exit_codes, int_or_auto, shared_options, write_json
 from hf_common.config_file import config_option, dump, resolved_config
 from hf_common.console import EXIT_NOTHING_TO_FUSE, EXIT_OK, Console, setup_logging
 from hf_common.plan import Plan
@@ -36,14 +36,11 @@ from . import __version__
 @click.option("--report", "report_path", type=click.Path(path_type=Path), metavar="FILE.html",
               help="Also write a self-contained HTML report: layer maps, token spectra, untouched modules, warnings.")
 @click.option("--check", is_flag=True, help="Judge and validate every tensor, but write no plan.")
-@click.option("--force", is_flag=True, help="Overwrite an existing plan or JSON report.")
-@click.option("-q", "--quiet", is_flag=True, help="Print only errors.")
-@click.option("--debug", is_flag=True, help="Show tracebacks and debug logging.")
+@shared_options("force", "quiet", "debug", force="Overwrite an existing plan or JSON report.")
 @click.version_option(__version__, prog_name="hf-analyze")
 @config_option
 @click.pass_context
-def main(ctx: click.Context, target, sources, output, block_size, transfer_ratio, layer_map, json_path, report_path,
-         check, force, quiet, debug) -> None:
+def main(ctx: click.Context, target, sources, output, check, **options) -> None:
     """Analyse a target LoRA adapter and source adapters from any supported family.
 
     \b
@@ -51,6 +48,9 @@ def main(ctx: click.Context, target, sources, output, block_size, transfer_ratio
     hf-analyze show plan.h5 --json -
     hf-analyze families
     """
+    block_size, transfer_ratio, layer_map = options["block_size"], options["transfer_ratio"], options["layer_map"]
+    json_path, report_path = options["json_path"], options["report_path"]
+    force, quiet, debug = options["force"], options["quiet"], options["debug"]
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
     if ctx.invoked_subcommand:

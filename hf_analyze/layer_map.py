@@ -1,4 +1,4 @@
-"""Layer maps from target layers to source layers (docs/method.md §1).
+"""Layer maps from target layers to source layers (docs/methods/hypernet-paper.md §1).
 
 A map is a list of ``(target_layer, source_layer)`` pairs in target-layer order.
 """

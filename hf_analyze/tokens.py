@@ -1,4 +1,4 @@
-"""Block tokens of LoRA factors (docs/method.md §1).
+"""Block tokens of LoRA factors (docs/methods/hypernet-paper.md §1).
 
 A module's context is ``[blocks(Aᵀ); blocks(B)]``: ``Aᵀ`` (d_in × r) and ``B``
 (d_out × r) are cut row-wise into blocks of ``block_size`` rows, the last block of

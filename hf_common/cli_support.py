@@ -7,7 +7,7 @@ import json
 import os
 import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import click
@@ -111,3 +111,54 @@ def library_environment() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+# -- options every tool shares, declared once (each tool may word its help for its own output) ------------------------
+def _shared() -> dict[str, tuple[tuple[str, ...], dict]]:
+    return {
+        "base_model": (("--base-model",), dict(required=True, type=click.Path(path_type=Path), metavar="PATH",
+                       help="Base model: a Hugging Face model folder, a .gguf file, a folder with one .gguf, or "
+                            "smollm2 / gemma3 (the registry-installed models).")),
+        "base_model_id": (("--base-model-id",), dict(default=None, metavar="ORG/NAME",
+                          help="The base model's Hub id, written into the adapter's config and card (default: the "
+                               "registry's id, or the one the model's files state).")),
+        "device": (("--device",), dict(default=None, help="cuda, cuda:1, cpu... (default: CUDA if available).")),
+        "dtype": (("--dtype",), dict(type=click.Choice(["float32", "bfloat16", "float16"]), default=None,
+                  help="Model dtype (default: bfloat16 on GPU, float32 on CPU).")),
+        "checkpoint_dir": (("--checkpoint-dir",), dict(type=click.Path(path_type=Path), default=None,
+                           help="Where checkpoints go (default: OUT_DIR.ckpt beside the output).")),
+        "resume": (("--resume",), dict(is_flag=True, help="Continue from the last checkpoint (written every "
+                                                          "--checkpoint-every steps and on Ctrl-C).")),
+        "report_to": (("--report-to",), dict(type=click.Choice(["none", "tensorboard", "wandb"]), default="none",
+                      show_default=True, help="Log every optimiser step (losses, lr, α per group where there is one) "
+                                              "to TensorBoard event files or an offline W&B run, through Accelerate's "
+                                              "trackers.")),
+        "tracker_dir": (("--tracker-dir",), dict(type=click.Path(path_type=Path), default=None,
+                        help="Where the tracker writes (default: OUT_DIR.runs beside the output).")),
+        "force": (("--force",), dict(is_flag=True, help="Replace an existing output.")),
+        "quiet": (("-q", "--quiet"), dict(is_flag=True, help="Print only errors.")),
+        "debug": (("--debug",), dict(is_flag=True, help="Show tracebacks and debug logging.")),
+    }
+
+
+def shared_options(*names: str, **helps: str) -> Callable:
+    """A decorator adding the shared options ``names`` (in that order) to a command; ``helps`` rewords one for it."""
+    table = _shared()
+
+    def decorate(func: Callable) -> Callable:
+        for name in reversed(names):
+            decls, kwargs = table[name]
+            func = click.option(*decls, **{**kwargs, **({"help": helps[name]} if name in helps else {})})(func)
+        return func
+
+    return decorate
+
+
+def generated_options(params: list[click.Parameter]) -> Callable:
+    """A decorator adding ready-made parameters (``hf_common.settings.click_options``) to a command."""
+    def decorate(func: Callable) -> Callable:
+        # what click's own decorators do: the command reads the function's __click_params__, innermost first
+        func.__dict__.setdefault("__click_params__", []).extend(reversed(params))
+        return func
+
+    return decorate

@@ -133,7 +133,7 @@ config_option = click.option("--config", type=click.Path(dir_okay=False), callba
 
 
 def reference_table(command: click.Command) -> list[str]:
-    """Markdown rows documenting every key of ``command`` (``schemas/config-files.md`` is made of these)."""
+    """Markdown rows documenting every key of ``command`` (``docs/config-files.md`` is made of these)."""
     rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
     for param in command.params:
         if not param.name or param.name in NOT_KEYS:

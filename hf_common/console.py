@@ -14,7 +14,7 @@ from rich.console import Console as RichConsole
 from rich.logging import RichHandler
 from rich.table import Table
 
-# Exit codes, documented in README.md.  They are used only by CLI layers.
+# Exit codes, documented in README.md and docs/tools/.  They are used only by CLI layers.
 EXIT_OK = 0
 EXIT_NOTHING_TO_FUSE = 1
 EXIT_BAD_INPUT = 2

@@ -1,4 +1,4 @@
-"""Bring a source module to the target's LoRA scale and rank (docs/method.md §2).
+"""Bring a source module to the target's LoRA scale and rank (docs/methods/hypernet-paper.md §2).
 
 Each adapter's scale ``s`` is part of its update ``s · B · A``.  A source's factors are
 rescaled so that, read with the *target's* scale, they give the source's own update:

@@ -1,6 +1,6 @@
 """The fusion plan: one self-contained, versioned, checksummed HDF5 file.
 
-Layout (documented for users in ``schemas/plan-format.md``)::
+Layout (documented for users in ``docs/plan-format.md``)::
 
     /                 attrs: format, format_version, created_by, created_at, block_size, checksum
     /meta             text datasets: settings, provenance, report (JSON), target_config (adapter_config.json)

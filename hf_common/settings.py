@@ -63,14 +63,22 @@ def _default(cls: type, field_name: str) -> Any:
     return f.default_factory() if f.default_factory is not MISSING else f.default
 
 
-def click_options(classes: Iterable[type], owners: dict[str, list[str]] | None = None) -> list[click.Option]:
-    """One ``click.Option`` per distinct flag of ``classes``; ``owners`` maps a flag to who uses it, for its help."""
+def click_options(classes: Iterable[type], owners: dict[str, list[str]] | None = None, *,
+                  defaults: dict[str, Any] | None = None, helps: dict[str, str] | None = None,
+                  only: Iterable[str] | None = None) -> list[click.Option]:
+    """One ``click.Option`` per distinct flag of ``classes``; ``owners`` maps a flag to who uses it, for its help.
+    A command that shares a class with another gives its own ``defaults`` and ``helps`` (by field name; a default
+    of None: decided later, by a preset or a method) and takes ``only`` the fields it reads."""
     seen: dict[str, click.Option] = {}
+    defaults, helps, chosen = defaults or {}, helps or {}, set(only) if only is not None else None
     for cls in classes:
         for field_name, spec in flags(cls):
-            if spec.flag in seen:
+            if spec.flag in seen or (chosen is not None and field_name not in chosen):
                 continue
+            if field_name in helps:
+                spec = dataclasses.replace(spec, help=helps[field_name])
             default = _default(cls, field_name) if spec.cli_default is UNSET else spec.cli_default
+            default = defaults.get(field_name, default)
             if isinstance(default, (dict, tuple, list)) and not spec.multiple:
                 default = None
             decls = [f"{spec.flag}/{spec.secondary}" if spec.secondary else spec.flag, spec.name]

@@ -19,76 +19,40 @@ import click
 
 from hf_common import __version__
 from hf_common.atomic import check_output_path
-from hf_common.cli_support import Group, check_json_target, errors_to_exit_codes, write_json
+from hf_common.cli_support import (
+    Group,
+    check_json_target,
+    errors_to_exit_codes,
+    generated_options,
+    shared_options,
+    write_json,
+)
 from hf_common.config_file import config_option
 from hf_common.console import Console, setup_logging
 from hf_common.terms import public_name
 
 from .support import card, check_adapters_fit, finish, is_main, load, process_console, quiet_libraries
 
-COMMON = [
-    click.option("--base-model", required=True, type=click.Path(path_type=Path), metavar="PATH",
-                 help="Hugging Face model folder, .gguf file, or 'smollm2' / 'gemma3' for the registry-installed models."),
-    click.option("--device", default=None, help="cuda, cpu... (default: CUDA if available)."),
-    click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default=None,
-                 help="Model dtype (default: bfloat16 on GPU, float32 on CPU)."),
-    click.option("--force", is_flag=True, help="Replace an existing output folder."),
-    click.option("-q", "--quiet", is_flag=True, help="Print only errors."),
-    click.option("--debug", is_flag=True, help="Show tracebacks and debug logging."),
-]
-BASE_MODEL_ID = click.option("--base-model-id", default=None, metavar="ORG/NAME",
-                             help="The base model's Hub id, written into the adapter's config and card (default: the "
-                                  "registry's id, or the one the model's files state).")
-TRAINING = [
-    BASE_MODEL_ID,
-    click.option("--epochs", type=float, default=1.0, show_default=True, help="Passes over the data."),
-    click.option("--max-steps", type=int, default=None, help="Optimiser steps (overrides --epochs)."),
-    click.option("--batch-size", type=int, default=4, show_default=True, help="Examples per micro-batch."),
-    click.option("--grad-accum", type=int, default=1, show_default=True, help="Micro-batches per optimiser step."),
-    click.option("--lr", type=float, default=2e-4, show_default=True, help="AdamW learning rate (cosine schedule)."),
-    click.option("--cutoff-len", type=int, default=1024, show_default=True, help="Token cut-off of an example."),
-    click.option("--max-examples-per-file", type=int, default=None, help="Cap on examples per data file."),
-    click.option("--drop-history", is_flag=True, help="Zero-shot prompts: drop earlier turns."),
-    click.option("--seed", type=click.IntRange(0, 2**31 - 1), default=0, show_default=True,
-                 help="Seed of data order and initialisation (0 to 2^31-1)."),
-    click.option("--gradient-checkpointing/--no-gradient-checkpointing", default=False, show_default=True,
-                 help="Recompute activations in the backward pass (less memory, more time)."),
-    click.option("--loss-average", type=click.Choice(["micro-batch", "token"]), default="micro-batch", show_default=True,
-                 help="How a step's loss averages its micro-batches: each micro-batch's mean alike, or every answer "
-                      "token of the step alike (as transformers' Trainer and TRL do)."),
-    click.option("--group-by-length", is_flag=True,
-                 help="Micro-batches of examples of similar length (sorted within groups of 16 micro-batches "
-                   "of each epoch's shuffled order): less padding, less time; the same examples "
-                   "per epoch, in another order."),
-    click.option("--checkpoint-every", type=int, default=50, show_default=True, help="Optimiser steps between checkpoints."),
-    click.option("--checkpoint-dir", type=click.Path(path_type=Path), default=None,
-                 help="Where checkpoints go (default: OUT_DIR.ckpt beside the output)."),
-    click.option("--resume", is_flag=True, help="Continue from the last checkpoint (written every --checkpoint-every steps "
-                 "and on Ctrl-C)."),
-    click.option("--report-to", type=click.Choice(["none", "tensorboard", "wandb"]), default="none", show_default=True,
-                 help="Log every optimiser step to TensorBoard event files or an offline W&B run (Accelerate's trackers)."),
-    click.option("--tracker-dir", type=click.Path(path_type=Path), default=None,
-                 help="Where the tracker writes (default: OUT_DIR.runs beside the output)."),
-]
+COMMON = ("base_model", "device", "dtype", "force", "quiet", "debug")  # hf_common.cli_support.shared_options
 
 
-def _options(options):
-    def decorate(func):
-        for option in reversed(options):
-            func = option(func)
-        return func
+def _training_options() -> list[click.Parameter]:
+    """The training commands' options of the loop and the data, generated from their settings classes with hf-eval's
+    defaults (one LoRA training: a pass over the data at 2e-4, micro-batches of 4, no gradient checkpointing)."""
+    from hf_common.settings import click_options
+    from hf_runtime.settings import ReplayConfig, TrainSettings
 
-    return decorate
-
-
-
-
-
+    return click_options([TrainSettings, ReplayConfig], only=(
+        "epochs", "max_steps", "batch_size", "grad_accum", "lr", "cutoff_len", "max_examples_per_file", "drop_history",
+        "seed", "gradient_checkpointing", "loss_average", "group_by_length", "checkpoint_every"), defaults={
+        "epochs": 1.0, "batch_size": 4, "grad_accum": 1, "lr": 2e-4, "gradient_checkpointing": False})
 
 
-
-
-
+def training_options(func):
+    """The options of ``train-expert`` and ``replay-tune``: the shared ones, then the training loop's."""
+    func = shared_options("checkpoint_dir", "resume", "report_to", "tracker_dir")(func)
+    func = generated_options(_training_options())(func)
+    return shared_options(*COMMON, "base_model_id", force="Replace an existing output folder.")(func)
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -99,7 +63,7 @@ def main() -> None:
 
 @main.command()
 @config_option
-@_options(COMMON)
+@shared_options(*COMMON, force="Replace an existing output folder.")
 @click.option("--adapter", "adapters", multiple=True, metavar="NAME=DIR",
               help="An adapter to evaluate (repeat); none evaluates the base model alone.")
 @click.option("--data", "data", multiple=True, required=True, type=click.Path(path_type=Path),
@@ -115,10 +79,14 @@ def main() -> None:
               "hf-fuse do.")
 @click.option("--update-cards", is_flag=True,
               help="Write the scores into each evaluated adapter's model card (README.md), replacing earlier ones.")
-def evaluate(base_model, device, dtype, force, quiet, debug, adapters, data, output, max_new_tokens, batch_size, max_examples,
-             drop_history, metric, json_path, update_cards) -> None:
+def evaluate(adapters, data, output, **options) -> None:
     """Generate answers (greedy) for held-out data and score them."""
     from .evaluate import evaluate_adapters, render
+
+    o = options
+    base_model, device, dtype, force, quiet, debug = (o[k] for k in COMMON)
+    max_new_tokens, batch_size, max_examples = o["max_new_tokens"], o["batch_size"], o["max_examples"]
+    drop_history, metric, json_path, update_cards = o["drop_history"], o["metric"], o["json_path"], o["update_cards"]
 
     console = process_console(quiet, debug, report_to_stderr=json_path == "-")
     with errors_to_exit_codes(console):
@@ -164,7 +132,7 @@ def evaluate(base_model, device, dtype, force, quiet, debug, adapters, data, out
 
 @main.command()
 @config_option
-@_options(COMMON)
+@shared_options(*COMMON, force="Replace an existing output folder.")
 @click.option("--adapter", "adapters", multiple=True, metavar="NAME=DIR",
               help="An adapter to evaluate (repeat); none evaluates the base model alone.")
 @click.option("--tasks", "tasks", multiple=True, required=True, metavar="NAME[,NAME...]",
@@ -185,10 +153,12 @@ def evaluate(base_model, device, dtype, force, quiet, debug, adapters, data, out
 @click.option("--bootstrap-iters", type=click.IntRange(0), default=1000, show_default=True,
               help="Resamples of the harness's standard errors (0: none).")
 @click.option("--json", "json_path", metavar="PATH|-", help="Also write the results as JSON ('-': stdout).")
-def harness(base_model, device, dtype, force, quiet, debug, adapters, tasks, include_paths, trust_task_code, output,
-            num_fewshot, limit, batch_size, apply_chat_template, seed, bootstrap_iters, json_path) -> None:
+def harness(adapters, tasks, include_paths, output, **options) -> None:
     """Score adapters with lm-evaluation-harness (pip install 'heterofusion[harness]'): its tasks or your own YAML
     files, each adapter on the base model loaded once; each fusion beside its null-source twin."""
+    o = options
+    base_model, device, dtype, force, quiet, debug = (o[k] for k in COMMON)
+    trust_task_code, json_path = o["trust_task_code"], o["json_path"]
     os.environ.setdefault("TQDM_DISABLE", "1")  # the harness's per-request bars (read when tqdm is first imported)
     console = process_console(quiet, debug, report_to_stderr=json_path == "-")
     with errors_to_exit_codes(console):
@@ -210,8 +180,8 @@ def harness(base_model, device, dtype, force, quiet, debug, adapters, tasks, inc
         warnings = check_adapters_fit(base_model, named)
         manager = task_manager(list(include_paths), names)
         _, model, tokenizer, _ = load(base_model, device, dtype)
-        settings = {"base_model": str(base_model), "num_fewshot": num_fewshot, "limit": limit, "batch_size": batch_size,
-                    "apply_chat_template": apply_chat_template, "seed": seed, "bootstrap_iters": bootstrap_iters,
+        settings = {"base_model": str(base_model), **{k: o[k] for k in ("num_fewshot", "limit", "batch_size",
+                                                                        "apply_chat_template", "seed", "bootstrap_iters")},
                     "include_paths": [str(p.resolve()) for p in include_paths]}
         results, samples = run_harness(model, tokenizer, named, names, manager, settings,
                                        lambda i, name: console.info(f"adapter {i + 1}/{len(named)}: {name}"))
@@ -255,7 +225,7 @@ def _parse_adapters(values: tuple[str, ...]) -> dict[str, Path]:
 
 @main.command("train-expert")
 @config_option
-@_options(COMMON + TRAINING)
+@training_options
 @click.option("--data", "data", multiple=True, required=True, type=click.Path(path_type=Path), help="Training data.")
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Adapter folder to write.")
 @click.option("--rank", type=int, default=8, show_default=True, help="LoRA rank.")
@@ -271,7 +241,7 @@ def train_expert(data, rank, alpha, **options) -> None:
 
 @main.command("replay-tune")
 @config_option
-@_options(COMMON + TRAINING)
+@training_options
 @click.option("--adapter", required=True, type=click.Path(path_type=Path), help="The target adapter to tune further.")
 @click.option("--replay", "replay", multiple=True, required=True, type=click.Path(path_type=Path), help="Replay data.")
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Adapter folder to write.")
@@ -286,7 +256,7 @@ def replay_tune(adapter, replay, **options) -> None:
 
 @main.command()
 @config_option
-@_options([*COMMON, BASE_MODEL_ID])
+@shared_options(*COMMON, "base_model_id", force="Replace an existing output folder.")
 @click.option("--adapter", "adapters", multiple=True, required=True, type=click.Path(path_type=Path),
               help="Adapters of ONE base model to merge (repeat).")
 @click.option("--weight", "weights", multiple=True, type=float, help="Weight per adapter (default: 1 each).")
@@ -294,9 +264,10 @@ def replay_tune(adapter, replay, **options) -> None:
               help="PEFT add_weighted_adapter combination type.")
 @click.option("--density", type=float, default=0.5, show_default=True, help="Kept fraction for TIES / DARE.")
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Adapter folder to write.")
-def merge(base_model, device, dtype, force, quiet, debug, base_model_id, adapters, weights, method, density,
-          output) -> None:
+def merge(adapters, weights, method, density, output, **options) -> None:
     """Homogeneous merge through PEFT (refused when the adapters' base models differ)."""
+    base_model, device, dtype, force, quiet, debug = (options[k] for k in COMMON)
+    base_model_id = options["base_model_id"]
     console = process_console(quiet, debug)
     with errors_to_exit_codes(console):
         quiet_libraries(quiet)
@@ -323,9 +294,7 @@ def merge(base_model, device, dtype, force, quiet, debug, base_model_id, adapter
 @click.argument("source", type=click.Path(path_type=Path), metavar="SRC_ADAPTER")
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Adapter folder to write.")
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True, help="Seed of the noise (0 to 2^32-1).")
-@click.option("--force", is_flag=True, help="Replace an existing output folder.")
-@click.option("-q", "--quiet", is_flag=True, help="Print only errors.")
-@click.option("--debug", is_flag=True, help="Show tracebacks and debug logging.")
+@shared_options("force", "quiet", "debug", force="Replace an existing output folder.")
 def null_source(source, output, seed, force, quiet, debug) -> None:
     """The null-source control of a source expert: same config, keys, shapes and dtypes, every tensor replaced
     by Gaussian noise of that tensor's Frobenius norm.  Fuse it in place of SRC_ADAPTER: what that run still

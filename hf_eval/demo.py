@@ -58,10 +58,11 @@ ROWS = {  # adapter -> what its row means
     "replay-tune": "the target trained on the labelled replay, same steps, learning rate chosen on the validation split",
 }
 # chosen on the cross-family benchmark's validation split at its 60-step budget (cross_family_2026-11-23.md).  The
-# benchmark's best configuration since (the README's quick start: `--gen-max-new-tokens auto --replay-repeat auto
-# --epochs 2 --lr 3e-3`) is not the demo's: its answers are under 32 tokens, so a fixed cap of 32 cuts none of the
-# expert's, and one epoch at 1e-3 already carries the relations; auto's 512-token pilot on the null source, a second
-# epoch and the doubled replay (--replay-repeat auto: 2 for its one expert) would cost the demo minutes of its 10.
+# benchmark's best configuration since (distill's defaults, docs/methods/distill.md: `--gen-max-new-tokens auto
+# --replay-repeat auto --epochs 2 --lr 3e-3`) is not the demo's: its answers are under 32 tokens, so a fixed cap of 32
+# cuts none of the expert's, and one epoch at 1e-3 already carries the relations; auto's 512-token pilot on the null
+# source, a second epoch and the doubled replay (--replay-repeat auto: 2 for its one expert) would cost the demo minutes
+# of its 10.
 DISTILL_LR = 1e-3
 
 

@@ -56,19 +56,16 @@ class AdapterTraining:
 
     def settings(self):
         """Data parallel: --grad-accum counts each process's micro-batches; the settings count the whole step's."""
+        from hf_common.settings import build
         from hf_runtime.distributed import per_step
-        from hf_runtime.trainer import TrainSettings
+        from hf_runtime.settings import TrainSettings
 
-        o = self.options
-        return per_step(TrainSettings(epochs=o["epochs"], max_steps=o["max_steps"], batch_size=o["batch_size"],
-                                      grad_accum=o["grad_accum"], lr=o["lr"], seed=o["seed"],
-                                      gradient_checkpointing=o["gradient_checkpointing"],
-                                      checkpoint_every=o["checkpoint_every"], loss_average=o["loss_average"],
-                                      group_by_length=o["group_by_length"]))
+        return per_step(build(TrainSettings, self.options))
 
     def _train(self, console, output: Path, tracking: tuple) -> list[dict]:
         import torch
 
+        from hf_common.settings import build
         from hf_runtime.data import ReplayConfig, load_replay
         from hf_runtime.lora import LoraObjective
         from hf_runtime.trainer import Checkpointer, train
@@ -77,8 +74,7 @@ class AdapterTraining:
 
         o = self.options
         settings = self.settings()
-        replay = ReplayConfig(cutoff_len=o["cutoff_len"], seed=o["seed"], drop_history=o["drop_history"],
-                              max_examples_per_file=o["max_examples_per_file"])
+        replay = build(ReplayConfig, o, {"seed": o["seed"]})
         ref, model, tokenizer, device = load(o["base_model"], o["device"], o["dtype"], o["base_model_id"])
         examples = load_replay(self.data, tokenizer, replay).examples
         if self.adapter is None:

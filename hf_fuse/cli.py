@@ -20,7 +20,15 @@ from pathlib import Path
 import click
 
 from hf_common import __version__
-from hf_common.cli_support import Command, check_json_target, errors_to_exit_codes, library_environment, write_json
+from hf_common.cli_support import (
+    Command,
+    check_json_target,
+    errors_to_exit_codes,
+    generated_options,
+    library_environment,
+    shared_options,
+    write_json,
+)
 from hf_common.config_file import config_option, dump, resolved_config
 from hf_common.console import EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_OK, setup_logging
 
@@ -79,12 +87,28 @@ def _flag_owners(registry) -> dict[str, list[str]]:
     return owners
 
 
+def _training_options() -> list[click.Parameter]:
+    """hf-fuse's options of the training loop and the replay data, generated from their settings classes: the
+    HyperNet's paper defaults, the learning rate and epochs left to the method, the preset's fields to the preset."""
+    from hf_common.settings import click_options
+    from hf_runtime.settings import ReplayConfig, TrainSettings
+
+    return click_options([TrainSettings, ReplayConfig], defaults={
+        "epochs": None, "lr": None, "weight_decay": None, "max_grad_norm": None, "warmup_rounding": None}, helps={
+        "epochs": "Passes over the replay mix (default: the method's, see --method; else 3).",
+        "lr": "Learning rate, cosine schedule (default: the method's, see --method; else 5e-5).",
+        "max_steps": "Optimiser steps (overrides --epochs); 0 exports without training.",
+        "cutoff_len": "Token cut-off of a replay example.", "max_examples_per_file": "Cap on examples taken from each "
+                                                                                   "replay file.",
+        "seed": "Seed of initialisation, data order and RDM draws (0 to 2^31-1)."})
+
+
 @click.command(cls=FuseCommand, context_settings={"help_option_names": ["-h", "--help"]})
 @config_option
 @click.version_option(__version__, prog_name="hf-fuse")
 @click.argument("plans", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="PLAN.h5...")
-@click.option("--base-model", required=True, type=click.Path(path_type=Path), metavar="PATH",
-              help="Target base model: a Hugging Face model folder, a .gguf file, a folder with one .gguf, or smollm2 / gemma3.")
+@shared_options("base_model", base_model="Target base model: a Hugging Face model folder, a .gguf file, a folder with one "
+                                       ".gguf, or smollm2 / gemma3.")
 @click.option("--replay", "replay", multiple=True, required=True, type=click.Path(path_type=Path), metavar="DATA",
               help="Replay data (Alpaca JSON/JSONL or chat 'messages'); repeat to mix several files.")
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), metavar="OUT_DIR",
@@ -92,127 +116,43 @@ def _flag_owners(registry) -> dict[str, list[str]]:
 @click.option("--preset", type=click.Choice(["default", "paper"]), default="default", show_default=True,
               help="paper: the authors' released code where the paper is silent (xavier init, weight decay 0.01, no "
                    "clipping, warm-up rounded down, alpha reset per task); flags given explicitly still win.")
-@click.option("--weight-decay", type=float, default=None, help="AdamW weight decay (default 0; paper preset 0.01).")
-@click.option("--max-grad-norm", type=float, default=None, help="Gradient clipping norm, 0 = off (default 1; paper preset 0).")
-@click.option("--warmup-rounding", type=click.Choice(["up", "down"]), default=None,
-              help="Warm-up steps rounded up (default) or down (paper preset).")
-@click.option("--optimizer", type=click.Choice(["adamw", "adafactor"]), default="adamw", show_default=True,
-              help="adamw (paper), or adafactor: factored second moments and no first moment, a fraction of AdamW's "
-                   "optimiser memory (see README: the HyperNet's memory).")
-@click.option("--step-in-backward", is_flag=True,
-              help="Update each HyperNet parameter as soon as its gradient is complete and free that gradient, so the "
-                   "HyperNets' gradients (3 GB at paper sizes) never exist at once; with clipping on, a second HyperNet "
-                   "backward measures the norm first. HyperNet training only (see README: the HyperNet's memory).")
-@click.option("--loss-average", type=click.Choice(["micro-batch", "token"]), default="micro-batch", show_default=True,
-              help="How a step's loss averages its micro-batches: each micro-batch's mean alike, or every answer token "
-                   "of the step alike (as transformers' Trainer and TRL do).")
-@click.option("--group-by-length", is_flag=True,
-              help="Micro-batches of examples of similar length (sorted within groups of 16 micro-batches "
-                   "of each epoch's shuffled order): less padding, less time; the same examples "
-                   "per epoch, in another order.")
-@click.option("--epochs", type=float, default=None,
-              help="Passes over the replay mix (default: the method's, see --method; else 3).")
-@click.option("--max-steps", type=int, default=None, help="Optimiser steps (overrides --epochs); 0 exports without training.")
-@click.option("--batch-size", type=int, default=1, show_default=True, help="Examples per micro-batch.")
-@click.option("--grad-accum", type=int, default=8, show_default=True, help="Micro-batches per optimiser step.")
-@click.option("--lr", type=float, default=None,
-              help="AdamW learning rate, cosine schedule (default: the method's, see --method; else 5e-5).")
-@click.option("--warmup-ratio", type=float, default=0.05, show_default=True, help="Warm-up share of the optimiser steps.")
-@click.option("--cutoff-len", type=int, default=1024, show_default=True, help="Token cut-off of a replay example.")
-@click.option("--max-examples-per-file", type=int, default=None, help="Cap on examples taken from each replay file.")
-@click.option("--drop-history", is_flag=True, help="Drop earlier turns ('history'): zero-shot prompts.")
-@click.option("--gradient-checkpointing/--no-gradient-checkpointing", default=True, show_default=True,
-              help="Recompute activations in the backward pass (less memory, more time).")
-@click.option("--seed", type=click.IntRange(0, 2**31 - 1), default=0, show_default=True,
-              help="Seed of initialisation, data order and RDM draws (0 to 2^31-1).")
-@click.option("--device", default=None, help="cuda, cuda:1, cpu... (default: CUDA if available).")
-@click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default=None,
-              help="Base model dtype (default: bfloat16 on GPU, float32 on CPU).")
-@click.option("--checkpoint-every", type=int, default=50, show_default=True, help="Optimiser steps between checkpoints.")
-@click.option("--checkpoint-dir", type=click.Path(path_type=Path), default=None,
-              help="Where checkpoints go (default: OUT_DIR.ckpt beside the output).")
-@click.option("--resume", is_flag=True, help="Continue from the last checkpoint (written every --checkpoint-every steps "
-              "and on Ctrl-C) of a training method.")
+@generated_options(_training_options())
+@shared_options("device", "dtype", "checkpoint_dir", "resume")
 @click.option("--json", "json_path", metavar="PATH|-", help="Also write the fusion report as JSON ('-': stdout).")
 @click.option("--log-file", type=click.Path(path_type=Path), default=None,
               help="Training log (default: OUT_DIR.log beside the output).")
 @click.option("--shard-base-model", is_flag=True,
               help="With several processes: shard the frozen base model across them (FSDP2), for a target that does "
                    "not fit on one device; an Accelerate FSDP config (accelerate launch --config_file) does the same.")
-@click.option("--report-to", type=click.Choice(["none", "tensorboard", "wandb"]), default="none", show_default=True,
-              help="Log every optimiser step (loss, LM, RDM, lr, α per group) to TensorBoard event files or an offline "
-                   "W&B run, through Accelerate's trackers.")
-@click.option("--tracker-dir", type=click.Path(path_type=Path), default=None,
-              help="Where the tracker writes (default: OUT_DIR.runs beside the output).")
-@click.option("--base-model-id", default=None, metavar="ORG/NAME",
-              help="The base model's Hub id, written into the adapter's config and card (default: the registry's id, "
-                   "or the one the model's files state).")
-@click.option("--force", is_flag=True, help="Replace an existing output folder / JSON file.")
-@click.option("-q", "--quiet", is_flag=True, help="Print only errors.")
-@click.option("--debug", is_flag=True, help="Show tracebacks and debug logging.")
-def main(plans, base_model, replay, output, method, preset, weight_decay, max_grad_norm, warmup_rounding, optimizer,
-         step_in_backward, loss_average, group_by_length, epochs, max_steps, batch_size, grad_accum, lr, warmup_ratio, cutoff_len,
-         max_examples_per_file, drop_history,
-         gradient_checkpointing, seed, device, dtype, checkpoint_every, checkpoint_dir, resume, json_path, log_file,
-         shard_base_model, report_to, tracker_dir, base_model_id, force, quiet, debug, **method_options) -> None:
+@shared_options("report_to", "tracker_dir", "base_model_id", "force", "quiet", "debug",
+                force="Replace an existing output folder / JSON file.")
+def main(plans, replay, output, method, preset, **options) -> None:
     """Fuse the sources of PLAN.h5 into its target adapter; several plans run as a sequential pipeline."""
     library_environment()
     from hf_runtime.distributed import process_console, processes
 
+    o = options
     procs = processes()  # several under accelerate launch / torchrun: only the main one reports and writes
-    console = process_console(quiet, debug, report_to_stderr=json_path == "-")
-    log_path = Path(log_file or output.with_name(output.name + ".log"))
+    console = process_console(o["quiet"], o["debug"], report_to_stderr=o["json_path"] == "-")
+    log_path = Path(o["log_file"] or output.with_name(output.name + ".log"))
     with _no_log_on_bad_input(log_path), errors_to_exit_codes(console):
-        from hf_runtime.data import ReplayConfig
-        from hf_runtime.trackers import StepTracker, check_report_to
-        from hf_runtime.trainer import TrainingDiverged, TrainSettings
-
-        from .job import FuseJob
-        from .methods import get_method
         from .report import Progress, render
         from .run import run
 
-        if quiet:
+        if o["quiet"]:
             from hf_runtime.model import quiet_progress_bars
 
             quiet_progress_bars()
-        check_json_target(json_path, force)
-        check_report_to(report_to)
-        ctx = click.get_current_context()
-        chosen = resolve_preset(preset, init=method_options.get("init"), weight_decay=weight_decay,
-                                max_grad_norm=max_grad_norm, warmup_rounding=warmup_rounding,
-                                reset_alpha=method_options.get("reset_alpha"))
-        settings = method_settings(ctx, get_method(method), method_options, chosen)
-        defaults = {"lr": TrainSettings.lr, "epochs": TrainSettings.epochs, **get_method(method).training_defaults(settings)}
-        lr = defaults["lr"] if lr is None else lr
-        epochs = defaults["epochs"] if epochs is None else epochs
-        config = {k: v for k, v in resolved_config(ctx).items() if k not in _other_methods_keys(method)}
-        config.update(lr=lr, epochs=epochs)  # what it ran with, the method's defaults resolved
-        job = FuseJob(
-            plans=list(plans), base_model=base_model, replay=list(replay), output=output,
-            train=TrainSettings(epochs=epochs, max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum, lr=lr,
-                                warmup_ratio=warmup_ratio, seed=seed, gradient_checkpointing=gradient_checkpointing,
-                                checkpoint_every=checkpoint_every, weight_decay=chosen["weight_decay"],
-                                max_grad_norm=chosen["max_grad_norm"], warmup_rounding=chosen["warmup_rounding"],
-                                optimizer=optimizer, loss_average=loss_average, group_by_length=group_by_length,
-                                step_in_backward=step_in_backward),
-            replay_config=ReplayConfig(cutoff_len=cutoff_len, max_examples_per_file=max_examples_per_file, seed=seed,
-                                       drop_history=drop_history),
-            device=device, dtype=dtype, checkpoint_dir=checkpoint_dir, resume=resume, force=force,
-            method=method, settings=settings, shard_base_model=shard_base_model,
-            record={"fusion_config.yaml": dump(config)}, base_model_id=base_model_id,
-        )
-        setup_logging(debug, str(log_path) if procs.is_main else None)
-        try:
-            runs = Path(tracker_dir or output.with_name(output.name + ".runs"))
-            tracking = (report_to if procs.is_main else "none", runs, f"hf-fuse-{output.name}", config)
-            with Progress(console) as progress, StepTracker(*tracking) as tracker:
-                report = run(job, lambda kind, payload: (progress.event(kind, payload), tracker.event(kind, payload)))
-        except TrainingDiverged as exc:
-            console.abort(str(exc), EXIT_DIVERGED)
-        render(report, console, get_method(method)())
+        check_json_target(o["json_path"], o["force"])
+        from hf_runtime.trackers import StepTracker, check_report_to
+
+        check_report_to(o["report_to"])
+        job, config = _job(click.get_current_context(), plans, replay, output, method, preset, o)
+        setup_logging(o["debug"], str(log_path) if procs.is_main else None)
+        report = _run(job, config, console, procs, o, run, Progress, StepTracker)
+        render(report, console, _registry().get_method(method)())
         if procs.is_main:
-            write_json(json_path, report, force=force)
+            write_json(o["json_path"], report, force=o["force"])
         console.success(f"fused adapter written to {output}")
         from hf_runtime.distributed import finish
 
@@ -220,15 +160,62 @@ def main(plans, base_model, replay, output, method, preset, weight_decay, max_gr
     raise SystemExit(EXIT_OK)
 
 
-PRESETS = {  # where the paper is silent: our defaults, and what the authors' released code does
-    "default": {"init": "torch", "weight_decay": 0.0, "max_grad_norm": 1.0, "warmup_rounding": "up", "reset_alpha": False},
-    "paper": {"init": "xavier", "weight_decay": 0.01, "max_grad_norm": 0.0, "warmup_rounding": "down", "reset_alpha": True},
-}
+def _job(ctx: click.Context, plans, replay, output: Path, method: str, preset: str, o: dict):
+    """The FuseJob of the command's options (the method's settings, the preset and the method's training defaults
+    resolved) and the config it records."""
+    from hf_common.settings import build
+    from hf_runtime.settings import ReplayConfig, TrainSettings
+
+    from .job import FuseJob
+
+    chosen = resolve_preset(preset, **o)
+    settings = method_settings(ctx, _registry().get_method(method), o, chosen)
+    defaults = {"lr": TrainSettings.lr, "epochs": TrainSettings.epochs,
+                **_registry().get_method(method).training_defaults(settings)}
+    resolved = {"lr": defaults["lr"] if o["lr"] is None else o["lr"],
+                "epochs": defaults["epochs"] if o["epochs"] is None else o["epochs"]}
+    config = {k: v for k, v in resolved_config(ctx).items() if k not in _other_methods_keys(method)}
+    config.update(resolved)  # what it ran with, the method's defaults resolved
+    train = build(TrainSettings, o, {**{k: chosen[k] for k in ("weight_decay", "max_grad_norm", "warmup_rounding")},
+                                     **resolved})
+    job = FuseJob(plans=list(plans), base_model=o["base_model"], replay=list(replay), output=output, train=train,
+                  replay_config=build(ReplayConfig, o, {"seed": o["seed"]}), device=o["device"], dtype=o["dtype"],
+                  checkpoint_dir=o["checkpoint_dir"], resume=o["resume"], force=o["force"], method=method,
+                  settings=settings, shard_base_model=o["shard_base_model"], record={"fusion_config.yaml": dump(config)},
+                  base_model_id=o["base_model_id"])
+    return job, config
+
+
+def _run(job, config: dict, console, procs, o: dict, run, Progress, StepTracker) -> dict:
+    """The job, with the progress bar and the tracker; a diverged training exits 3."""
+    from hf_runtime.trainer import TrainingDiverged
+
+    output = job.output
+    try:
+        runs = Path(o["tracker_dir"] or output.with_name(output.name + ".runs"))
+        tracking = (o["report_to"] if procs.is_main else "none", runs, f"hf-fuse-{output.name}", config)
+        with Progress(console) as progress, StepTracker(*tracking) as tracker:
+            return run(job, lambda kind, payload: (progress.event(kind, payload), tracker.event(kind, payload)))
+    except TrainingDiverged as exc:
+        console.abort(str(exc), EXIT_DIVERGED)
+
+
+def presets() -> dict[str, dict[str, object]]:
+    """Every ``--preset``: the values the training settings and each registered method's settings classes declare
+    for it (a class's ``presets``), by field name."""
+    from hf_runtime.trainer import TrainSettings
+
+    classes = [TrainSettings, *dict.fromkeys(c for m in _registry().METHODS.values() for c in m.settings_classes)]
+    out: dict[str, dict[str, object]] = {}
+    for cls in classes:
+        for name, values in getattr(cls, "presets", {}).items():
+            out.setdefault(name, {}).update(values)
+    return out
 
 
 def resolve_preset(preset: str, **given) -> dict:
     """The preset's values, with every flag the user gave explicitly (not None) taking precedence."""
-    return {key: given[key] if given.get(key) is not None else value for key, value in PRESETS[preset].items()}
+    return {key: given[key] if given.get(key) is not None else value for key, value in presets()[preset].items()}
 
 
 @contextlib.contextmanager

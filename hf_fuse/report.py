@@ -44,42 +44,35 @@ class Progress:
         task, record, total = payload
         if task not in self._tasks:
             self._tasks[task] = self._bar.add_task("", total=total, task_no=task + 1, metrics="")
-        alphas = list(record["alpha"].values())
+        alphas = list(record.get("alpha", {}).values())
         if self._wide:
-            metrics = (f"loss {record['loss']:.4f} · lm {record['lm']:.4f} · rdm {record['rdm']:.4f} · "
+            metrics = (f"loss {record['loss']:.4f} · lm {record['lm']:.4f} · "
+                       + "".join(f"{k} {v:.4f} · " for k, v in extra_terms(record).items())
                        + (f"α {sum(alphas) / len(alphas):.3f} · " if alphas else "") + f"lr {record['lr']:.2e}")
         else:
             metrics = f"loss {record['loss']:.3f} lr {record['lr']:.1e}"
         self._bar.update(self._tasks[task], completed=record["step"], metrics=metrics)
 
 
+COMMON = ("step", "loss", "lm", "lr", "grad_norm", "time_s")
+
+
+def extra_terms(record: dict) -> dict[str, float]:
+    """A step record's loss terms besides the LM loss (a method's own: the HyperNet's RDM, distill's token term)."""
+    return {k: v for k, v in record.items() if k not in COMMON and isinstance(v, (int, float))}
+
+
 def render(report: dict, console: Console, method) -> None:
-    """The summary of ``report``; ``method`` (the run's ``FusionMethod``) adds its own lines."""
-    console.info("ΔB/B = ‖ΔB‖_F/‖B_t‖_F over the group; Eq11 = max over modules of s·|α|·‖ΔB‖_F·‖A_t‖_2 (bound) "
-                 "and ‖s·α·ΔB·A_t‖_F (actual); attn s<k> = mean attention on source k")
+    """The summary of ``report``: every task's steps and loss, then what ``method`` (the run's ``FusionMethod``)
+    adds (its ``render_summary`` hook: the HyperNet's group tables, distill's answer counts)."""
     for index, task in enumerate(report["tasks"]):
-        if not task["groups"]:  # a method that trains the LoRA itself (distill's LoRA student)
-            console.info(f"Task {index + 1}: {task['plan']} ({task['steps']} steps of LoRA training)")
-        else:
-            _group_table(index, task, console)
+        console.info(f"Task {index + 1}: {task['plan']} ({task['steps']} optimiser steps)")
         if task["history"]:
             first, last = task["history"][0], task["history"][-1]
-            console.info(f"loss {first['loss']:.4f} → {last['loss']:.4f} (LM {first['lm']:.4f} → {last['lm']:.4f}, "
-                         f"RDM {first['rdm']:.4f} → {last['rdm']:.4f})")
-    for line in method.summary_lines(report):
-        console.info(line)
+            terms = "".join(f", {k} {first[k]:.4f} → {last.get(k, 0.0):.4f}" for k in extra_terms(first))
+            console.info(f"loss {first['loss']:.4f} → {last['loss']:.4f} (LM {first['lm']:.4f} → {last['lm']:.4f}{terms})")
+    method.render_summary(report, console)
     memory = f"{report['peak_memory_mib']:.0f} MiB peak RSS"
     if "peak_gpu_memory_mib" in report:
         memory += f", {report['peak_gpu_memory_mib']:.0f} MiB peak GPU"
     console.info(f"{report['device']} · {report['dtype']} · {report['time_s']:.1f} s · {memory}")
-
-
-def _group_table(index: int, task: dict, console: Console) -> None:
-    sources = sorted({s for g in task["groups"].values() for s in g["attention_per_source"]})
-    console.table(
-        f"Task {index + 1}: {task['plan']} ({task['steps']} steps, {task['hypernet_parameters'] / 1e6:.1f} M parameters)",
-        ["group", "mods", "α", "ΔB/B", "αΔB/B", "Eq11 bound", "Eq11 actual"] + [f"attn s{s}" for s in sources],
-        [[name, g["n_modules"], f"{g['alpha']:.4f}", f"{g['delta_b_over_b']:.4f}", f"{g['alpha_delta_b_over_b']:.4f}",
-          f"{g['eq11_bound_max']:.4g}", f"{g['eq11_actual_max']:.4g}"]
-         + [f"{g['attention_per_source'].get(s, 0.0):.2f}" for s in sources] for name, g in task["groups"].items()],
-    )

@@ -34,7 +34,7 @@ from hf_runtime.trainer import Checkpointer
 from .card import fused_card, fusion_terms
 from .export import write_adapter
 from .job import FuseJob
-from .methods import FuseContext, get_method
+from .methods import METHODS, FuseContext, get_method
 
 logger = logging.getLogger(__name__)
 REPORT_FORMAT = "heterofusion-fusion-report"
@@ -44,9 +44,10 @@ def preflight(job: FuseJob, warnings: list[str] | None = None, method=None) -> t
     """Everything that can fail in seconds: plans, output folder, replay files, base model config and shapes, and
     ``method``'s own checks.  What is suspicious but not wrong is appended to ``warnings``."""
     check_output_path(job.output, job.force, "output folder")
-    if job.train.step_in_backward and method is not None and "hypernet" not in method.sections_used(method.settings):
-        raise ConfigError(f"--step-in-backward: --method {job.method} trains no HyperNet (it applies to hypernet, "
-                          "project-hypernet and distill --student hypernet)")
+    if job.train.step_in_backward and method is not None and not method.trains_hypernet():
+        able = [f"{name} {cls.trains_hypernet_with}".strip() for name, cls in METHODS.items()
+                if cls.trains_hypernet_with is not None]
+        raise ConfigError(f"--step-in-backward: --method {job.method} trains no HyperNet (it applies to {', '.join(able)})")
     plans = [Plan(path) for path in job.plans]
     try:
         for plan in plans:

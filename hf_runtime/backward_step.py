@@ -2,7 +2,7 @@
 
 The paper-sized HyperNets hold 773 M parameters: their fp32 gradients alone are 3 GB, as large as the weights.
 An objective whose step ends in **one** backward call through its parameters (the HyperNet's: the LM gradient is
-accumulated on the patched LoRA weights, then pushed through the HyperNets once, ``hf_fuse.patching``) can update
+accumulated on the patched LoRA weights, then pushed through the HyperNets once, ``hf_fuse.methods.hypernet.patching``) can update
 each parameter as soon as its gradient is complete and free that gradient at once, so the whole gradient never
 exists.  This is PyTorch's "optimizer step in backward" pattern (``Tensor.register_post_accumulate_grad_hook``);
 PyTorch ships the hook, not a stepper that keeps global-norm clipping, hence this module.

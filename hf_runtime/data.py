@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hf_common.errors import ConfigError, FileAccessError, InputError, one_line, require_int
+from hf_common.errors import ConfigError, FileAccessError, InputError, one_line
+
+from .settings import ReplayConfig  # noqa: F401  (imported from here by callers)
 
 if TYPE_CHECKING:
     import torch
@@ -24,23 +26,6 @@ logger = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100
 _ROLES = ("system", "user", "assistant")
-
-
-@dataclass(frozen=True)
-class ReplayConfig:
-    """How replay files are capped, formatted and truncated."""
-
-    cutoff_len: int = 1024
-    max_examples_per_file: int | None = None
-    seed: int = 0
-    drop_history: bool = False
-
-    def __post_init__(self) -> None:
-        require_int("--cutoff-len", self.cutoff_len)
-        if self.max_examples_per_file is not None:
-            require_int("--max-examples-per-file", self.max_examples_per_file)
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise ConfigError(f"--seed must be an integer (got {self.seed!r})")
 
 
 @dataclass(frozen=True)
@@ -57,8 +42,7 @@ class Example:
 
     input_ids: list[int]
     labels: list[int]
-    source: str
-    teacher: Any = None  # distill's token-level signal (hf_runtime.token_distill.TeacherSignal), when there is one
+    source: str  # a method's own data rides on a subclass (distill's DistilledExample), never on every example
 
 
 @dataclass(frozen=True)

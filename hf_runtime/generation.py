@@ -3,7 +3,7 @@ length and mean token log-probability (the model's own confidence, read as it de
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -60,6 +60,19 @@ def left_padded(prompts: list[list[int]], pad: int) -> tuple[torch.Tensor, torch
     return ids, mask
 
 
+def char_starts(tokenizer, ids: Sequence[int]) -> tuple[str, list[int]]:
+    """The decoded text of ``ids`` (special tokens skipped) and the character where each token starts in it: the
+    length of the decoded prefix before it (made non-decreasing: a prefix that ends inside a multi-byte character
+    can decode longer than the next one)."""
+    starts, last = [], 0
+    for j in range(len(ids)):
+        last = max(last, len(tokenizer.decode(list(ids[:j]), skip_special_tokens=True))) if j else 0
+        starts.append(last)
+    text = tokenizer.decode(list(ids), skip_special_tokens=True)
+    return text, [min(s, len(text)) for s in starts]
+
+
+
 @torch.no_grad()
 def generate_batches(model, tokenizer, prompts: dict[int, list[int]], max_new_tokens: int,
                      batch_size: int, top_k: int = 0) -> Iterator[list[Generated]]:
@@ -67,8 +80,6 @@ def generate_batches(model, tokenizer, prompts: dict[int, list[int]], max_new_to
     finished answer also carries its tokens' starts in the text and the model's sorted top-``top_k`` probabilities per
     step."""
     from transformers import LogitsProcessorList
-
-    from .token_distill import char_starts
 
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id

@@ -60,7 +60,9 @@ class StepTracker:
         if task != self._task:
             self._offset, self._task = self._last, task
         self._last = self._offset + record["step"]
-        values = {f"train/{k}": float(record[k]) for k in ("loss", "lm", "rdm", "lr", "grad_norm") if k in record}
+        # every number of the record (an objective's own loss terms too), α per group where the method has one
+        values = {f"train/{k}": float(v) for k, v in record.items() if k not in ("step", "time_s")
+                  and isinstance(v, (int, float)) and not isinstance(v, bool)}
         values.update({f"train/alpha/{group}": float(a) for group, a in record.get("alpha", {}).items()})
         self.tracker.log(values, step=self._last)
 

@@ -32,6 +32,7 @@ from .backward_step import BackwardStepper
 from .data import IGNORE_INDEX, Example, collate
 from .distributed import broadcast, processes, sum_value
 from .interrupts import interrupts_watched
+from .settings import OPTIMIZERS, TrainSettings  # noqa: F401  (TrainSettings: imported from here by callers)
 
 logger = logging.getLogger(__name__)
 
@@ -40,56 +41,6 @@ class TrainingDiverged(HFError, ArithmeticError):
     """The loss became NaN or infinite."""
 
 
-@dataclass(frozen=True)
-class TrainSettings:
-    """The loop's settings; a method's own (the HyperNet's RDM term, say) live with the method."""
-
-    epochs: float = 3.0
-    max_steps: int | None = None  # optimiser steps; 0 = export without training
-    batch_size: int = 1
-    grad_accum: int = 8
-    lr: float = 5e-5
-    warmup_ratio: float = 0.05
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0  # 0: no clipping
-    warmup_rounding: str = "up"  # warm-up steps = ceil (up) or floor (down) of warmup_ratio x steps
-    seed: int = 0
-    gradient_checkpointing: bool = True
-    checkpoint_every: int = 50
-    optimizer: str = "adamw"  # adamw | adafactor (factored second moments, no first: a fraction of AdamW's state)
-    # how a step's loss averages its micro-batches: each micro-batch's mean alike (micro-batch), or every answer token
-    # of the step alike (token; what transformers' Trainer and TRL do under gradient accumulation)
-    loss_average: str = "micro-batch"
-    # micro-batches of examples of similar length (within groups of LENGTH_GROUP micro-batches of each epoch's shuffled
-    # order): less padding, as transformers' group_by_length; the same examples per epoch, in another order
-    group_by_length: bool = False
-    # each parameter updated in its gradient hook during the backward pass, so the whole gradient never exists at once
-    # (hf_runtime.backward_step; objectives whose step ends in one backward call only: the HyperNet's)
-    step_in_backward: bool = False
-
-    def __post_init__(self) -> None:
-        checks = [("--epochs", self.epochs > 0), ("--batch-size", self.batch_size >= 1), ("--grad-accum", self.grad_accum >= 1),
-                  ("--lr", self.lr > 0), ("--warmup-ratio", 0 <= self.warmup_ratio < 1),
-                  ("--checkpoint-every", self.checkpoint_every >= 1),
-                  ("--max-steps", self.max_steps is None or self.max_steps >= 0), ("--max-grad-norm", self.max_grad_norm >= 0),
-                  ("--warmup-rounding", self.warmup_rounding in ("up", "down")), ("--weight-decay", self.weight_decay >= 0),
-                  ("--optimizer", self.optimizer in OPTIMIZERS),
-                  ("--loss-average", self.loss_average in ("micro-batch", "token"))]
-        for flag, ok in checks:
-            if not ok:
-                raise ConfigError(f"{flag} is out of range (got {getattr(self, flag[2:].replace('-', '_'))})")
-
-    def warmup_steps(self, total_steps: int) -> int:
-        rounding = math.ceil if self.warmup_rounding == "up" else math.floor
-        return rounding(self.warmup_ratio * total_steps)
-
-    @property
-    def clip_norm(self) -> float:
-        """The clipping threshold; infinite (norm still measured, nothing clipped) when clipping is off."""
-        return self.max_grad_norm if self.max_grad_norm > 0 else math.inf
-
-
-OPTIMIZERS = ("adamw", "adafactor")
 
 
 def make_optimizer(params: list[torch.Tensor], settings: TrainSettings, device: torch.device) -> torch.optim.Optimizer:
@@ -327,7 +278,7 @@ def train(objective: Objective, examples: list[Example], settings: TrainSettings
                 optimizer.zero_grad(set_to_none=not objective.keep_grad_buffers)
                 state.step += 1
                 objective.step_done()
-                record = {"step": state.step, "loss": losses.loss, "lm": losses.lm, "rdm": 0.0, **losses.extra,
+                record = {"step": state.step, "loss": losses.loss, "lm": losses.lm, **losses.extra,
                           "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm),
                           "time_s": time.perf_counter() - started, **losses.record}
                 state.history.append(record)

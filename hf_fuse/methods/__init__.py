@@ -1,10 +1,10 @@
-"""Fusion methods: one small module each, one interface, one registry (as mergekit's merge methods).
+"""Fusion methods: each in a folder or a file of its own, one interface, one registry (as mergekit's merge methods).
 
 A method reads the job's plans and the loaded target model and returns the fused adapter's tensors,
 its config and its part of ``fusion_report.json``; ``hf_fuse.run`` does everything around it (pre-flight
-checks, loading, the report, the atomic export).  A method is a :class:`FusionMethod` subclass in a module of
-this package, decorated with :func:`register`: every module here is imported, so adding a method is adding one
-file.  ``hf-fuse --help`` lists them with their one-line help.
+checks, loading, the report, the atomic export).  A method is a :class:`FusionMethod` subclass in a module or a package
+of this package, decorated with :func:`register`: every module and package here is imported, so adding a method is
+adding one file or folder.  ``hf-fuse --help`` lists them with their one-line help.
 """
 
 from __future__ import annotations

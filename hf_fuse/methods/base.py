@@ -73,8 +73,7 @@ class MethodResult:
 
 def lora_task(plan: Plan, history: list[dict]) -> dict:
     """The report's task entry of a method that changes the LoRA factors itself (no HyperNet, no groups)."""
-    return {"plan": str(plan.path), "plan_checksum": plan.checksum, "groups": {}, "hypernet_parameters": 0,
-            "carried_over": [], "steps": len(history), "history": history}
+    return {"plan": str(plan.path), "plan_checksum": plan.checksum, "steps": len(history), "history": history}
 
 
 class FusionMethod:
@@ -113,6 +112,14 @@ class FusionMethod:
         """``train_defaults`` for this run of the method (a method may declare them for some configurations only)."""
         return dict(cls.train_defaults)
 
+    # whether the method trains a HyperNet, whose step can update in the backward pass (--step-in-backward): None
+    # never, "" always, else the option that makes it ("--student hypernet")
+    trains_hypernet_with: ClassVar[str | None] = None
+
+    def trains_hypernet(self) -> bool:
+        """Whether this run of the method trains a HyperNet."""
+        return self.trains_hypernet_with == ""
+
     def source_models(self) -> dict[int, str]:
         """The source base models this run loads (``--source-model``), by source index: their own files say their
         licence; a method that loads none leaves it to what hf-analyze found."""
@@ -126,9 +133,20 @@ class FusionMethod:
         raise NotImplementedError
 
     # --- what the method adds to the outputs (its part of ``fusion_report.json`` is ``MethodResult.extra``)
+    # labels of the loss terms its objective adds to the LM loss (the step records' extra keys), for the report page
+    loss_terms: ClassVar[dict[str, str]] = {}
+
     def summary_lines(self, report: dict) -> list[str]:
         """Lines hf-fuse prints after the run."""
         return []
+
+    def render_summary(self, report: dict, console) -> None:
+        """What hf-fuse shows of the method's part of the report after the run (by default its ``summary_lines``)."""
+        for line in self.summary_lines(report):
+            console.info(line)
+
+    def html_task(self, page, index: int, task: dict) -> None:
+        """Its part of ``report.html`` for task ``index`` (after the task's loss curves)."""
 
     def html_section(self, page, report: dict) -> None:
         """Its part of ``report.html`` (an ``hf_common.html_report.HtmlReport``)."""

@@ -16,7 +16,8 @@ would throw most of them away before training starts.
 from __future__ import annotations
 
 from .base import FuseContext, MethodResult, register
-from .hypernet import HyperNetMethod, HyperNetSettings
+from .hypernet.method import HyperNetMethod, HyperNetSettings
+from .hypernet.report import html_groups, render_groups
 from .project import ProjectMethod, ProjectSettings, add_to_base, append_projection
 
 
@@ -25,11 +26,21 @@ class ProjectHyperNetMethod(ProjectMethod):
     """``project``'s settings, checks and fitting; the HyperNet's training on top."""
 
     name = "project-hypernet"
+    trains_hypernet_with = ""
+    loss_terms = {"rdm": "λ·RDM"}
     source_relation = ("its update was projected and read by the HyperNet that wrote the fused update",
                        "its activations aligned that projection")
     help = "project's updates as the starting point, the HyperNet trained on top of them"
     settings_classes = (ProjectSettings, HyperNetSettings)
     trains = True
+
+
+    def render_summary(self, report: dict, console) -> None:
+        render_groups(report, console)
+        super().render_summary(report, console)
+
+    def html_task(self, page, index: int, task: dict) -> None:
+        html_groups(page, index, task)
 
     def fuse(self, ctx: FuseContext) -> MethodResult:
         links, report = self.carry(ctx)

@@ -1,6 +1,5 @@
 """Pieces of the cross-family benchmark: the data split and the report (means, spreads, bootstrap intervals)."""
 
-import importlib.util
 import json
 import sys
 from dataclasses import asdict, replace
@@ -8,19 +7,9 @@ from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
-
-
-def _module(name: str):
-    sys.path[:0] = [str(BENCH.parent), str(BENCH)]
-    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
-
-
-bench, report = _module("bench_cross_family"), _module("report_cross_family")
+from benchmarks import bench_cross_family as bench
+from benchmarks import child_env
+from benchmarks import report_cross_family as report
 
 
 def test_split_never_shares_an_example_between_training_validation_and_held_out(tmp_path):
@@ -314,7 +303,8 @@ def test_each_set_of_source_tasks_keeps_its_own_results_file(tmp_path):
     assert json.loads((tmp_path / "results_b_c.json").read_text())["source_tasks"] == ["b", "c"]
     for path in tmp_path.glob("results*.md"):
         path.unlink()
-    subprocess.run([sys.executable, str(BENCH / "report_cross_family.py"), str(tmp_path)], check=True)  # re-renders both
+    # re-renders both
+    subprocess.run([sys.executable, "-m", "benchmarks.report_cross_family", str(tmp_path)], check=True, env=child_env())
     assert (tmp_path / "results.md").exists() and (tmp_path / "results_b_c.md").exists()
 
 
@@ -343,7 +333,7 @@ def test_other_source_tasks_name_their_own_plans_and_runs():
 def test_bad_run_selection_flags_stop_before_any_work(tmp_path, flags, says):
     import subprocess
 
-    done = subprocess.run([sys.executable, str(BENCH / "bench_cross_family.py"), "--work", str(tmp_path / "w"), *flags],
-                          capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-m", "benchmarks.bench_cross_family", "--work", str(tmp_path / "w"), *flags],
+                          capture_output=True, text=True, env=child_env())
     assert done.returncode == 2 if flags[0] == "--only" else done.returncode == 1
     assert says in done.stderr and not (tmp_path / "w").exists()

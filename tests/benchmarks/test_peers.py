@@ -10,13 +10,12 @@ from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_without_trl_it_says_so_and_runs_nothing(tmp_path, monkeypatch, capsys):
-    spec = importlib.util.spec_from_file_location("bench_peers", BENCH / "bench_peers.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    from benchmarks import bench_peers as module
+
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "trl" else real(name, *a))
     monkeypatch.setattr(sys, "argv", ["bench_peers.py", "--work", str(tmp_path / "work"), "--smoke"])
@@ -26,8 +25,9 @@ def test_without_trl_it_says_so_and_runs_nothing(tmp_path, monkeypatch, capsys):
 
 @pytest.mark.skipif(importlib.util.find_spec("trl") is None, reason="TRL is an optional extra (pip install '.[peers]')")
 def test_smoke_mode_trains_both_and_writes_the_comparison(tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore", "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run([sys.executable, str(BENCH / "bench_peers.py"), "--smoke", "--steps", "3", "--seeds", "0,1",
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore", "HF_HUB_OFFLINE": "1",
+           "PYTHONPATH": f"{ROOT}:{ROOT / 'tests/support'}"}
+    done = subprocess.run([sys.executable, "-m", "benchmarks.bench_peers", "--smoke", "--steps", "3", "--seeds", "0,1",
                            "--examples", "16", "--heldout", "4", "--work", str(tmp_path / "work"), "--json",
                            str(tmp_path / "peers.json")], capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]

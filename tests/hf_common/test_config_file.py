@@ -6,8 +6,8 @@ ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
 
 
 def test_the_config_reference_lists_every_key_of_both_commands():
-    assert (ROOT / "schemas/config-files.md").read_text() == document(), \
-        "regenerate: python tests/support/config_reference.py > schemas/config-files.md"
+    assert (ROOT / "docs/config-files.md").read_text() == document(), \
+        "regenerate: python tests/support/config_reference.py > docs/config-files.md"
 
 
 def test_not_recorded_options_exist():

@@ -116,7 +116,7 @@ def test_sequential_tasks_carry_hypernets(fusion, tmp_path):
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(fusion, tmp_path, monkeypatch):
-    from hf_fuse.methods import hypernet as train_module
+    from hf_fuse.methods.hypernet import method as train_module
     from hf_runtime.trainer import TrainingDiverged
 
     real = train_module.lm_loss

@@ -1,6 +1,6 @@
-"""The reference of every config-file key (schemas/config-files.md), generated from the commands themselves.
+"""The reference of every config-file key (docs/config-files.md), generated from the commands themselves.
 
-    python tests/support/config_reference.py > schemas/config-files.md
+    python tests/support/config_reference.py > docs/config-files.md
 """
 
 import sys

@@ -1,0 +1,124 @@
+"""Data-free distill (--synthesize N --seed-prompts FILE): the frame of the seeds, the filter, the cache and resume,
+and refusals, through the CLI on tiny models."""
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from tiny_models import make_distill_setting
+
+from hf_fuse.cli import main
+from hf_fuse.methods.distill.synthesize import frame_of, line_heads, near_copy
+
+FAST = ["--max-steps", "1", "--grad-accum", "1", "--batch-size", "2", "--gen-batch-size", "4", "--max-examples-per-file", "4",
+        "--gen-max-new-tokens", "4"]
+TEXTS = ["kubrick filmed in rome", "hanks drove a red car", "a blue truck from paris", "gamma met delta in 1960",
+         "alpha and beta in rome"]
+
+
+@pytest.fixture(scope="module")
+def setting(fusion, tmp_path_factory):
+    root = tmp_path_factory.mktemp("synth")
+    made = make_distill_setting(fusion, root, n_prompts=2)
+    seeds = root / "seeds.json"
+    seeds.write_text(json.dumps([{"instruction": f"List the entities. Text: {t} Answer:", "input": "", "output": ""}
+                                 for t in TEXTS]))
+    return {**made, "seeds": seeds}
+
+
+def _argv(setting, out, *extra):
+    return [str(setting["plan"]), "--base-model", str(setting["base"]), "--replay", str(setting["replay"]), "-o", str(out),
+            "--method", "distill", "--source-model", f"0={setting['source_base']}", "--seed-prompts", str(setting["seeds"]),
+            *FAST, *map(str, extra)]
+
+
+def _synthesis(out):
+    return json.loads((out / "fusion_report.json").read_text())["distill"]["sources"]["0"]["synthesis"]
+
+
+def test_the_frame_is_what_every_seed_shares_and_the_middles_what_varies():
+    frame = frame_of([f"Do it. Text: {t} Answer:" for t in ("red car", "blue truck", "rome")])
+    assert (frame.prefix, frame.suffix) == ("Do it. Text: ", " Answer:")
+    assert frame.middles == ["red car", "blue truck", "rome"] and frame.fill("x") == "Do it. Text: x Answer:"
+
+
+def test_line_heads_are_the_first_words_of_the_later_lines():
+    assert line_heads("a red car\n Entities: red, car") == ("Entities:",)
+    assert line_heads("one line only") == ()
+
+
+def test_near_copies_are_exact_copies_and_heavy_trigram_overlap():
+    assert near_copy("hanks drove a red car", "hanks drove a red car ")
+    assert near_copy("hanks drove a red car today", "hanks drove a red car")
+    assert not near_copy("kubrick filmed in rome", "a blue truck from paris")
+
+
+def test_synthesis_writes_caches_and_resumes_and_the_filter_drops_copies(setting, tmp_path):
+    work = tmp_path / "cache"
+    first = CliRunner().invoke(main, _argv(setting, tmp_path / "a", "--synthesize", "6", "--gen-cache", work))
+    assert first.exit_code == 0, first.output
+    counts = _synthesis(tmp_path / "a")
+    assert counts["candidates"] == 6 and counts["cached"] == 0 and counts["n_seed_prompts"] == 5
+    assert sum(counts[k] for k in ("kept", "unfinished", "length", "lines", "copies", "unlikely")) == 6
+    (cache,) = work.glob("synthesized-*.jsonl")
+    rows = [json.loads(line) for line in cache.read_text().splitlines()]
+    assert sorted(r["i"] for r in rows) == list(range(6))
+    # a rerun writes nothing again; candidates that copy a seed, or each other, are dropped, and a novel, likely one
+    # of the seeds' length is kept and answered by the expert
+    novel = {"finished": True, "logprob": 0.0, "n_tokens": 5}
+    rows[0] |= {"answer": TEXTS[1], **novel}  # a seed
+    rows[1] |= {"answer": "hanks drove a red car fast", **novel}  # a near-copy of that seed
+    rows[2] |= {"answer": "beta saw a truck in paris", **novel}
+    rows[3] |= {"answer": "beta saw a truck in paris", **novel}  # a copy of the kept one
+    rows[4] |= {"answer": "x", **novel}  # too short
+    cache.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    again = CliRunner().invoke(main, _argv(setting, tmp_path / "b", "--synthesize", "6", "--gen-cache", work))
+    assert again.exit_code == 0, again.output
+    counts = _synthesis(tmp_path / "b")
+    assert counts["cached"] == 6 and counts["copies"] == 3 and counts["length"] == 1 and counts["kept"] == 1
+    stats = json.loads((tmp_path / "b/fusion_report.json").read_text())["distill"]["sources"]["0"]
+    assert stats["prompts"] == 1  # the kept prompt (no --unlabeled): the expert answered it
+    assert "synthesized prompts kept" in again.stderr
+    # another temperature writes its own candidates, in its own cache, and says so
+    cooler = CliRunner().invoke(main, _argv(setting, tmp_path / "c", "--synthesize", "6", "--gen-cache", work,
+                                            "--synthesize-temperature", "0.5"))
+    assert cooler.exit_code == 0, cooler.output
+    counts = _synthesis(tmp_path / "c")
+    assert counts["cached"] == 0 and counts["temperature"] == 0.5 and len(list(work.glob("synthesized-*.jsonl"))) == 2
+    assert counts["writer"] == "target"
+
+
+def test_the_source_expert_can_write_the_prompts(setting, tmp_path):
+    work = tmp_path / "cache"
+    runs = {}
+    for writer in ("target", "source"):
+        result = CliRunner().invoke(main, _argv(setting, tmp_path / writer, "--synthesize", "4", "--gen-cache", work,
+                                                "--synthesize-writer", writer))
+        assert result.exit_code == 0, result.output
+        runs[writer] = _synthesis(tmp_path / writer)
+    assert runs["source"]["writer"] == "source" and runs["source"]["cached"] == 0  # its own candidates, its own cache
+    caches = {p.name: [json.loads(line)["answer"] for line in p.read_text().splitlines()]
+              for p in work.glob("synthesized-*.jsonl")}
+    assert len(caches) == 2 and len(set(map(tuple, caches.values()))) == 2  # two models: two sets of candidates
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--synthesize", "4", "--seed-prompts-count-2"], "at least 3 --seed-prompts for each source; source 0 has 2"),
+    (["--synthesize", "-1"], "--synthesize must be an integer from 0 to 100000"),
+    (["--synthesize", "0"], "--synthesize N and --seed-prompts FILE go together"),
+    (["--synthesize", "4", "--synthesize-temperature", "0"], "--synthesize-temperature must be a number above 0"),
+    (["--synthesize", "4", "--synthesize-temperature", "nan"], "--synthesize-temperature must be a number above 0"),
+    (["--synthesize", "4", "--synthesize-temperature", "2.5"], "--synthesize-temperature must be a number above 0"),
+    (["--synthesize", "4", "--synthesize-writer", "both"], "--synthesize-writer"),
+])
+def test_bad_synthesis_options_are_refused_in_one_line(setting, tmp_path, extra, message):
+    argv = _argv(setting, tmp_path / "out", *extra)
+    if "--seed-prompts-count-2" in argv:
+        two = tmp_path / "two.json"
+        two.write_text(json.dumps(json.loads(setting["seeds"].read_text())[:2]))
+        argv = [x for x in argv if x != "--seed-prompts-count-2"]
+        argv[argv.index(str(setting["seeds"]))] = str(two)
+    result = CliRunner().invoke(main, argv)
+    assert result.exit_code == 2 and message in result.stderr, result.output
+    assert len(result.stderr.strip().splitlines()) == 1 and not Path(tmp_path / "out").exists()
