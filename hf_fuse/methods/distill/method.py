@@ -39,6 +39,7 @@ from ..hypernet.method import HyperNetMethod, HyperNetSettings
 from ..hypernet.report import html_groups, render_groups
 from ..sources import SOURCE_MODEL_OPTION, SourceExpert, check_sources, parse_indexed
 from .answer_cache import AnswerCache, CachedAnswer
+from .excess import excess_filter
 from .synthesize import MIN_SEEDS, synthesize
 from .token_loss import DistilledExample, TokenDistillObjective, teacher_signal
 
@@ -86,6 +87,10 @@ class DistillSettings:
     min_answer_logprob: float | None = setting(None, type=float, metavar="X",
                                                help="drop answers whose mean token log-probability under the expert is "
                                                     "below X (its own confidence; e.g. -0.5); default: keep all.")
+    answer_excess_keep: float = setting(1.0, type=float, metavar="F",
+                                        help="keep the fraction F of the expert's answers where its adapter shows most: "
+                                             "the highest mean log-probability under the expert minus under its base "
+                                             "model without the adapter (TiTok's idea); 1: keep every answer.")
     token_loss_weight: float = setting(0.0, type=float, metavar="W",
                                        help="token-level distillation (LoRA student): add W x the distance between the "
                                             "student's and the expert's sorted next-token probabilities on the expert's "
@@ -122,6 +127,9 @@ class DistillSettings:
         if not (math.isfinite(self.token_loss_weight) and self.token_loss_weight >= 0):
             raise ConfigError(f"--token-loss-weight must be a number >= 0 (got {self.token_loss_weight!r})")
         require_int("--token-loss-top-k", self.token_loss_top_k, 1, 1024)
+        if not (isinstance(self.answer_excess_keep, (int, float)) and not isinstance(self.answer_excess_keep, bool)
+                and 0 < self.answer_excess_keep <= 1):
+            raise ConfigError(f"--answer-excess-keep must be a fraction above 0 and at most 1 (got {self.answer_excess_keep!r})")
         if self.token_loss_weight and self.student != "lora":
             raise ConfigError("--token-loss-weight trains the LoRA student only (--student lora)")
         require_int("--replay-repeat", self.replay_repeat, 1, 100, auto=True)
@@ -338,6 +346,11 @@ class DistillMethod(FusionMethod):
             else:
                 counts["kept"] += 1
                 answers.append(got)
+        if s.answer_excess_keep < 1:
+            with main_first():
+                answers, counts["excess"] = excess_filter(loaded, conversations, answers, cache.path, s.answer_excess_keep,
+                                                          job.replay_config)
+            counts["kept"] -= counts["excess"]["dropped"]
         if counts["empty"] or counts["truncated"] or counts["filtered"]:
             logger.warning("source %d: of %d answers, %d empty, %d cut at the cap and %d below --min-answer-logprob were "
                            "dropped", index, counts["prompts"], counts["empty"], counts["truncated"], counts["filtered"])

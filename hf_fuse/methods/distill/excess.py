@@ -1,0 +1,104 @@
+"""Where the expert's adapter shows in an answer (``distill --answer-excess-keep F``).
+
+An answer the source expert gives may say what its base model would have said anyway; what the adapter adds is
+where the expert finds its answer likelier than its own base model does.  The **excess** of an answer is the mean,
+over the answer's tokens, of the expert's log-probability minus the base model's (the same model with the adapter
+switched off), both read on the same text after the same prompt.  It is zero when the adapter changes nothing and
+positive where the adapter raises the answer's tokens.  ``--answer-excess-keep F`` keeps the fraction F of the kept
+answers whose excess is highest.
+
+The idea is TiTok's (arXiv 2510.04682: per-token log-probability of the adapted model minus the base model's, to keep
+the samples and tokens where the adapter's knowledge shows); this is its answer-level filter, measured on our own
+prompts and answers.  Excess values are cached beside the answers (a JSON file per answer set, written atomically),
+so a repeated run computes them once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+
+import torch
+
+from hf_common.atomic import write_text_atomic
+from hf_runtime.data import Conversation, ReplayConfig, prompt_ids
+
+logger = logging.getLogger(__name__)
+
+
+@torch.no_grad()
+def answer_excess(expert, prompt: list[int], answer: list[int]) -> float:
+    """Mean over ``answer``'s tokens of log p(token | prompt, earlier tokens) under ``expert`` (a PEFT model) minus the
+    same under its base model (the adapter disabled); 0.0 for an empty answer."""
+    if not answer:
+        return 0.0
+    device = next(expert.parameters()).device
+    ids = torch.tensor([prompt + answer], device=device)
+    targets = ids[0, len(prompt):]
+
+    def mean_logprob() -> torch.Tensor:
+        logits = expert(input_ids=ids).logits[0, len(prompt) - 1:-1].float()
+        return torch.log_softmax(logits, dim=-1).gather(1, targets[:, None]).squeeze(1)
+
+    with_adapter = mean_logprob()
+    with expert.disable_adapter():
+        without = mean_logprob()
+    return float((with_adapter - without).mean())
+
+
+def read_excess(path: Path, n: int) -> dict[int, float]:
+    """The cached excess values of an answer set (index -> value); what does not parse or is out of range is left out
+    (computed again), never coerced."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        logger.warning("%s: unreadable excess cache (%s); computing the values again", path, type(exc).__name__)
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    out = {}
+    for key, value in data.items():
+        if key.isdigit() and int(key) < n and type(value) in (int, float) and math.isfinite(value):
+            out[int(key)] = float(value)
+    return out
+
+
+def write_excess(path: Path, values: dict[int, float]) -> None:
+    write_text_atomic(path, json.dumps({str(i): v for i, v in sorted(values.items())}) + "\n", force=True)
+
+
+def keep_highest(values: dict[int, float], fraction: float) -> set[int]:
+    """The indices of the ``ceil(fraction x n)`` highest values (ties: the lower index first)."""
+    count = math.ceil(fraction * len(values))
+    return set(sorted(values, key=lambda i: (-values[i], i))[:count])
+
+
+def excess_filter(expert, conversations: list[Conversation], answers: list, cache: Path, fraction: float,
+                  replay: ReplayConfig) -> tuple[list, dict]:
+    """``answers`` (None where dropped before) with only the ``fraction`` of the kept ones of highest excess left, and
+    what the report says of it.  ``expert`` is the source expert loaded on first use (``sources.SourceExpert``);
+    ``cache`` the answers' cache file, beside which the excess values are cached."""
+    path = cache.with_name(cache.stem.replace("generations", "excess") + ".json")
+    kept = [i for i, answer in enumerate(answers) if answer is not None]
+    cached = read_excess(path, len(answers))
+    values = {i: cached[i] for i in kept if i in cached}
+    todo = [i for i in kept if i not in values]
+    if todo:
+        model, tokenizer = expert.get()
+        for i in todo:
+            prompt = prompt_ids(tokenizer, conversations[i], replay.cutoff_len, replay.drop_history)
+            values[i] = answer_excess(model, prompt, list(tokenizer.encode(answers[i].text, add_special_tokens=False)))
+        write_excess(path, {**cached, **values})
+    keep = keep_highest(values, fraction)
+    ranked = sorted(values.values())
+    stats = {"fraction": fraction, "scored": len(values), "computed": len(todo), "dropped": len(kept) - len(keep),
+             "median": ranked[len(ranked) // 2] if ranked else None,
+             "threshold": min((values[i] for i in keep), default=None), "cache": str(path)}
+    if stats["dropped"]:
+        logger.warning("%d of %d answers dropped with the lowest excess (--answer-excess-keep %g)", stats["dropped"],
+                       len(kept), fraction)
+    return [answer if i in keep else None for i, answer in enumerate(answers)], stats
