@@ -159,3 +159,10 @@ def test_no_command_function_takes_more_than_twelve_parameters():
             if len(named) > 12:
                 wide.append(f"{command.name}: {len(named)} parameters")
     assert not wide, "; ".join(wide)
+
+
+def test_no_benchmark_edits_the_import_path():
+    """benchmarks/ is a package run as ``python -m benchmarks``: its modules import each other by name."""
+    edits = [f"{p.relative_to(ROOT)}:{n}" for p in sorted((ROOT / "benchmarks").rglob("*.py"))
+             for n, line in enumerate(p.read_text().splitlines(), 1) if "sys.path" in line]
+    assert not edits, "sys.path edited in " + ", ".join(edits)
