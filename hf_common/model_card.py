@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from .terms import HUB_ID, InputTerms, front_matter, public_name, section
+from .terms import InputTerms, as_hub_id, front_matter, public_name, section
 
 CARD_NAME = "README.md"
 _FRONT = re.compile(r"\A---\s*\n(.*?)\n---\s*(\n|\Z)", re.S)
@@ -38,7 +38,7 @@ def card(*, title: str, base_model: str | None, how: str, details: dict[str, obj
     (when known) is the card's licence."""
     import yaml
 
-    public = base_model if base_model and HUB_ID.match(base_model) and not Path(base_model).is_absolute() else None
+    public = as_hub_id(base_model)
     front: dict[str, object] = {"base_model": public, "library_name": "peft",
                                 "tags": ["heterofusion", "lora", *(tags or [])]}
     if terms is not None:

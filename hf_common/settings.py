@@ -96,7 +96,8 @@ def click_options(classes: Iterable[type], owners: dict[str, list[str]] | None =
 
 
 def build(cls: type, values: dict[str, Any], overrides: dict[str, Any] | None = None) -> Any:
-    """An instance of ``cls`` from the command's option values (by click name); ``overrides`` by field name win."""
+    """An instance of ``cls`` from the command's option values (by click name); ``overrides`` by field name win (those
+    of fields ``cls`` does not have are ignored, so one mapping, a preset's say, can serve several classes)."""
     kwargs = {}
     for field_name, spec in flags(cls):
         if spec.name not in values:
@@ -107,8 +108,9 @@ def build(cls: type, values: dict[str, Any], overrides: dict[str, Any] | None = 
         elif value is None:  # an option that decides later (a preset) and was not given: the field's default
             continue
         kwargs[field_name] = value
+    fields = {f.name for f in dataclasses.fields(cls)}
     for field_name, value in (overrides or {}).items():
-        if value is not None:
+        if value is not None and field_name in fields:
             kwargs[field_name] = value
     return cls(**kwargs)
 

@@ -38,12 +38,17 @@ def licence_text(value: str | None) -> str:
     return value if value else UNKNOWN
 
 
+def as_hub_id(value: str | None) -> str | None:
+    """``value`` when it has the form of a Hub repository id (``org/name``; never an absolute path), else None."""
+    return value if value and HUB_ID.match(value) else None
+
+
 def public_name(value: str | None) -> str:
     """How a card names an input: its Hub id when it is one, else the last part of its path (never a folder of this
     machine)."""
     if not value:
         return "not recorded"
-    return value if HUB_ID.match(value) and not Path(value).is_absolute() else Path(value).name
+    return as_hub_id(value) or Path(value).name
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,6 @@ command's parameters are read, so a method added as one file has its options, it
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 from pathlib import Path
 
@@ -136,20 +135,19 @@ def main(plans, replay, output, method, preset, **options) -> None:
     console = process_console(o["quiet"], o["debug"], report_to_stderr=o["json_path"] == "-")
     log_path = Path(o["log_file"] or output.with_name(output.name + ".log"))
     with _no_log_on_bad_input(log_path), errors_to_exit_codes(console):
-        from .report import Progress, render
-        from .run import run
+        from .report import render
 
         if o["quiet"]:
             from hf_runtime.model import quiet_progress_bars
 
             quiet_progress_bars()
         check_json_target(o["json_path"], o["force"])
-        from hf_runtime.trackers import StepTracker, check_report_to
+        from hf_runtime.trackers import check_report_to
 
         check_report_to(o["report_to"])
         job, config = _job(click.get_current_context(), plans, replay, output, method, preset, o)
         setup_logging(o["debug"], str(log_path) if procs.is_main else None)
-        report = _run(job, config, console, procs, o, run, Progress, StepTracker)
+        report = _run(job, config, console, procs, o)
         render(report, console, _registry().get_method(method)())
         if procs.is_main:
             write_json(o["json_path"], report, force=o["force"])
@@ -176,8 +174,7 @@ def _job(ctx: click.Context, plans, replay, output: Path, method: str, preset: s
                 "epochs": defaults["epochs"] if o["epochs"] is None else o["epochs"]}
     config = {k: v for k, v in resolved_config(ctx).items() if k not in _other_methods_keys(method)}
     config.update(resolved)  # what it ran with, the method's defaults resolved
-    train = build(TrainSettings, o, {**{k: chosen[k] for k in ("weight_decay", "max_grad_norm", "warmup_rounding")},
-                                     **resolved})
+    train = build(TrainSettings, o, {**chosen, **resolved})
     job = FuseJob(plans=list(plans), base_model=o["base_model"], replay=list(replay), output=output, train=train,
                   replay_config=build(ReplayConfig, o, {"seed": o["seed"]}), device=o["device"], dtype=o["dtype"],
                   checkpoint_dir=o["checkpoint_dir"], resume=o["resume"], force=o["force"], method=method,
@@ -186,9 +183,13 @@ def _job(ctx: click.Context, plans, replay, output: Path, method: str, preset: s
     return job, config
 
 
-def _run(job, config: dict, console, procs, o: dict, run, Progress, StepTracker) -> dict:
+def _run(job, config: dict, console, procs, o: dict) -> dict:
     """The job, with the progress bar and the tracker; a diverged training exits 3."""
+    from hf_runtime.trackers import StepTracker
     from hf_runtime.trainer import TrainingDiverged
+
+    from .report import Progress
+    from .run import run
 
     output = job.output
     try:
@@ -203,7 +204,7 @@ def _run(job, config: dict, console, procs, o: dict, run, Progress, StepTracker)
 def presets() -> dict[str, dict[str, object]]:
     """Every ``--preset``: the values the training settings and each registered method's settings classes declare
     for it (a class's ``presets``), by field name."""
-    from hf_runtime.trainer import TrainSettings
+    from hf_runtime.settings import TrainSettings
 
     classes = [TrainSettings, *dict.fromkeys(c for m in _registry().METHODS.values() for c in m.settings_classes)]
     out: dict[str, dict[str, object]] = {}
@@ -244,9 +245,7 @@ def method_settings(ctx: click.Context, method, values: dict, preset: dict) -> d
     registry = _registry()
     settings = {}
     for cls in method.settings_classes:
-        fields = {f.name for f in dataclasses.fields(cls)}
-        overrides = {k: v for k, v in preset.items() if k in fields}
-        settings[cls.section] = build(cls, values, overrides)
+        settings[cls.section] = build(cls, values, preset)
     used = method.sections_used(settings)
     allowed, declared = _flags(method, used), _flags(method)
     all_specs = {flag: spec for other in registry.METHODS.values() for flag, spec in _flags(other).items()}

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 from .base import FuseContext, MethodResult, register
 from .hypernet.method import HyperNetMethod, HyperNetSettings
-from .hypernet.report import html_groups, render_groups
+from .hypernet.report import HyperNetReport
 from .project import ProjectMethod, ProjectSettings, add_to_base, append_projection
 
 
 @register
-class ProjectHyperNetMethod(ProjectMethod):
+class ProjectHyperNetMethod(HyperNetReport, ProjectMethod):
     """``project``'s settings, checks and fitting; the HyperNet's training on top."""
 
     name = "project-hypernet"
@@ -33,14 +33,6 @@ class ProjectHyperNetMethod(ProjectMethod):
     help = "project's updates as the starting point, the HyperNet trained on top of them"
     settings_classes = (ProjectSettings, HyperNetSettings)
     trains = True
-
-
-    def render_summary(self, report: dict, console) -> None:
-        render_groups(report, console)
-        super().render_summary(report, console)
-
-    def html_task(self, page, index: int, task: dict) -> None:
-        html_groups(page, index, task)
 
     def fuse(self, ctx: FuseContext) -> MethodResult:
         links, report = self.carry(ctx)

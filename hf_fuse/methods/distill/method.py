@@ -36,7 +36,7 @@ from hf_runtime.trainer import train
 
 from ..base import FuseContext, FusionMethod, MethodResult, lora_task, register
 from ..hypernet.method import HyperNetMethod, HyperNetSettings
-from ..hypernet.report import html_groups, render_groups
+from ..hypernet.report import HyperNetReport
 from ..sources import SOURCE_MODEL_OPTION, SourceExpert, check_sources, parse_indexed
 from .answer_cache import AnswerCache, CachedAnswer
 from .excess import excess_filter
@@ -149,27 +149,19 @@ class DistillSettings:
 
 
 @register
-class DistillMethod(FusionMethod):
+class DistillMethod(HyperNetReport, FusionMethod):
     name = "distill"
     trains_hypernet_with = "--student hypernet"
     loss_terms = {"rdm": "λ·RDM", "token": "W·token-level distance"}
     source_relation = ("the adapter was trained on the expert's outputs", "the adapter was trained on the expert's outputs")
     settings_classes = (DistillSettings, HyperNetSettings)
     # chosen on validation for the LoRA student (benchmarks/results/README.md, "The distill table"): 3e-3 among
-    # 1e-4 .. 1e-2 (macro F1 64.3
-    # against 1e-4's 27.1), 2 epochs over replay + answers (1: 51.7, 2: 64.3, 3: 69.3; at the default --replay-repeat
-    # 2, 2 epochs take as many steps as 3 epochs at 1 and scored 74.2); TrainSettings' 5e-5 / 3 epochs are the paper's
-    # HyperNet settings
+    # 1e-4 .. 1e-2 (macro F1 64.3 against 1e-4's 27.1), 2 epochs over replay + answers (1: 51.7, 2: 64.3, 3: 69.3; at
+    # the default --replay-repeat 2, 2 epochs take as many steps as 3 epochs at 1 and scored 74.2); TrainSettings'
+    # 5e-5 / 3 epochs are the paper's HyperNet settings
     train_defaults = {"lr": 3e-3, "epochs": 2.0}
     help = ("the source experts answer --unlabeled prompts; their answers train the target (the LoRA student by "
             "default at " + ", ".join(f"--{key} {value:g}" for key, value in train_defaults.items()) + ")")
-
-    def render_summary(self, report: dict, console) -> None:
-        render_groups(report, console)
-        super().render_summary(report, console)
-
-    def html_task(self, page, index: int, task: dict) -> None:
-        html_groups(page, index, task)
 
     @classmethod
     def training_defaults(cls, settings: dict) -> dict[str, float]:

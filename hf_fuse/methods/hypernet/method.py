@@ -34,7 +34,7 @@ from .network import HyperNet, HyperNetConfig, HyperNets, count_parameters
 from .patching import backward_through_patch, original_b, patched
 from .plan_tensors import GroupTensors, build_group
 from .rdm import rdm_loss
-from .report import html_groups, render_groups
+from .report import HyperNetReport
 
 ABLATIONS = ("denoise", "rdm")
 
@@ -175,20 +175,12 @@ class HyperNetObjective:
 
 
 @register
-class HyperNetMethod(FusionMethod):
+class HyperNetMethod(HyperNetReport, FusionMethod):
     name = "hypernet"
     trains_hypernet_with = ""
     loss_terms = {"rdm": "λ·RDM"}
     help = "the paper's HyperNet, trained on the replay data with dynamic patching (default)"
     settings_classes = (HyperNetSettings,)
-
-
-    def render_summary(self, report: dict, console) -> None:
-        render_groups(report, console)
-        super().render_summary(report, console)
-
-    def html_task(self, page, index: int, task: dict) -> None:
-        html_groups(page, index, task)
 
     def fuse(self, ctx: FuseContext, examples: list[Example] | None = None) -> MethodResult:
         """Train and fuse every plan in turn; ``examples`` replaces the replay set (``distill`` adds to it)."""

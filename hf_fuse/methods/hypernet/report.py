@@ -16,6 +16,18 @@ LEGEND = ("ΔB/B = ‖ΔB‖_F/‖B_t‖_F over the group; Eq11 = max over modul
           "‖s·α·ΔB·A_t‖_F (actual); attn s<k> = mean attention on source k")
 
 
+class HyperNetReport:
+    """The report hooks of a method that trains HyperNets (mixed into its ``FusionMethod``): the group tables after
+    the run, the HyperNet's figures on the report page; a task that trained none shows nothing of them."""
+
+    def render_summary(self, report: dict, console: Console) -> None:
+        render_groups(report, console)
+        super().render_summary(report, console)
+
+    def html_task(self, page: HtmlReport, index: int, task: dict) -> None:
+        html_groups(page, index, task)
+
+
 def render_groups(report: dict, console: Console) -> None:
     """The console tables of every task that trained HyperNets."""
     tasks = [(i, t) for i, t in enumerate(report["tasks"]) if t.get("groups")]
