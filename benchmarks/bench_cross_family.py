@@ -43,7 +43,7 @@ from datetime import date
 from pathlib import Path
 
 from benchmarks.cross_family_runs import Runner, Runners, method_variants
-from benchmarks.cross_family_setup import EXPERT_BASE, FILES, MODES, TARGET_TASK, source_tag, split
+from benchmarks.cross_family_setup import EXPERT_BASE, MODES, TARGET_TASK, TASKS, source_tag, split
 from benchmarks.report_cross_family import (
     distill_record,
     earlier_results,
@@ -87,7 +87,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="comma-separated: hypernet, replay-tune, distill-lora, distill-hypernet, project, "
                              "project-hypernet (default: hypernet,replay-tune)")
     parser.add_argument("--sources", type=lambda v: tuple(v.split(",")), default=None,
-                        help=f"source tasks instead of the mode's, comma-separated, of {', '.join(FILES)} but the "
+                        help=f"source tasks instead of the mode's, comma-separated, of {', '.join(TASKS)} but the "
                              f"target's (several: one plan with an expert for each; results in "
                              f"WORK/results_<tasks>.json, published in their own section of the table)")
     parser.add_argument("--labels", type=lambda v: tuple(int(x) for x in v.split(",")), default=None,
@@ -149,8 +149,8 @@ def settings_of(args: argparse.Namespace):
     if args.lr is not None and not 0 < args.lr < 1:
         raise SystemExit("--lr: a learning rate between 0 and 1")
     if args.sources:
-        if not set(args.sources) <= set(FILES) - {TARGET_TASK} or len(set(args.sources)) != len(args.sources):
-            raise SystemExit(f"--sources: distinct tasks of {', '.join(sorted(set(FILES) - {TARGET_TASK}))}")
+        if not set(args.sources) <= set(TASKS) - {TARGET_TASK} or len(set(args.sources)) != len(args.sources):
+            raise SystemExit(f"--sources: distinct tasks of {', '.join(sorted(set(TASKS) - {TARGET_TASK}))}")
         mode = replace(mode, sources=args.sources)
     if bool(args.variant) != bool(args.fuse_args.strip()):
         raise SystemExit("--variant and --fuse-args go together")
@@ -240,7 +240,7 @@ class CrossFamily:
         for task in mode.sources:
             scores = self.study.evaluate(f"expert-{task}", experts[task], [self.data[task]["heldout"]],
                                          base_model=EXPERT_BASE[task])
-            self.results["experts"][task] = scores["tasks"][task]["f1"]
+            self.results["experts"][task] = scores["tasks"][task].get("score", scores["tasks"][task]["f1"])
             self.results.setdefault("expert_scores", {})[task] = scores_prf(scores["tasks"][task])
         self.sources = [experts[t] for t in mode.sources]
         self.real_plan = self.study.plan(f"plan-real{self.src}", self.target, self.sources)

@@ -9,12 +9,15 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchmarks.derived_tasks import DERIVED, derive
 from hf_common.atomic import write_text_atomic
 from hf_eval.study import TrainBudget
 
 FILES = {"mit-movie": "mit-movie_sample300.json", "conll04": "RE_conll04_sample300.json",
          "findvehicle": "ET_FindVehicle_sample300.json", "tweetner7": "TweetNER7_sample_15000_sample300.json"}
-EXPERT_BASE = {"mit-movie": "smollm2", "conll04": "gemma3", "findvehicle": "gemma3", "tweetner7": "smollm2"}
+TASKS = (*FILES, *DERIVED)  # every task a run can name: the files' own and those derived from them (derived_tasks.py)
+EXPERT_BASE = {"mit-movie": "smollm2", "conll04": "gemma3", "findvehicle": "gemma3", "tweetner7": "smollm2",
+               "conll04-rc": "gemma3"}
 TARGET_TASK = "mit-movie"
 POOL, VALIDATION = 216, 24  # of the first 240 examples of every file; the last 60 are held out
 
@@ -63,9 +66,12 @@ def split(data_dir: Path, work: Path, mode: Mode, n_unlabeled: int | None = None
     out = work / "data"
     paths: dict[str, dict] = {}
     for task in (TARGET_TASK, *mode.sources):
-        records = json.loads((data_dir / FILES[task]).read_text())
+        source = data_dir / FILES[DERIVED[task][0] if task in DERIVED else task]
+        records = json.loads(source.read_text())
         if len(records) != 300:
-            raise SystemExit(f"{data_dir / FILES[task]}: expected 300 records, found {len(records)}")
+            raise SystemExit(f"{source}: expected 300 records, found {len(records)}")
+        if task in DERIVED:
+            records = derive(task, records)
         if mode.budget.drop_history:
             records = [{k: v for k, v in r.items() if k != "history"} for r in records]
         parts = {"train": records[:POOL][:mode.pool], "val": records[POOL:POOL + VALIDATION][:mode.n_validation],

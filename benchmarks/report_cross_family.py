@@ -85,8 +85,23 @@ def matching_results(earlier: dict, meta: dict, also_free: tuple[str, ...] = ())
 
 
 def scores_prf(score: dict) -> dict:
-    """Precision, recall and F1 of one score entry (what each run keeps per task and macro)."""
-    return {k: score[k] for k in ("precision", "recall", "f1")}
+    """Precision, recall and F1 of one score entry (what each run keeps per task and macro); for a label task (scored by
+    accuracy) also its metric's name and the accuracy, the figure its rows read."""
+    kept = {k: score[k] for k in ("precision", "recall", "f1")}
+    if score.get("score_name", "f1") != "f1":
+        kept.update(score_name=score["score_name"], score=score["score"], metric=score["metric"])
+    return kept
+
+
+def headline(score: dict) -> float:
+    """The figure a task's rows read: its F1, or for a label task the score its metric names (accuracy)."""
+    return score.get("score", score["f1"])
+
+
+def metric_name(results: dict, task: str) -> str:
+    """"F1", or the name of a label task's metric as its runs recorded it."""
+    named = next((r["tasks"][task].get("score_name") for r in results["runs"] if task in r["tasks"]), None)
+    return "F1" if named in (None, "f1") else named
 
 
 def provenance(runs: list[dict]) -> list[str]:
@@ -111,9 +126,10 @@ def render(results: dict) -> str:
              f"{s['n_heldout']} held-out examples per task; "
              f"{s['seeds']} seeds; experts {s['expert_epochs']} epochs at lr {s['expert_lr']}.", "",
              *provenance(results["runs"]), "## Experts on their own tasks (the ceiling)", "",
-             "| task | precision | recall | F1 |", "|---|---|---|---|"]
+             "| task | precision | recall | F1 (a label task: its accuracy) |", "|---|---|---|---|"]
     for task, score in results.get("expert_scores", {}).items():
-        lines.append(f"| {task} | {100 * score['precision']:.1f} | {100 * score['recall']:.1f} | {100 * score['f1']:.1f} |")
+        lines.append(f"| {task} | {100 * score['precision']:.1f} | {100 * score['recall']:.1f} | {100 * headline(score):.1f}"
+                     + ("" if metric_name(results, task) == "F1" else f" {metric_name(results, task)}") + " |")
     if target:
         own = target["tasks"][results["target_task"]]
         lines.append(f"| {results['target_task']} (the target alone) | {100 * own['precision']:.1f} | "
@@ -138,8 +154,8 @@ def _render_set(results: dict, suffix: str) -> list[str]:
     experts = results.get("experts", {})
     target = next((r for r in results["runs"] if r["method"] == "target"), None)
     s = results["settings"]
-    header = " | ".join(f"{t} F1" for t in tasks)
-    lines = ["", f"## Held-out F1 (%), mean ± std over seeds{suffix}", "",
+    header = " | ".join(f"{t} {metric_name(results, t)}" for t in tasks)
+    lines = ["", f"## Held-out scores (%: F1, a label task its accuracy), mean ± std over seeds{suffix}", "",
               "Share of ceiling: the source task's F1 as a share of its expert's; the target task's as a share of the "
               "target alone.", "",
               f"| source labels | run | seeds | lr | {header} | macro F1 | share of ceiling | train s |",
@@ -148,16 +164,16 @@ def _render_set(results: dict, suffix: str) -> list[str]:
                             key=lambda kv: (-1 if kv[0][0] is None else kv[0][0], str(kv[0][1:]))):
         cells = []
         for task in tasks:
-            mean, std = mean_std([r["tasks"][task]["f1"] for r in runs])
+            mean, std = mean_std([headline(r["tasks"][task]) for r in runs])
             cells.append(f"{100 * mean:.1f} ± {100 * std:.1f}")
         mean, std = mean_std([r["macro"]["f1"] for r in runs])
         shares = []
         for task in tasks:
             ceiling = experts.get(task) if task != results["target_task"] else (
-                target["tasks"][task]["f1"] if target else None)
+                headline(target["tasks"][task]) if target else None)
             if ceiling:
                 closed = gap_closed(results, runs, task) if task != results["target_task"] else None
-                shares.append(f"{task} {100 * mean_std([r['tasks'][task]['f1'] for r in runs])[0] / ceiling:.0f} %"
+                shares.append(f"{task} {100 * mean_std([headline(r['tasks'][task]) for r in runs])[0] / ceiling:.0f} %"
                               + (f" (gap closed {round(100 * closed)} %)" if closed is not None else ""))
         lrs = sorted({r["lr"] for r in runs if r["lr"] is not None})
         seconds = mean_std([r["train_seconds"] for r in runs])[0]
@@ -188,7 +204,8 @@ def _render_set(results: dict, suffix: str) -> list[str]:
               "| run | " + " | ".join(f"{t} P / R / F1" for t in tasks) + " | train s | peak MiB |",
               "|---|" + "---|" * (len(tasks) + 2)]
     for run in results["runs"]:
-        cells = [" / ".join(f"{100 * run['tasks'][t][k]:.1f}" for k in ("precision", "recall", "f1")) for t in tasks]
+        cells = [f"{100 * headline(run['tasks'][t]):.1f} {metric_name(results, t)}" if metric_name(results, t) != "F1" else
+                 " / ".join(f"{100 * run['tasks'][t][k]:.1f}" for k in ("precision", "recall", "f1")) for t in tasks]
         seconds = f"{run['train_seconds']:.0f}" + (" (resumed: the last part only)" if run.get("train_resumed") else "")
         lines.append(f"| {run['name']} | " + " | ".join(cells) + f" | {seconds} | {run['train_peak_mib']:.0f} |")
     return lines
@@ -202,23 +219,24 @@ class Bar:
     share: float  # of the expert's F1 on each source task
     max_std: float | None  # seed standard deviation there
     twin_gap: float  # the null-source twin at least this much lower there
-    below_alone: float  # the target task at most this much below the target alone
+    below_alone: float | None  # the target task at most this much below the target alone
     below_twin: float | None  # ... and at most this much below the twin
     seeds: int = 3
-    kind: str = "prompts"  # which runs it judges: one source with its prompts, "data-free" runs, or "two" sources
+    kind: str = "prompts"  # which runs it judges: one source with its prompts, "data-free" runs, "two" or "three" sources
 
     def judges(self, results: dict, runs: list[dict]) -> bool:
-        data_free, several = bool(runs[0].get("data_free")), len(results["source_tasks"]) > 1
-        return {"prompts": not data_free and not several, "data-free": data_free,
-                "two": several and not data_free}[self.kind]
+        data_free, count = bool(runs[0].get("data_free")), len(results["source_tasks"])
+        return {"prompts": not data_free and count == 1, "data-free": data_free,
+                "two": count == 2 and not data_free, "three": count >= 3 and not data_free}[self.kind]
 
     def conditions(self) -> str:
-        parts = [f"each source task at least {100 * self.share:.0f} % of its expert's F1"]
+        parts = [f"each source task at least {100 * self.share:.0f} % of its expert's score"]
         if self.max_std is not None:
             parts.append(f"a seed std of at most {100 * self.max_std:.0f} points there")
-        parts.append(f"the null-source twin at least {100 * self.twin_gap:.0f} F1 points lower there")
-        parts.append(f"the target task at most {100 * self.below_alone:.0f} point below the target alone"
-                     + (f" and {100 * self.below_twin:.0f} below the twin" if self.below_twin is not None else ""))
+        parts.append(f"the null-source twin at least {100 * self.twin_gap:.0f} points lower there")
+        limits = [f"{100 * self.below_alone:.0f} point below the target alone"] if self.below_alone is not None else []
+        limits += [f"{100 * self.below_twin:.0f} below the twin"] if self.below_twin is not None else []
+        parts.append(f"the target task at most {' and '.join(limits)}")
         parts.append(f"{self.seeds} seeds at least of both (seeds: the method's / its twin's)")
         return "; ".join(parts)
 
@@ -226,29 +244,32 @@ class Bar:
 BARS = [Bar("issue 11", 0.5, None, 0.2, 0.01, None),
         Bar("issue 20, with the source task's unlabelled prompts", 0.8, 0.08, 0.2, 0.01, 0.02),
         Bar("issue 20, data-free (5 seed prompts)", 0.5, None, 0.2, 0.01, 0.02, kind="data-free"),
-        Bar("issue 20, two experts in one plan", 0.6, None, 0.2, 0.01, 0.02, kind="two")]
+        Bar("issue 20, two experts in one plan", 0.6, None, 0.2, 0.01, 0.02, kind="two"),
+        Bar("transfer breadth, data-free (5 seed prompts)", 0.8, 0.06, 0.2, None, 0.02, kind="data-free"),
+        Bar("transfer breadth, with the source task's unlabelled prompts", 0.9, None, 0.2, None, 0.02),
+        Bar("transfer breadth, three experts in one plan", 0.8, None, 0.2, None, 0.02, kind="three")]
 
 
 def gap_closed(results: dict, runs: list[dict], task: str) -> float | None:
     """(fused - target alone) / (expert - target alone) on a source task: how much of what the expert adds arrives."""
-    alone = next((r["tasks"][task]["f1"] for r in results["runs"] if r["method"] == "target" and task in r["tasks"]), None)
+    alone = next((headline(r["tasks"][task]) for r in results["runs"] if r["method"] == "target" and task in r["tasks"]), None)
     expert = results.get("experts", {}).get(task)
     if alone is None or expert is None or expert <= alone:
         return None
-    return (mean_std([r["tasks"][task]["f1"] for r in runs])[0] - alone) / (expert - alone)
+    return (mean_std([headline(r["tasks"][task]) for r in runs])[0] - alone) / (expert - alone)
 
 
 def labelled_ceiling(results: dict, by_group: dict, steps, task: str) -> float | None:
     """The target trained on every labelled source-task example of the pool (replay-tune, same steps): what labels
     give at the same budget, mean over seeds."""
     runs = by_group.get((results["settings"]["pool"], "replay-tune", False, steps, None, None))
-    return mean_std([r["tasks"][task]["f1"] for r in runs])[0] if runs else None
+    return mean_std([headline(r["tasks"][task]) for r in runs])[0] if runs else None
 
 
 def bar_rows(results: dict, bar: Bar = BARS[0]) -> list[str]:
     """Per method with a null-source twin, at 0 source labels: the conditions of ``bar``."""
     target_task, experts = results["target_task"], results.get("experts", {})
-    alone = next((r["tasks"][target_task]["f1"] for r in results["runs"] if r["method"] == "target"), None)
+    alone = next((headline(r["tasks"][target_task]) for r in results["runs"] if r["method"] == "target"), None)
     by_group = groups(results["runs"], results["settings"])
     rows = []
     for key, runs in sorted(by_group.items(), key=lambda kv: str(kv[0])):
@@ -258,8 +279,8 @@ def bar_rows(results: dict, bar: Bar = BARS[0]) -> list[str]:
             continue
         cells, ok = [], True
         for task in results["source_tasks"]:
-            real, spread = mean_std([r["tasks"][task]["f1"] for r in runs])
-            noise = mean_std([r["tasks"][task]["f1"] for r in twin])[0]
+            real, spread = mean_std([headline(r["tasks"][task]) for r in runs])
+            noise = mean_std([headline(r["tasks"][task]) for r in twin])[0]
             share = real / experts[task] if experts.get(task) else 0.0
             ok &= share >= bar.share and real - noise >= bar.twin_gap and (bar.max_std is None or spread <= bar.max_std)
             closed = gap_closed(results, runs, task)
@@ -268,10 +289,11 @@ def bar_rows(results: dict, bar: Bar = BARS[0]) -> list[str]:
                           f"{'-' if closed is None else f'{round(100 * closed)} %'}"
                           + (f"; {100 * real / ceiling:.0f} % of labelled" if ceiling else "") + ")",
                           f"{100 * noise:.1f}", f"{100 * (real - noise):+.1f}"))
-        own = mean_std([r["tasks"][target_task]["f1"] for r in runs])[0]
+        own = mean_std([headline(r["tasks"][target_task]) for r in runs])[0]
         change = own - alone
-        twin_change = own - mean_std([r["tasks"][target_task]["f1"] for r in twin])[0]
-        ok &= change >= -bar.below_alone and (bar.below_twin is None or twin_change >= -bar.below_twin)
+        twin_change = own - mean_std([headline(r["tasks"][target_task]) for r in twin])[0]
+        ok &= (bar.below_alone is None or change >= -bar.below_alone) and (bar.below_twin is None
+                                                                           or twin_change >= -bar.below_twin)
         ok &= len(runs) >= bar.seeds and len(twin) >= bar.seeds
         rows.append(f"| {label(key, results['settings'])} | {len(runs)} / {len(twin)} | {'; '.join(c[0] for c in cells)} | "
                     f"{'; '.join(c[1] for c in cells)} | "

@@ -87,6 +87,14 @@ def _count(path: Path) -> int:
     return len(load_records(path))
 
 
+def _cell(score: dict | None) -> str:
+    if not score:
+        return "-"
+    if score.get("score_name") == "accuracy":
+        return f"{100 * score['accuracy']:.1f} acc"
+    return f"{100 * score['precision']:.1f} / {100 * score['f1']:.1f}"
+
+
 def render(results: dict, console: Console) -> None:
     tasks = sorted({t for a in results["adapters"].values() for t in a["tasks"]})
     rows = []
@@ -94,10 +102,10 @@ def render(results: dict, console: Console) -> None:
         cells = [name]
         for task in tasks:
             score = entry["tasks"].get(task)
-            cells.append(f"{100 * score['precision']:.1f} / {100 * score['f1']:.1f}" if score else "-")
+            cells.append(_cell(score))
         cells.append(f"{100 * entry['macro']['precision']:.1f} / {100 * entry['macro']['f1']:.1f}")
         rows.append(cells)
-    console.table("Held-out scores (precision / F1, %)", ["adapter", *tasks, "macro"], rows)
+    console.table("Held-out scores (precision / F1, %; a label task: accuracy)", ["adapter", *tasks, "macro"], rows)
     if results.get("differences"):
         # one row per pair and task: each interval on one line at 80 columns, however many tasks there are
         console.table("From the source experts: F1 of a fusion minus its null-source twin (points, 95 % interval)",

@@ -10,7 +10,7 @@ from pathlib import Path
 from hf_runtime.data import load_records, prompt_ids
 from hf_runtime.generation import generate
 
-from .scoring import METRICS, TaskScore, infer_metric
+from .scoring import METRICS, TaskScore, infer_metric, option_labels
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ def evaluate_file(model, tokenizer, path: Path, config: EvalConfig,
     prompts = [prompt_ids(tokenizer, records[i], config.cutoff_len, config.drop_history) for i in mine]
     answered = dict(gather(list(zip(mine, generate(model, tokenizer, prompts, config, on_batch)))))
     predictions = [answered[i] for i in range(len(records))]
-    score = TaskScore(metric)
+    score = TaskScore(metric, labels=option_labels(records[0].turns[-1][0]) if metric == "exact" else frozenset())
     rows = []
     for conv, gold, (prediction, ended) in zip(records, golds, predictions):
         counts = score.add(prediction, gold, cut=not ended)

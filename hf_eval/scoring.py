@@ -2,12 +2,16 @@
 
 - ``set`` (NER, entity typing): ``type: span; type: span`` -> a set of (type, span);
 - ``relation`` (RE): ``relation: head, tail; ...`` -> a set of (relation, head, tail);
-- ``exact`` (label tasks): the answer is one word from an option list -> exact match.
+- ``exact`` (label tasks: classification, short answers): the answer is one label, e.g. from the prompt's
+  ``Option:`` list -> exact match, scored as accuracy.
 
-Comparison is case-insensitive and ignores spacing differences, order and duplicates.  A part
-that does not parse is dropped, so a malformed answer scores as predicting nothing; scoring
-never raises on model output.  Precision, recall and F1 are micro-averaged over a task's
-examples; the macro average is taken over tasks.
+Comparison is case-insensitive and ignores spacing differences, order and duplicates (and, for a label,
+a final full stop).  A part that does not parse is dropped, so a malformed answer scores as predicting
+nothing; for a label task whose prompt lists its options, an answer that is none of them is counted as
+malformed (and wrong).  Scoring never raises on model output.  Precision, recall and F1 are
+micro-averaged over a task's examples; the macro average is taken over tasks.  Each task's summary
+names its headline figure: ``score`` is the F1 of an extraction task and the accuracy of a label task,
+``score_name`` says which.
 """
 
 from __future__ import annotations
@@ -43,12 +47,26 @@ def parse_relations(answer: str) -> set[tuple[str, str, str]]:
     return items
 
 
+def parse_label(answer: str) -> str:
+    """A label answer as compared: normalised, without a final full stop ("Work for." is "work for")."""
+    return _norm(answer).rstrip(".").strip()
+
+
 def parse(answer: str, metric: str) -> set:
     if metric == "relation":
         return parse_relations(answer)
     if metric == "exact":
-        return {_norm(answer)} if _norm(answer) else set()
+        return {parse_label(answer)} if parse_label(answer) else set()
     return parse_set(answer)
+
+
+_OPTIONS = re.compile(r"^\s*options?\s*:(.*)$", re.IGNORECASE | re.MULTILINE)
+
+
+def option_labels(instruction: str) -> frozenset[str]:
+    """The labels a prompt offers on its ``Option:`` line (comma-separated), normalised; empty when it has none."""
+    found = _OPTIONS.search(instruction or "")
+    return frozenset(parse_label(x) for x in found.group(1).split(",") if parse_label(x)) if found else frozenset()
 
 
 def infer_metric(instruction: str, gold_answers: list[str]) -> str:
@@ -71,6 +89,7 @@ class TaskScore:
     n_exact: int = 0  # examples whose whole answer set matches
     malformed: int = 0  # non-empty answers that parsed to nothing
     cut: int = 0  # answers that reached --max-new-tokens without ending (scored as cut)
+    labels: frozenset[str] = frozenset()  # a label task's options: an answer outside them is malformed
     per_example: list[dict] = field(default_factory=list)
 
     def add(self, prediction: str, gold: str, cut: bool = False) -> dict:
@@ -81,7 +100,8 @@ class TaskScore:
         self.n_gold += len(gold_items)
         self.n_correct += correct
         self.n_exact += pred_items == gold_items
-        self.malformed += bool(_norm(prediction)) and not pred_items
+        outside = self.metric == "exact" and bool(self.labels) and not pred_items <= self.labels
+        self.malformed += (bool(_norm(prediction)) and not pred_items) or outside
         self.cut += cut
         record = {"n_pred": len(pred_items), "n_gold": len(gold_items), "n_correct": correct}
         self.per_example.append(record)
@@ -104,8 +124,13 @@ class TaskScore:
     def accuracy(self) -> float:
         return self.n_exact / self.n_examples if self.n_examples else 0.0
 
+    @property
+    def score_name(self) -> str:
+        return "accuracy" if self.metric == "exact" else "f1"
+
     def summary(self) -> dict:
-        return {"metric": self.metric, "n_examples": self.n_examples, "precision": self.precision, "recall": self.recall,
+        return {"metric": self.metric, "score_name": self.score_name, "score": getattr(self, self.score_name),
+                "n_examples": self.n_examples, "precision": self.precision, "recall": self.recall,
                 "f1": self.f1, "accuracy": self.accuracy, "n_pred": self.n_pred, "n_gold": self.n_gold,
                 "n_correct": self.n_correct, "malformed": self.malformed, "cut": self.cut}
 

@@ -10,12 +10,13 @@ import pytest
 from benchmarks import bench_cross_family as bench
 from benchmarks import child_env
 from benchmarks import report_cross_family as report
+from benchmarks.cross_family_setup import FILES
 
 
 def test_split_never_shares_an_example_between_training_validation_and_held_out(tmp_path):
     data = tmp_path / "uie"
     data.mkdir()
-    for task, name in bench.FILES.items():
+    for task, name in FILES.items():
         rows = [{"instruction": f"{task} {i}", "input": "", "output": f" t: {i}", "history": [["q", "a"]]} for i in range(300)]
         (data / name).write_text(json.dumps(rows))
     mode = bench.MODES["cpu"]
@@ -337,3 +338,31 @@ def test_bad_run_selection_flags_stop_before_any_work(tmp_path, flags, says):
                           capture_output=True, text=True, env=child_env())
     assert done.returncode == 2 if flags[0] == "--only" else done.returncode == 1
     assert says in done.stderr and not (tmp_path / "w").exists()
+
+
+def test_a_label_task_reads_its_accuracy_and_a_three_source_plan_its_own_bar(tmp_path):
+    right, wrong = (1, 1, 1), (1, 1, 0)
+    runs = [_run(tmp_path, "target", "target", 0, False, {t: [wrong] for t in "abcd"}, labels=None)]
+    for seed in range(3):
+        runs.append(_run(tmp_path, f"d-s{seed}", "distill-lora", seed, False, {t: [right] for t in "abcd"}))
+        runs.append(_run(tmp_path, f"dn-s{seed}", "distill-lora", seed, True, {"a": [right], **{t: [wrong] for t in "bcd"}}))
+    for run in runs:  # task d is a label task: its F1 field says 0.5 but its accuracy (its score) is what counts
+        hit = run["method"] != "target" and not run["null_source"]
+        run["tasks"]["d"] = {"precision": 0.5, "recall": 0.5, "f1": 0.5, "score": 1.0 if hit else 0.2,
+                             "score_name": "accuracy", "metric": "exact"}
+    results = {"mode": "test", "settings": asdict(bench.MODES["smoke"]), "commit": "abc", "date": "d", "device": "cpu",
+               "target_task": "a", "source_tasks": ["b", "c", "d"], "experts": {"b": 1.0, "c": 1.0, "d": 0.9},
+               "expert_scores": {"d": {"precision": 0.9, "recall": 0.9, "f1": 0.9, "score": 0.9,
+                                       "score_name": "accuracy", "metric": "exact"}},
+               "runs": runs, "chosen_lr": {}, "validation": {}}
+    text = report.render(results)
+    assert "| d | 90.0 | 90.0 | 90.0 accuracy |" in text
+    assert "| b F1 | c F1 | d accuracy |" in text
+    assert "| d-s0 | 0.0 / 0.0 / 100.0 | 0.0 / 0.0 / 100.0 | 0.0 / 0.0 / 100.0 | 100.0 accuracy |" in text
+    three = text.split("## The bar of transfer breadth, three experts in one plan")[1].split("## ")[0]
+    assert "d 100.0 ± 0.0 (111 %; gap closed 114 %)" in three and "| 20.0 |" not in three  # the twin's accuracy: 20
+    assert three.rstrip().endswith("| yes |")
+    assert "## The bar of issue 20, two experts" not in text  # three sources are not judged as two
+    assert report.scores_prf({"precision": 1, "recall": 1, "f1": 1, "score": 0.7, "score_name": "accuracy",
+                              "metric": "exact"})["score"] == 0.7
+    assert "score" not in report.scores_prf({"precision": 1, "recall": 1, "f1": 1, "score": 1, "score_name": "f1"})

@@ -1,6 +1,6 @@
 import pytest
 
-from hf_eval.scoring import TaskScore, infer_metric, macro, parse_relations, parse_set
+from hf_eval.scoring import TaskScore, infer_metric, macro, option_labels, parse_relations, parse_set
 
 
 def test_exact_answer_scores_one():
@@ -75,3 +75,27 @@ def test_metric_inference_on_paper_instructions():
                         [" Work for: A, B"]) == "relation"
     assert infer_metric("Please tell me all the entity words", [" person: A"]) == "set"
     assert infer_metric("Is this review positive or negative? Option: positive, negative", ["positive"]) == "exact"
+
+
+def test_a_label_task_scores_accuracy_and_counts_an_answer_outside_its_options_as_malformed():
+    prompt = "Which relation holds? \nOption: Organization based in, Located in, Live in, Work for, Kill \nAnswer:"
+    score = TaskScore("exact", labels=option_labels(prompt))
+    score.add(" Work for", " Work for")  # right
+    score.add("work for.", " Work for")  # right: case, spacing and a final full stop do not count
+    score.add(" Kill", " Work for")  # wrong, but one of the options
+    score.add(" Work for: John Smith, IBM", " Work for")  # malformed: the extraction task's format
+    score.add(" The first entity works there", " Live in")  # malformed: none of the options
+    score.add("", " Kill")  # empty: wrong, not malformed
+    summary = score.summary()
+    assert summary["score_name"] == "accuracy" and summary["score"] == pytest.approx(2 / 6) == score.accuracy
+    assert summary["malformed"] == 2 and summary["n_examples"] == 6
+    # an extraction task's headline stays its F1
+    ner = TaskScore("set")
+    ner.add("a: x", "a: x; b: y")
+    assert ner.summary()["score_name"] == "f1" and ner.summary()["score"] == pytest.approx(ner.f1)
+
+
+def test_option_labels_read_the_option_line_only():
+    assert option_labels("Text: a, b \nOption: yes, no \nAnswer:") == {"yes", "no"}
+    assert option_labels("Options: Positive , Negative.") == {"positive", "negative"}
+    assert option_labels("Is this review positive or negative?") == frozenset()

@@ -68,6 +68,10 @@ class DistillSettings:
     synthesize_writer: str = setting("target", type=click.Choice(list(WRITERS)),
                                      help="with --synthesize: which model writes the prompts: the target's base model, "
                                           "or the source expert itself (its base model with its adapter).")
+    synthesize_keep_similar: float = setting(1.0, type=float, metavar="F",
+                                             help="with --synthesize: a content filter after the form filter: keep the "
+                                                  "fraction F of the kept prompts most like the seeds in the writer's "
+                                                  "hidden states (cosine to the seeds' centroid); 1: no content filter.")
     seed_prompts: tuple[tuple[int | None, str], ...] = setting(
         (), multiple=True, metavar="[INDEX=]FILE",
         parse=lambda v: tuple(parse_indexed(v, "--seed-prompts", index_required=False)),
@@ -127,9 +131,12 @@ class DistillSettings:
         if not (math.isfinite(self.token_loss_weight) and self.token_loss_weight >= 0):
             raise ConfigError(f"--token-loss-weight must be a number >= 0 (got {self.token_loss_weight!r})")
         require_int("--token-loss-top-k", self.token_loss_top_k, 1, 1024)
-        if not (isinstance(self.answer_excess_keep, (int, float)) and not isinstance(self.answer_excess_keep, bool)
-                and 0 < self.answer_excess_keep <= 1):
-            raise ConfigError(f"--answer-excess-keep must be a fraction above 0 and at most 1 (got {self.answer_excess_keep!r})")
+        for flag, value in (("--answer-excess-keep", self.answer_excess_keep),
+                            ("--synthesize-keep-similar", self.synthesize_keep_similar)):
+            if not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value <= 1):
+                raise ConfigError(f"{flag} must be a fraction above 0 and at most 1 (got {value!r})")
+        if self.synthesize_keep_similar < 1 and not self.synthesize:
+            raise ConfigError("--synthesize-keep-similar filters written prompts: it needs --synthesize N")
         if self.token_loss_weight and self.student != "lora":
             raise ConfigError("--token-loss-weight trains the LoRA student only (--student lora)")
         require_int("--replay-repeat", self.replay_repeat, 1, 100, auto=True)
@@ -203,7 +210,8 @@ class DistillMethod(HyperNetReport, FusionMethod):
                 x = stats["synthesis"]
                 lines.append(f"source {source}: {x['kept']} of {x['candidates']} synthesized prompts kept ({x['unfinished']} "
                              f"unfinished, {x['length']} too short or long, {x['lines']} other lines, {x['copies']} copies, "
-                             f"{x['unlikely']} less likely than the seeds; {x['n_seed_prompts']} seeds)")
+                             f"{x['unlikely']} less likely than the seeds, {x.get('dissimilar', 0)} least like them in content; "
+                             f"{x['n_seed_prompts']} seeds)")
             lines.append(f"source {source} ({stats['source_model']}): {stats['kept']} of {stats['prompts']} answers kept, "
                          f"{stats['empty']} empty, {stats['truncated']} cut at the length cap ({stats['max_new_tokens']} "
                          f"tokens), {stats['filtered']} below --min-answer-logprob, {stats['cached']} from the cache")
@@ -236,6 +244,7 @@ class DistillMethod(HyperNetReport, FusionMethod):
                 made, synthesis = synthesize(writer, tokenizer, self._seeds(index), s.synthesize, work,
                                              seed=job.train.seed, cutoff_len=job.replay_config.cutoff_len,
                                              temperature=s.synthesize_temperature,
+                                             keep_similar=s.synthesize_keep_similar,
                                              writer_id="" if s.synthesize_writer == "target" else expert.identity,
                                              on_progress=lambda done, total, i=index: ctx.on_event("synthesize",
                                                                                                   (i, done, total)))

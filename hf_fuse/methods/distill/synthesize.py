@@ -16,6 +16,13 @@ The filter here is not Trans-LoRA's and has no trained part:
 4. **Nothing copied.** Exact copies and near-copies (word-trigram Jaccard similarity >= 0.6) of a seed or of a
    candidate already kept are dropped, as are candidates shorter than half the shortest seed or longer than 1.5x
    the longest, and candidates cut at the length cap.
+5. **About what the seeds are about** (``--synthesize-keep-similar F``, off by default): the checks above judge form;
+   this one judges content.  Each text (seed or candidate, its varying part only) is read by the writer and
+   represented by the mean of its last hidden layer over the text's tokens; the vectors are centred on their common
+   mean (a small model's hidden states share one dominant direction, which would make every text look alike), and
+   of the candidates the form filter kept, the fraction F most similar (cosine) to the seeds' centroid stay.
+   Embedding similarity to the seeds is one of the content filters the Trans-LoRA paper discusses; here it uses the
+   writer itself, so nothing else is loaded.
 
 Trans-LoRA's discriminator (a classifier trained to tell real inputs from synthetic ones) was not taken: with five
 seeds it would be trained on five positives.  Candidates are cached line by line (``answer_cache``: the
@@ -35,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from hf_common.errors import ConfigError
 from hf_runtime.data import Conversation
@@ -108,11 +116,34 @@ def _mean_logprob(model, tokenizer, context: list[int], text: str, device) -> fl
     return float(torch.log_softmax(logits, dim=-1).gather(1, torch.tensor(ids, device=device)[:, None]).mean())
 
 
+@torch.no_grad()
+def similarity_to_seeds(model, tokenizer, seeds: list[str], candidates: list[str]) -> list[float]:
+    """Each candidate's cosine similarity to the centroid of ``seeds``: texts as the mean of the model's last hidden
+    layer over their tokens, centred on the mean of every text given (the content filter's measure)."""
+    device = next(model.parameters()).device
+    vectors = []
+    for text in [*seeds, *candidates]:
+        ids = list(tokenizer.encode(text.strip(), add_special_tokens=False)) or [tokenizer.eos_token_id]
+        hidden = model(input_ids=torch.tensor([ids], device=device), output_hidden_states=True).hidden_states[-1]
+        vectors.append(hidden[0].float().mean(0))
+    matrix = torch.stack(vectors)
+    matrix = F.normalize(matrix - matrix.mean(0), dim=-1)
+    centroid = F.normalize(matrix[:len(seeds)].mean(0), dim=0)
+    return [float(x) for x in matrix[len(seeds):] @ centroid]
+
+
+def most_similar(scores: list[float], fraction: float) -> set[int]:
+    """The indices of the ``fraction`` highest scores (at least one where there are any; ties to the earlier)."""
+    count = max(1, math.ceil(fraction * len(scores))) if scores else 0
+    return set(sorted(range(len(scores)), key=lambda k: (-scores[k], k))[:count])
+
+
 def synthesize(model, tokenizer, seeds: list[Conversation], n: int, work: Path, *, seed: int, cutoff_len: int,
-               temperature: float = 0.7, writer_id: str = "", on_progress: Callable[[int, int], None] = lambda done, total: None,
-               ) -> tuple[list[Conversation], dict]:
+               temperature: float = 0.7, writer_id: str = "", keep_similar: float = 1.0,
+               on_progress: Callable[[int, int], None] = lambda done, total: None) -> tuple[list[Conversation], dict]:
     """``n`` candidate inputs written in the style of ``seeds``; returns the kept ones (as conversations with the
-    first seed's system prompt and no answer) and counts of what the filter dropped."""
+    first seed's system prompt and no answer) and counts of what the filter dropped (``keep_similar`` < 1: of those
+    the form filter keeps, only that fraction most like the seeds in content)."""
     if len(seeds) < MIN_SEEDS:
         raise ConfigError(f"--synthesize needs at least {MIN_SEEDS} seed prompts, got {len(seeds)}")
     frame = frame_of([c.turns[-1][0] for c in seeds])
@@ -171,11 +202,29 @@ def synthesize(model, tokenizer, seeds: list[Conversation], n: int, work: Path, 
     # the seeds' own threshold: each seed's likelihood given the others as examples
     threshold = min(_mean_logprob(model, tokenizer, context(_shots(middles, random.Random(seed + k), leave_out=k)), m,
                                   device) for k, m in enumerate(middles))
+    kept, counts = _form_filter(done, n, middles, heads, threshold)
+    counts.update(cached=n - len(todo), n_seed_prompts=len(seeds), temperature=temperature)
+    if keep_similar < 1:
+        scores = similarity_to_seeds(model, tokenizer, middles, kept)
+        chosen = most_similar(scores, keep_similar)
+        counts.update(dissimilar=len(kept) - len(chosen), keep_similar=keep_similar,
+                      similarity={"kept_min": round(min((scores[k] for k in chosen), default=0.0), 4),
+                                  "all_mean": round(sum(scores) / len(scores), 4) if scores else 0.0})
+        kept = [text for k, text in enumerate(kept) if k in chosen]
+    counts["kept"] = len(kept)
     model.train(was_training)
+    base = seeds[0]
+    # the frame's white space around the varying part is the seeds' own: keep the candidate's edges like theirs
+    lead = middles[0][:len(middles[0]) - len(middles[0].lstrip())]
+    trail = middles[0][len(middles[0].rstrip()):]
+    return [Conversation(base.system, [(frame.fill(lead + text + trail), "")]) for text in kept], counts
+
+
+def _form_filter(done: dict, n: int, middles: list[str], heads: set, threshold: float) -> tuple[list[str], dict]:
+    """The candidates that pass checks 1-4 of the module's description, and counts of what each check dropped."""
     low, high = 0.5 * min(map(len, middles)), 1.5 * max(map(len, middles))
     counts = {"candidates": n, "kept": 0, "unfinished": 0, "length": 0, "lines": 0, "copies": 0, "unlikely": 0,
-              "threshold": round(threshold, 4), "cached": n - len(todo), "n_seed_prompts": len(seeds),
-              "temperature": temperature}
+              "dissimilar": 0, "threshold": round(threshold, 4)}
     kept: list[str] = []
     for i in range(n):
         got = done[i]
@@ -193,8 +242,4 @@ def synthesize(model, tokenizer, seeds: list[Conversation], n: int, work: Path, 
         else:
             kept.append(text)
     counts["kept"] = len(kept)
-    base = seeds[0]
-    # the frame's white space around the varying part is the seeds' own: keep the candidate's edges like theirs
-    lead = middles[0][:len(middles[0]) - len(middles[0].lstrip())]
-    trail = middles[0][len(middles[0].rstrip()):]
-    return [Conversation(base.system, [(frame.fill(lead + text + trail), "")]) for text in kept], counts
+    return kept, counts

@@ -9,7 +9,14 @@ from click.testing import CliRunner
 from tiny_models import make_distill_setting
 
 from hf_fuse.cli import main
-from hf_fuse.methods.distill.synthesize import frame_of, line_heads, near_copy
+from hf_fuse.methods.distill.synthesize import (
+    frame_of,
+    line_heads,
+    most_similar,
+    near_copy,
+    similarity_to_seeds,
+    synthesize,
+)
 
 FAST = ["--max-steps", "1", "--grad-accum", "1", "--batch-size", "2", "--gen-batch-size", "4", "--max-examples-per-file", "4",
         "--gen-max-new-tokens", "4"]
@@ -103,6 +110,52 @@ def test_the_source_expert_can_write_the_prompts(setting, tmp_path):
     assert len(caches) == 2 and len(set(map(tuple, caches.values()))) == 2  # two models: two sets of candidates
 
 
+ON_TOPIC = "kubrick drove a blue car in paris"  # the seeds' words, none of their word triples
+OFF_TOPIC = "qqq zzz vvv www xxx yyy"
+
+
+def _tiny(setting):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    return AutoModelForCausalLM.from_pretrained(setting["base"]).eval(), AutoTokenizer.from_pretrained(setting["base"])
+
+
+def test_the_content_measure_puts_an_on_topic_prompt_nearer_the_seeds_than_an_off_topic_one(setting):
+    model, tokenizer = _tiny(setting)
+    scores = similarity_to_seeds(model, tokenizer, TEXTS, [OFF_TOPIC, ON_TOPIC])
+    assert scores[1] > scores[0]
+    assert most_similar(scores, 0.5) == {1} and most_similar(scores, 1.0) == {0, 1} and most_similar([], 0.5) == set()
+    assert most_similar([0.2, 0.2, 0.1], 0.3) == {0}  # at least one, ties to the earlier
+
+
+def test_the_content_filter_drops_an_off_topic_prompt_and_keeps_an_on_topic_one(setting, tmp_path):
+    from hf_runtime.data import load_records
+
+    model, tokenizer = _tiny(setting)
+    seeds = load_records(setting["seeds"], prompts_only=True)
+    synthesize(model, tokenizer, seeds, 2, tmp_path, seed=0, cutoff_len=256)  # writes the cache
+    (cache,) = tmp_path.glob("synthesized-*.jsonl")
+    rows = sorted((json.loads(line) for line in cache.read_text().splitlines()), key=lambda r: r["i"])
+    novel = {"finished": True, "logprob": 0.0, "n_tokens": 8}
+    for order in ((OFF_TOPIC, ON_TOPIC), (ON_TOPIC, OFF_TOPIC)):
+        cache.write_text("".join(json.dumps(r | {"answer": text, **novel}) + "\n" for r, text in zip(rows, order)))
+        both, counts = synthesize(model, tokenizer, seeds, 2, tmp_path, seed=0, cutoff_len=256)
+        assert len(both) == 2 and counts["dissimilar"] == 0  # the form filter alone keeps both
+        (kept,), counts = synthesize(model, tokenizer, seeds, 2, tmp_path, seed=0, cutoff_len=256, keep_similar=0.5)
+        assert ON_TOPIC in kept.turns[0][0] and OFF_TOPIC not in kept.turns[0][0]
+        assert counts["dissimilar"] == 1 and counts["kept"] == 1 and counts["keep_similar"] == 0.5
+        assert kept.turns[0][0] == both[order.index(ON_TOPIC)].turns[0][0]  # in the seeds' frame, as the others
+
+
+def test_the_content_filter_is_reported_by_the_cli(setting, tmp_path):
+    result = CliRunner().invoke(main, _argv(setting, tmp_path / "out", "--synthesize", "4", "--gen-cache", tmp_path / "c",
+                                            "--synthesize-keep-similar", "0.5"))
+    assert result.exit_code == 0, result.output
+    counts = _synthesis(tmp_path / "out")
+    assert counts["keep_similar"] == 0.5 and counts["kept"] + counts["dissimilar"] <= 4
+    assert "least like them in content" in result.stderr
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--synthesize", "4", "--seed-prompts-count-2"], "at least 3 --seed-prompts for each source; source 0 has 2"),
     (["--synthesize", "-1"], "--synthesize must be an integer from 0 to 100000"),
@@ -111,6 +164,10 @@ def test_the_source_expert_can_write_the_prompts(setting, tmp_path):
     (["--synthesize", "4", "--synthesize-temperature", "nan"], "--synthesize-temperature must be a number above 0"),
     (["--synthesize", "4", "--synthesize-temperature", "2.5"], "--synthesize-temperature must be a number above 0"),
     (["--synthesize", "4", "--synthesize-writer", "both"], "--synthesize-writer"),
+    (["--synthesize", "4", "--synthesize-keep-similar", "0"], "--synthesize-keep-similar must be a fraction above 0"),
+    (["--synthesize", "4", "--synthesize-keep-similar", "1.5"], "--synthesize-keep-similar must be a fraction above 0"),
+    (["--synthesize", "4", "--synthesize-keep-similar", "nan"], "--synthesize-keep-similar must be a fraction above 0"),
+    (["--synthesize", "0", "--synthesize-keep-similar", "0.5"], "--synthesize-keep-similar filters written prompts"),
 ])
 def test_bad_synthesis_options_are_refused_in_one_line(setting, tmp_path, extra, message):
     argv = _argv(setting, tmp_path / "out", *extra)
