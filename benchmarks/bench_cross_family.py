@@ -216,8 +216,11 @@ class CrossFamily:
         scores = self.study.evaluate(run["name"], adapter, self.heldout)
         cost = (self.exp.records.get(step) or self.exp.records.get(adapter.name, {})) if step and adapter else {}
         report = adapter / "fusion_report.json" if adapter else None
-        if report and report.exists() and "distill" in (fused := json.loads(report.read_text())):
+        fused = json.loads(report.read_text()) if report and report.exists() else {}
+        if "distill" in fused:
             run["distill"] = distill_record(fused["distill"])
+        if fused.get("tasks"):  # optimiser steps, so that a row's seconds compare with a plain LoRA run's per step
+            run["train_steps"] = sum(t.get("steps", 0) for t in fused["tasks"])
         entry = {**run, "tasks": {t: {**scores_prf(s), "cut": s.get("cut", 0)} for t, s in scores["tasks"].items()},
                  "macro": scores_prf(scores["macro"]),
                  "eval_dir": str(self.work / f"eval-{run['name']}"), "train_seconds": cost.get("seconds", 0.0),

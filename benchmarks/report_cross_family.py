@@ -201,13 +201,14 @@ def _render_set(results: dict, suffix: str) -> list[str]:
                       "| method | seeds | source task F1 (share of expert; gap closed) | null-source twin F1 | gap | "
                       "target task vs alone | vs twin | pass |", "|---|---|---|---|---|---|---|---|", *rows]
     lines += ["", f"## Every run{suffix}", "",
-              "| run | " + " | ".join(f"{t} P / R / F1" for t in tasks) + " | train s | peak MiB |",
-              "|---|" + "---|" * (len(tasks) + 2)]
+              "| run | " + " | ".join(f"{t} P / R / F1" for t in tasks) + " | train s | steps | peak MiB |",
+              "|---|" + "---|" * (len(tasks) + 3)]
     for run in results["runs"]:
         cells = [f"{100 * headline(run['tasks'][t]):.1f} {metric_name(results, t)}" if metric_name(results, t) != "F1" else
                  " / ".join(f"{100 * run['tasks'][t][k]:.1f}" for k in ("precision", "recall", "f1")) for t in tasks]
         seconds = f"{run['train_seconds']:.0f}" + (" (resumed: the last part only)" if run.get("train_resumed") else "")
-        lines.append(f"| {run['name']} | " + " | ".join(cells) + f" | {seconds} | {run['train_peak_mib']:.0f} |")
+        lines.append(f"| {run['name']} | " + " | ".join(cells) + f" | {seconds} | {run.get('train_steps', '-')} | "
+                     f"{run['train_peak_mib']:.0f} |")
     return lines
 
 

@@ -85,7 +85,7 @@ def test_report_gives_means_shares_and_paired_intervals(tmp_path):
                "validation": {"L0": {"hypernet": {"0.0001": 0.5}, "replay-tune": {"0.0003": 0.6}}}}
     report.write_report(tmp_path, results)
     every_run = (tmp_path / "results.md").read_text().split("## Every run")[1]
-    assert "| 10 (resumed: the last part only) | 100 |" in every_run.split("| hn-s0 |")[1].splitlines()[0]
+    assert "| 10 (resumed: the last part only) | - | 100 |" in every_run.split("| hn-s0 |")[1].splitlines()[0]
     assert "resumed" not in every_run.split("| hn-s1 |")[1].splitlines()[0]
     written = json.loads((tmp_path / "results.json").read_text())
     by = {c["comparison"]: c for c in written["comparisons"]}
@@ -358,7 +358,9 @@ def test_a_label_task_reads_its_accuracy_and_a_three_source_plan_its_own_bar(tmp
     text = report.render(results)
     assert "| d | 90.0 | 90.0 | 90.0 accuracy |" in text
     assert "| b F1 | c F1 | d accuracy |" in text
-    assert "| d-s0 | 0.0 / 0.0 / 100.0 | 0.0 / 0.0 / 100.0 | 0.0 / 0.0 / 100.0 | 100.0 accuracy |" in text
+    runs[1]["train_steps"] = 162
+    text = report.render(results)
+    assert "| d-s0 | 0.0 / 0.0 / 100.0 | 0.0 / 0.0 / 100.0 | 0.0 / 0.0 / 100.0 | 100.0 accuracy | 10 | 162 | 100 |" in text
     three = text.split("## The bar of transfer breadth, three experts in one plan")[1].split("## ")[0]
     assert "d 100.0 ± 0.0 (111 %; gap closed 114 %)" in three and "| 20.0 |" not in three  # the twin's accuracy: 20
     assert three.rstrip().endswith("| yes |")
