@@ -5,7 +5,10 @@ where the expert finds its answer likelier than its own base model does.  The **
 over the answer's tokens, of the expert's log-probability minus the base model's (the same model with the adapter
 switched off), both read on the same text after the same prompt.  It is zero when the adapter changes nothing and
 positive where the adapter raises the answer's tokens.  ``--answer-excess-keep F`` keeps the fraction F of the kept
-answers whose excess is highest.
+answers whose excess is highest.  ``--answer-excess-tokens F`` works inside each answer: every token's own excess
+(the same difference, not averaged) ranks the answer's tokens, and the student's loss counts only the fraction F of
+them where the adapter shows most; the others stay in the text, as context, with no loss.  The expert's and the
+student's tokenizers differ, so a student token takes the excess of the expert token its first character falls in.
 
 The idea is TiTok's (arXiv 2510.04682: per-token log-probability of the adapted model minus the base model's, to keep
 the samples and tokens where the adapter's knowledge shows); this is its answer-level filter, measured on our own
@@ -29,23 +32,29 @@ logger = logging.getLogger(__name__)
 
 
 @torch.no_grad()
-def answer_excess(expert, prompt: list[int], answer: list[int]) -> float:
-    """Mean over ``answer``'s tokens of log p(token | prompt, earlier tokens) under ``expert`` (a PEFT model) minus the
-    same under its base model (the adapter disabled); 0.0 for an empty answer."""
+def token_excess(expert, prompt: list[int], answer: list[int]) -> list[float]:
+    """Per token of ``answer``: log p(token | prompt, earlier tokens) under ``expert`` (a PEFT model) minus the same
+    under its base model (the adapter disabled)."""
     if not answer:
-        return 0.0
+        return []
     device = next(expert.parameters()).device
     ids = torch.tensor([prompt + answer], device=device)
     targets = ids[0, len(prompt):]
 
-    def mean_logprob() -> torch.Tensor:
+    def logprobs() -> torch.Tensor:
         logits = expert(input_ids=ids).logits[0, len(prompt) - 1:-1].float()
         return torch.log_softmax(logits, dim=-1).gather(1, targets[:, None]).squeeze(1)
 
-    with_adapter = mean_logprob()
+    with_adapter = logprobs()
     with expert.disable_adapter():
-        without = mean_logprob()
-    return float((with_adapter - without).mean())
+        without = logprobs()
+    return [float(x) for x in with_adapter - without]
+
+
+def answer_excess(expert, prompt: list[int], answer: list[int]) -> float:
+    """The mean of :func:`token_excess` over the answer's tokens; 0.0 for an empty answer."""
+    values = token_excess(expert, prompt, answer)
+    return sum(values) / len(values) if values else 0.0
 
 
 def read_excess(path: Path, n: int) -> dict[int, float]:

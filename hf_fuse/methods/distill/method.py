@@ -40,6 +40,7 @@ from ..hypernet.report import HyperNetReport
 from ..sources import SOURCE_MODEL_OPTION, SourceExpert, check_sources, parse_indexed
 from .answer_cache import AnswerCache, CachedAnswer
 from .excess import excess_filter
+from .excess_tokens import keep_tokens, token_excess_of
 from .synthesize import MIN_SEEDS, synthesize
 from .token_loss import DistilledExample, TokenDistillObjective, teacher_signal
 
@@ -95,6 +96,10 @@ class DistillSettings:
                                         help="keep the fraction F of the expert's answers where its adapter shows most: "
                                              "the highest mean log-probability under the expert minus under its base "
                                              "model without the adapter (TiTok's idea); 1: keep every answer.")
+    answer_excess_tokens: float = setting(1.0, type=float, metavar="F",
+                                          help="within each answer, the loss counts only the fraction F of its tokens "
+                                               "where the expert's adapter shows most (each token's log-probability "
+                                               "under the expert minus its base model; TiTok's idea); 1: every token.")
     token_loss_weight: float = setting(0.0, type=float, metavar="W",
                                        help="token-level distillation (LoRA student): add W x the distance between the "
                                             "student's and the expert's sorted next-token probabilities on the expert's "
@@ -132,6 +137,7 @@ class DistillSettings:
             raise ConfigError(f"--token-loss-weight must be a number >= 0 (got {self.token_loss_weight!r})")
         require_int("--token-loss-top-k", self.token_loss_top_k, 1, 1024)
         for flag, value in (("--answer-excess-keep", self.answer_excess_keep),
+                            ("--answer-excess-tokens", self.answer_excess_tokens),
                             ("--synthesize-keep-similar", self.synthesize_keep_similar)):
             if not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value <= 1):
                 raise ConfigError(f"{flag} must be a fraction above 0 and at most 1 (got {value!r})")
@@ -250,11 +256,16 @@ class DistillMethod(HyperNetReport, FusionMethod):
                                                                                                   (i, done, total)))
                 conversations += made
             answers, stats[str(index)] = self._answers(ctx, index, conversations, work, expert)
+            excess, masked = {}, 0
+            if s.answer_excess_tokens < 1:
+                with main_first():
+                    excess, stats[str(index)]["excess_tokens"] = token_excess_of(
+                        expert, conversations, answers, Path(stats[str(index)]["cache"]), job.replay_config)
             expert.release()
             if synthesis is not None:
                 stats[str(index)]["synthesis"] = {**synthesis, "writer": s.synthesize_writer}
             aligned = 0
-            for conv, answer in zip(conversations, answers):
+            for i, (conv, answer) in enumerate(zip(conversations, answers)):
                 if answer is None:
                     continue
                 pair = Conversation(conv.system, [*conv.turns[:-1], (conv.turns[-1][0], answer.text)])
@@ -267,7 +278,12 @@ class DistillMethod(HyperNetReport, FusionMethod):
                                             [p[:s.token_loss_top_k] for p in answer.top])
                     example = DistilledExample(example.input_ids, example.labels, example.source, teacher=signal)
                     aligned += len(signal.positions) if signal else 0
+                if i in excess:
+                    example, dropped = keep_tokens(ctx.tokenizer, example, answer.text, excess[i], s.answer_excess_tokens)
+                    masked += dropped
                 distilled.append(example)
+            if excess:
+                stats[str(index)]["excess_tokens"].update(fraction=s.answer_excess_tokens, masked=masked)
             if s.token_loss_weight:
                 stats[str(index)]["aligned_positions"] = aligned
         def times(k: int) -> str:

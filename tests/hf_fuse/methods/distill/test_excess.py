@@ -12,7 +12,8 @@ from click.testing import CliRunner
 from tiny_models import make_distill_setting, make_source_model
 
 from hf_fuse.cli import main
-from hf_fuse.methods.distill.excess import answer_excess, keep_highest
+from hf_fuse.methods.distill.excess import answer_excess, keep_highest, token_excess
+from hf_fuse.methods.distill.excess_tokens import keep_tokens
 
 FAST = ["--max-steps", "1", "--grad-accum", "1", "--batch-size", "2", "--gen-batch-size", "4", "--max-examples-per-file", "4",
         "--gen-max-new-tokens", "4"]
@@ -31,7 +32,7 @@ def _expert(root: Path, family: str):
 def test_excess_is_zero_for_a_zero_adapter_and_positive_where_the_adapter_raises_the_answer(tmp_path, family):
     expert = _expert(tmp_path, family)  # PEFT starts B at zero: the adapter changes nothing
     prompt, answer = [5, 9, 14, 3, 7], [11, 4, 8, 12]
-    assert answer_excess(expert, prompt, answer) == 0.0
+    assert answer_excess(expert, prompt, answer) == 0.0 and token_excess(expert, prompt, answer) == [0.0] * 4
     torch.manual_seed(0)
     trainable = [p for p in expert.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(trainable, lr=1e-2)
@@ -43,6 +44,9 @@ def test_excess_is_zero_for_a_zero_adapter_and_positive_where_the_adapter_raises
         optimizer.step()
     expert.eval()
     assert answer_excess(expert, prompt, answer) > 0.5
+    per_token = token_excess(expert, prompt, answer)
+    assert len(per_token) == 4 and all(x > 0 for x in per_token)  # each raised token, not only their mean
+    assert sum(per_token) / 4 == pytest.approx(answer_excess(expert, prompt, answer))
 
 
 def test_keep_highest_keeps_the_top_fraction_rounding_up_and_ties_by_index():
@@ -86,8 +90,49 @@ def test_the_filter_drops_the_answers_of_lowest_excess_counts_and_caches_them(se
     assert _stats(tmp_path / "out")["kept"] == 2
 
 
+@pytest.mark.parametrize("flag", ["--answer-excess-keep", "--answer-excess-tokens"])
 @pytest.mark.parametrize("value", ["0", "1.5", "-0.2", "nan"])
-def test_a_bad_fraction_is_refused_in_one_line_and_nothing_is_written(setting, tmp_path, value):
-    result = CliRunner().invoke(main, _argv(setting, tmp_path / "out", "--answer-excess-keep", value))
-    assert result.exit_code == 2 and "--answer-excess-keep" in result.stderr
+def test_a_bad_fraction_is_refused_in_one_line_and_nothing_is_written(setting, tmp_path, flag, value):
+    result = CliRunner().invoke(main, _argv(setting, tmp_path / "out", flag, value))
+    assert result.exit_code == 2 and f"{flag} must be a fraction" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
+
+
+def test_token_selection_keeps_the_loss_where_the_expert_shows_most_and_on_the_end_of_the_answer():
+    from tiny_models import tiny_tokenizer
+
+    from hf_runtime.data import IGNORE_INDEX, Conversation, format_example
+
+    tokenizer = tiny_tokenizer()
+    answer = "person: kubrick; city: rome"
+    example = format_example(tokenizer, Conversation("", [("List the entities. Text: kubrick in rome Answer:", answer)]),
+                             256)
+    scored = [k for k, label in enumerate(example.labels) if label != IGNORE_INDEX]
+    # the expert's own tokens: "person: " low, "kubrick; " high, "city: " low, "rome" high
+    expert = ([0, 8, 17, 23], [-0.2, 1.5, 0.1, 2.0])
+    half, masked = keep_tokens(tokenizer, example, answer, expert, 0.5)
+    lost = [k for k in scored if half.labels[k] == IGNORE_INDEX]
+    assert masked == len(lost) > 0 and half.input_ids == example.input_ids  # the text stays, as context
+    text = lambda ks: tokenizer.decode([example.input_ids[k] for k in ks])  # noqa: E731
+    assert "kubrick" not in text(lost) and "rome" not in text(lost) and "person" in text(lost)
+    tail = scored[-1]  # the end-of-turn token after the answer's text keeps its loss
+    assert half.labels[tail] == example.labels[tail]
+    assert keep_tokens(tokenizer, example, answer, expert, 1.0) == (example, 0)
+    assert keep_tokens(tokenizer, example, "not this answer", expert, 0.5) == (example, 0)  # not found: unchanged
+
+
+def test_the_token_selection_counts_what_it_masks_and_caches_the_values(setting, tmp_path):
+    assert CliRunner().invoke(main, _argv(setting, tmp_path / "out")).exit_code == 0
+    cache = Path(_stats(tmp_path / "out")["cache"])
+    rows = [json.loads(line) for line in cache.read_text().splitlines()]
+    cache.write_text("".join(json.dumps({**r, "answer": f"person: alpha {'beta ' * r['i']}", "finished": True,
+                                         "logprob": -0.5}) + "\n" for r in rows))
+    result = CliRunner().invoke(main, _argv(setting, tmp_path / "out", "--force", "--answer-excess-tokens", "0.5"))
+    assert result.exit_code == 0, result.output
+    stats = _stats(tmp_path / "out")
+    assert stats["kept"] == 4 and stats["excess_tokens"]["computed"] == 4 and stats["excess_tokens"]["masked"] > 0
+    values = json.loads(Path(stats["excess_tokens"]["cache"]).read_text())
+    assert sorted(values) == ["0", "1", "2", "3"] and all(len(v["starts"]) == len(v["values"]) for v in values.values())
+    again = CliRunner().invoke(main, _argv(setting, tmp_path / "out", "--force", "--answer-excess-tokens", "0.5"))
+    assert again.exit_code == 0 and _stats(tmp_path / "out")["excess_tokens"]["computed"] == 0
+    assert _stats(tmp_path / "out")["excess_tokens"]["masked"] == stats["excess_tokens"]["masked"]
