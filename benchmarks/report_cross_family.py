@@ -200,6 +200,7 @@ def _render_set(results: dict, suffix: str) -> list[str]:
                       "every labelled source-task example of the pool (replay-tune, same steps), where measured.", "",
                       "| method | seeds | source task F1 (share of expert; gap closed) | null-source twin F1 | gap | "
                       "target task vs alone | vs twin | pass |", "|---|---|---|---|---|---|---|---|", *rows]
+    lines += cost_table(results, suffix)
     lines += ["", f"## Every run{suffix}", "",
               "| run | " + " | ".join(f"{t} P / R / F1" for t in tasks) + " | train s | steps | peak MiB |",
               "|---|" + "---|" * (len(tasks) + 3)]
@@ -210,6 +211,24 @@ def _render_set(results: dict, suffix: str) -> list[str]:
         lines.append(f"| {run['name']} | " + " | ".join(cells) + f" | {seconds} | {run.get('train_steps', '-')} | "
                      f"{run['train_peak_mib']:.0f} |")
     return lines
+
+
+def cost_table(results: dict, suffix: str) -> list[str]:
+    """Wall time, optimiser steps and peak memory of each row whose runs recorded their steps, beside one another:
+    a fusion row beside the plain LoRA rows (replay-tune) of the table.  Seconds are the whole ``hf-fuse`` run's
+    (a distill row's answer generation included); peak memory is the process's resident set."""
+    rows = []
+    for key, runs in sorted(groups(results["runs"], results["settings"]).items(), key=lambda kv: str(kv[0])):
+        steps = [r["train_steps"] for r in runs if r.get("train_steps")]
+        if not steps:
+            continue
+        seconds = mean_std([r["train_seconds"] for r in runs])[0]
+        rows.append(f"| {label(key, results['settings'])} | {len(runs)} | {mean_std(steps)[0]:.0f} | {seconds:.0f} | "
+                    f"{seconds / mean_std(steps)[0]:.1f} | {max(r['train_peak_mib'] for r in runs):.0f} |")
+    if not rows:
+        return []
+    return ["", f"## Cost of each row (mean over its runs; replay-tune is plain LoRA){suffix}", "",
+            "| run | runs | optimiser steps | wall s | s per step | peak MiB |", "|---|---|---|---|---|---|", *rows]
 
 
 @dataclass(frozen=True)

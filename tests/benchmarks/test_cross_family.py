@@ -360,6 +360,8 @@ def test_a_label_task_reads_its_accuracy_and_a_three_source_plan_its_own_bar(tmp
     assert "| b F1 | c F1 | d accuracy |" in text
     runs[1]["train_steps"] = 162
     text = report.render(results)
+    cost = text.split("## Cost of each row")[1].split("## ")[0]
+    assert "| distill-lora | 3 | 162 | 10 | 0.1 | 100 |" in cost and "null" not in cost  # only rows that recorded steps
     assert "| d-s0 | 0.0 / 0.0 / 100.0 | 0.0 / 0.0 / 100.0 | 0.0 / 0.0 / 100.0 | 100.0 accuracy | 10 | 162 | 100 |" in text
     three = text.split("## The bar of transfer breadth, three experts in one plan")[1].split("## ")[0]
     assert "d 100.0 ± 0.0 (111 %; gap closed 114 %)" in three and "| 20.0 |" not in three  # the twin's accuracy: 20
