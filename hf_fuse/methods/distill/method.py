@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import math
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -46,7 +47,7 @@ from .token_loss import DistilledExample, TokenDistillObjective, teacher_signal
 
 logger = logging.getLogger(__name__)
 STUDENTS = ("lora", "hypernet")
-WRITERS = ("target", "source")
+WRITERS = ("target", "source", "source-base")
 PILOT, PILOT_CAP, AUTO_FALLBACK = 16, 512, 128  # --gen-max-new-tokens auto: pilot prompts, their cap, cap if none ends
 REPLAY_PER_SOURCE = 2  # --replay-repeat auto: the replay's repeats per source adapter
 
@@ -68,7 +69,8 @@ class DistillSettings:
                                                  "writer at 1.0 drifted off the task).")
     synthesize_writer: str = setting("target", type=click.Choice(list(WRITERS)),
                                      help="with --synthesize: which model writes the prompts: the target's base model, "
-                                          "or the source expert itself (its base model with its adapter).")
+                                          "the source expert itself (its base model with its adapter), or the "
+                                          "source's base model alone (the adapter switched off).")
     synthesize_keep_similar: float = setting(1.0, type=float, metavar="F",
                                              help="with --synthesize: a content filter after the form filter: keep the "
                                                   "fraction F of the kept prompts most like the seeds in the writer's "
@@ -247,13 +249,15 @@ class DistillMethod(HyperNetReport, FusionMethod):
             if s.synthesize:
                 ctx.on_event("stage", f"source {index}: writing {s.synthesize} prompts in the style of its seeds")
                 writer, tokenizer = (ctx.model, ctx.tokenizer) if s.synthesize_writer == "target" else expert.get()
-                made, synthesis = synthesize(writer, tokenizer, self._seeds(index), s.synthesize, work,
-                                             seed=job.train.seed, cutoff_len=job.replay_config.cutoff_len,
-                                             temperature=s.synthesize_temperature,
-                                             keep_similar=s.synthesize_keep_similar,
-                                             writer_id="" if s.synthesize_writer == "target" else expert.identity,
-                                             on_progress=lambda done, total, i=index: ctx.on_event("synthesize",
-                                                                                                  (i, done, total)))
+                adapter_off = writer.disable_adapter() if s.synthesize_writer == "source-base" else nullcontext()
+                with adapter_off:
+                    made, synthesis = synthesize(
+                        writer, tokenizer, self._seeds(index), s.synthesize, work, seed=job.train.seed,
+                        cutoff_len=job.replay_config.cutoff_len, temperature=s.synthesize_temperature,
+                        keep_similar=s.synthesize_keep_similar,
+                        writer_id={"target": "", "source": expert.identity}.get(s.synthesize_writer,
+                                                                              f"{expert.identity} base"),
+                        on_progress=lambda done, total, i=index: ctx.on_event("synthesize", (i, done, total)))
                 conversations += made
             answers, stats[str(index)] = self._answers(ctx, index, conversations, work, expert)
             excess, masked = {}, 0

@@ -96,10 +96,10 @@ def test_synthesis_writes_caches_and_resumes_and_the_filter_drops_copies(setting
     assert counts["writer"] == "target"
 
 
-def test_the_source_expert_can_write_the_prompts(setting, tmp_path):
+def test_the_source_expert_or_its_base_model_can_write_the_prompts(setting, tmp_path):
     work = tmp_path / "cache"
     runs = {}
-    for writer in ("target", "source"):
+    for writer in ("target", "source", "source-base"):
         result = CliRunner().invoke(main, _argv(setting, tmp_path / writer, "--synthesize", "4", "--gen-cache", work,
                                                 "--synthesize-writer", writer))
         assert result.exit_code == 0, result.output
@@ -107,7 +107,9 @@ def test_the_source_expert_can_write_the_prompts(setting, tmp_path):
     assert runs["source"]["writer"] == "source" and runs["source"]["cached"] == 0  # its own candidates, its own cache
     caches = {p.name: [json.loads(line)["answer"] for line in p.read_text().splitlines()]
               for p in work.glob("synthesized-*.jsonl")}
-    assert len(caches) == 2 and len(set(map(tuple, caches.values()))) == 2  # two models: two sets of candidates
+    assert runs["source-base"]["writer"] == "source-base" and runs["source-base"]["cached"] == 0
+    # three writers (the source's base with and without its adapter are two): three sets of candidates
+    assert len(caches) == 3 and len(set(map(tuple, caches.values()))) == 3
 
 
 ON_TOPIC = "kubrick drove a blue car in paris"  # the seeds' words, none of their word triples
