@@ -43,13 +43,7 @@ def main() -> None:
     parser.add_argument("--pack", type=Path, default=None)
     args = parser.parse_args()
     started = time.monotonic()
-    lines = [line.split("#")[0].strip() for line in args.runs.read_text().splitlines()]
-    phases: list[list[list[str]]] = [[]]
-    for line in lines:
-        if line == "---":
-            phases.append([])
-        elif line:
-            phases[-1].append(shlex.split(line))
+    phases = read_runs(args.runs)
     works = sorted({argv[argv.index("--work") + 1] for phase in phases for argv in phase if "--work" in argv})
     logs = Path(works[0] if works else ".") / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -65,6 +59,18 @@ def main() -> None:
     done = sum(1 for rc in results.values() if rc == 0)
     sys.stderr.write(f"{done} of {len(results)} invocations finished in {time.monotonic() - started:.0f} s\n")
     sys.exit(0 if done == len(results) else 1)
+
+
+def read_runs(path: Path) -> list[list[list[str]]]:
+    """A runs file's invocations (argument lists), in phases: ``---`` on a line of its own starts the next phase;
+    ``#`` starts a comment."""
+    phases: list[list[list[str]]] = [[]]
+    for line in (raw.split("#")[0].strip() for raw in path.read_text().splitlines()):
+        if line == "---":
+            phases.append([])
+        elif line:
+            phases[-1].append(shlex.split(line))
+    return phases
 
 
 def run_all(queue: list[list[str]], prefix: str, logs: Path, jobs: int, deadline: float) -> dict[str, int | None]:

@@ -370,3 +370,16 @@ def test_a_label_task_reads_its_accuracy_and_a_three_source_plan_its_own_bar(tmp
     assert report.scores_prf({"precision": 1, "recall": 1, "f1": 1, "score": 0.7, "score_name": "accuracy",
                               "metric": "exact"})["score"] == 0.7
     assert "score" not in report.scores_prf({"precision": 1, "recall": 1, "f1": 1, "score": 1, "score_name": "f1"})
+
+
+@pytest.mark.parametrize("runs_file", sorted((Path(bench.HERE) / "runs").glob("*.txt")), ids=lambda p: p.name)
+def test_every_line_of_every_runs_file_is_a_valid_invocation(runs_file):
+    from benchmarks.cross_family_runs import method_variants
+    from benchmarks.runner import read_runs
+
+    invocations = [argv for phase in read_runs(runs_file) for argv in phase]
+    assert invocations
+    for argv in invocations:
+        args = bench.parse_args(argv)
+        bench.settings_of(args)  # exits with one line on a bad option
+        assert set(args.methods) <= {*method_variants(), "replay-tune"}, argv
