@@ -35,6 +35,24 @@ def test_evaluate_writes_scores_and_every_prediction(fusion, tmp_path):
     assert again.exit_code == 2 and "--force" in again.stderr
 
 
+def test_a_label_task_is_scored_by_accuracy_and_its_table_says_so(fusion, tmp_path):
+    labels = tmp_path / "labels.json"
+    labels.write_text(json.dumps([{"instruction": f"Is {w} a colour? \nOption: yes, no \nAnswer:", "input": "",
+                                   "output": " yes" if w in ("red", "blue") else " no"}
+                                  for w in ("red", "blue", "rome", "paris")]))
+    result = run("evaluate", "--base-model", fusion["base"], "--data", labels, "-o", tmp_path / "results",
+                 "--max-new-tokens", "4")
+    assert result.exit_code == 0, result.output
+    task = json.loads((tmp_path / "results/results.json").read_text())["adapters"]["base"]["tasks"]["labels"]
+    assert task["metric"] == "exact" and task["score_name"] == "accuracy" and task["score"] == task["accuracy"]
+    rows = [json.loads(r) for r in (tmp_path / "results/predictions/base/labels.jsonl").read_text().splitlines()]
+    right = sum(r["prediction"].strip().rstrip(".").lower() == r["gold"].strip() for r in rows)
+    assert task["accuracy"] == right / 4  # the tiny random model: whatever it says, scored by exact match
+    outside = sum(r["prediction"].strip().rstrip(".").lower() not in ("yes", "no", "") for r in rows)
+    assert task["malformed"] == outside  # an answer that is neither option
+    assert f"{100 * task['accuracy']:.1f} acc" in result.stdout
+
+
 def test_greedy_generation_is_batch_independent(fusion):
     from hf_eval.generate import EvalConfig, generate
     from hf_runtime.data import load_records, prompt_ids
