@@ -128,8 +128,9 @@ def render(results: dict) -> str:
              *provenance(results["runs"]), "## Experts on their own tasks (the ceiling)", "",
              "| task | precision | recall | F1 (a label task: its accuracy) |", "|---|---|---|---|"]
     for task, score in results.get("expert_scores", {}).items():
+        name = metric_name(results, task)
         lines.append(f"| {task} | {100 * score['precision']:.1f} | {100 * score['recall']:.1f} | {100 * headline(score):.1f}"
-                     + ("" if metric_name(results, task) == "F1" else f" {metric_name(results, task)}") + " |")
+                     + ("" if name == "F1" else f" {name}") + " |")
     if target:
         own = target["tasks"][results["target_task"]]
         lines.append(f"| {results['target_task']} (the target alone) | {100 * own['precision']:.1f} | "
@@ -154,7 +155,8 @@ def _render_set(results: dict, suffix: str) -> list[str]:
     experts = results.get("experts", {})
     target = next((r for r in results["runs"] if r["method"] == "target"), None)
     s = results["settings"]
-    header = " | ".join(f"{t} {metric_name(results, t)}" for t in tasks)
+    names = {t: metric_name(results, t) for t in tasks}
+    header = " | ".join(f"{t} {names[t]}" for t in tasks)
     lines = ["", f"## Held-out scores (%: F1, a label task its accuracy), mean ± std over seeds{suffix}", "",
               "Share of ceiling: the source task's F1 as a share of its expert's; the target task's as a share of the "
               "target alone.", "",
@@ -205,7 +207,7 @@ def _render_set(results: dict, suffix: str) -> list[str]:
               "| run | " + " | ".join(f"{t} P / R / F1" for t in tasks) + " | train s | steps | peak MiB |",
               "|---|" + "---|" * (len(tasks) + 3)]
     for run in results["runs"]:
-        cells = [f"{100 * headline(run['tasks'][t]):.1f} {metric_name(results, t)}" if metric_name(results, t) != "F1" else
+        cells = [f"{100 * headline(run['tasks'][t]):.1f} {names[t]}" if names[t] != "F1" else
                  " / ".join(f"{100 * run['tasks'][t][k]:.1f}" for k in ("precision", "recall", "f1")) for t in tasks]
         seconds = f"{run['train_seconds']:.0f}" + (" (resumed: the last part only)" if run.get("train_resumed") else "")
         lines.append(f"| {run['name']} | " + " | ".join(cells) + f" | {seconds} | {run.get('train_steps', '-')} | "

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -57,27 +58,41 @@ def answer_excess(expert, prompt: list[int], answer: list[int]) -> float:
     return sum(values) / len(values) if values else 0.0
 
 
-def read_excess(path: Path, n: int) -> dict[int, float]:
-    """The cached excess values of an answer set (index -> value); what does not parse or is out of range is left out
-    (computed again), never coerced."""
+def per_answer(expert, conversations: list[Conversation], answers: list, replay: ReplayConfig, path: Path,
+               measure: Callable, parse: Callable[[object], object | None], encode: Callable = lambda v: v,
+               what: str = "excess") -> tuple[dict[int, object], int]:
+    """A value for every kept answer (None in ``answers``: dropped), cached as JSON at ``path`` (index -> value): the
+    cached entries that ``parse`` accepts (it returns None for one that does not parse or is out of range: computed
+    again, never coerced), the others ``measure(model, tokenizer, prompt_ids, answer_ids)`` with the source expert,
+    loaded on first use (``sources.SourceExpert``), and the cache rewritten atomically with both (``encode``: a value
+    as JSON).  Returns the values and how many were computed."""
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
-        return {}
+        data = {}
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        logger.warning("%s: unreadable excess cache (%s); computing the values again", path, type(exc).__name__)
-        return {}
-    if not isinstance(data, dict):
-        return {}
-    out = {}
-    for key, value in data.items():
-        if key.isdigit() and int(key) < n and type(value) in (int, float) and math.isfinite(value):
-            out[int(key)] = float(value)
-    return out
+        logger.warning("%s: unreadable %s cache (%s); computing the values again", path, what, type(exc).__name__)
+        data = {}
+    cached = {}
+    for key, raw in (data.items() if isinstance(data, dict) else ()):
+        value = parse(raw) if key.isdigit() and int(key) < len(answers) else None
+        if value is not None:
+            cached[int(key)] = value
+    kept = [i for i, answer in enumerate(answers) if answer is not None]
+    values = {i: cached[i] for i in kept if i in cached}
+    todo = [i for i in kept if i not in values]
+    if todo:
+        model, tokenizer = expert.get()
+        for i in todo:
+            prompt = prompt_ids(tokenizer, conversations[i], replay.cutoff_len, replay.drop_history)
+            values[i] = measure(model, tokenizer, prompt, list(tokenizer.encode(answers[i].text, add_special_tokens=False)))
+        merged = {**cached, **values}
+        write_text_atomic(path, json.dumps({str(i): encode(v) for i, v in sorted(merged.items())}) + "\n", force=True)
+    return values, len(todo)
 
 
-def write_excess(path: Path, values: dict[int, float]) -> None:
-    write_text_atomic(path, json.dumps({str(i): v for i, v in sorted(values.items())}) + "\n", force=True)
+def _number(raw) -> float | None:
+    return float(raw) if type(raw) in (int, float) and math.isfinite(raw) else None
 
 
 def keep_highest(values: dict[int, float], fraction: float) -> set[int]:
@@ -92,22 +107,14 @@ def excess_filter(expert, conversations: list[Conversation], answers: list, cach
     what the report says of it.  ``expert`` is the source expert loaded on first use (``sources.SourceExpert``);
     ``cache`` the answers' cache file, beside which the excess values are cached."""
     path = cache.with_name(cache.stem.replace("generations", "excess") + ".json")
-    kept = [i for i, answer in enumerate(answers) if answer is not None]
-    cached = read_excess(path, len(answers))
-    values = {i: cached[i] for i in kept if i in cached}
-    todo = [i for i in kept if i not in values]
-    if todo:
-        model, tokenizer = expert.get()
-        for i in todo:
-            prompt = prompt_ids(tokenizer, conversations[i], replay.cutoff_len, replay.drop_history)
-            values[i] = answer_excess(model, prompt, list(tokenizer.encode(answers[i].text, add_special_tokens=False)))
-        write_excess(path, {**cached, **values})
+    values, computed = per_answer(expert, conversations, answers, replay, path, parse=_number,
+                                  measure=lambda model, tokenizer, prompt, ids: answer_excess(model, prompt, ids))
     keep = keep_highest(values, fraction)
     ranked = sorted(values.values())
-    stats = {"fraction": fraction, "scored": len(values), "computed": len(todo), "dropped": len(kept) - len(keep),
+    stats = {"fraction": fraction, "scored": len(values), "computed": computed, "dropped": len(values) - len(keep),
              "median": ranked[len(ranked) // 2] if ranked else None,
              "threshold": min((values[i] for i in keep), default=None), "cache": str(path)}
     if stats["dropped"]:
         logger.warning("%d of %d answers dropped with the lowest excess (--answer-excess-keep %g)", stats["dropped"],
-                       len(kept), fraction)
+                       len(values), fraction)
     return [answer if i in keep else None for i, answer in enumerate(answers)], stats

@@ -11,60 +11,37 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
-import json
-import logging
 import math
 from pathlib import Path
 
-from hf_common.atomic import write_text_atomic
-from hf_runtime.data import IGNORE_INDEX, Conversation, Example, ReplayConfig, prompt_ids
+from hf_runtime.data import IGNORE_INDEX, Conversation, Example, ReplayConfig
 from hf_runtime.generation import char_starts
 
-from .excess import token_excess
-
-logger = logging.getLogger(__name__)
+from .excess import keep_highest, per_answer, token_excess
 
 TokenExcess = tuple[list[int], list[float]]  # the expert's token starts (characters of the answer) and their excess
 
 
-def read_token_excess(path: Path, n: int) -> dict[int, TokenExcess]:
-    """The cached per-token values of an answer set; an entry that does not parse (lists of equal length, integer
-    starts that never decrease, finite values) is left out and computed again, never coerced."""
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        return {}
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        logger.warning("%s: unreadable token excess cache (%s); computing the values again", path, type(exc).__name__)
-        return {}
-    out = {}
-    for key, entry in (data.items() if isinstance(data, dict) else ()):
-        starts, values = (entry.get("starts"), entry.get("values")) if isinstance(entry, dict) else (None, None)
-        if (key.isdigit() and int(key) < n and isinstance(starts, list) and isinstance(values, list)
-                and len(starts) == len(values) and all(type(x) is int and x >= 0 for x in starts)
-                and starts == sorted(starts) and all(type(v) in (int, float) and math.isfinite(v) for v in values)):
-            out[int(key)] = (starts, [float(v) for v in values])
-    return out
+def _token_entry(raw) -> TokenExcess | None:
+    """A cached entry as (starts, values): lists of equal length, integer starts that never decrease, finite values."""
+    starts, values = (raw.get("starts"), raw.get("values")) if isinstance(raw, dict) else (None, None)
+    if (isinstance(starts, list) and isinstance(values, list) and len(starts) == len(values)
+            and all(type(x) is int and x >= 0 for x in starts) and starts == sorted(starts)
+            and all(type(v) in (int, float) and math.isfinite(v) for v in values)):
+        return starts, [float(v) for v in values]
+    return None
 
 
 def token_excess_of(expert, conversations: list[Conversation], answers: list, cache: Path,
                     replay: ReplayConfig) -> tuple[dict[int, TokenExcess], dict]:
-    """Per-token excess of every kept answer (None in ``answers``: dropped), from the cache where it can; ``expert``
-    is the source expert loaded on first use (``sources.SourceExpert``)."""
+    """Per-token excess of every kept answer (None in ``answers``: dropped), cached beside the answers' ``cache``
+    (``excess.per_answer``); ``expert`` is the source expert loaded on first use (``sources.SourceExpert``)."""
     path = cache.with_name(cache.stem.replace("generations", "excess-tokens") + ".json")
-    cached = read_token_excess(path, len(answers))
-    values = {i: cached[i] for i, answer in enumerate(answers) if answer is not None and i in cached}
-    todo = [i for i, answer in enumerate(answers) if answer is not None and i not in values]
-    if todo:
-        model, tokenizer = expert.get()
-        for i in todo:
-            ids = list(tokenizer.encode(answers[i].text, add_special_tokens=False))
-            prompt = prompt_ids(tokenizer, conversations[i], replay.cutoff_len, replay.drop_history)
-            values[i] = (char_starts(tokenizer, ids)[1], token_excess(model, prompt, ids))
-        merged = {**cached, **values}
-        write_text_atomic(path, json.dumps({str(i): {"starts": s, "values": v} for i, (s, v) in sorted(merged.items())})
-                          + "\n", force=True)
-    return values, {"computed": len(todo), "cache": str(path)}
+    values, computed = per_answer(
+        expert, conversations, answers, replay, path, parse=_token_entry, what="token excess",
+        measure=lambda model, tokenizer, prompt, ids: (char_starts(tokenizer, ids)[1], token_excess(model, prompt, ids)),
+        encode=lambda value: {"starts": value[0], "values": value[1]})
+    return values, {"computed": computed, "cache": str(path)}
 
 
 def keep_tokens(tokenizer, example: Example, answer: str, expert: TokenExcess, fraction: float) -> tuple[Example, int]:
@@ -88,8 +65,7 @@ def keep_tokens(tokenizer, example: Example, answer: str, expert: TokenExcess, f
         if labels[first + j] != IGNORE_INDEX and 0 <= at < len(core):
             k = bisect.bisect_right(expert_starts, at) - 1
             inside[first + j] = expert[1][k] if 0 <= k < len(expert[1]) else 0.0
-    count = math.ceil(fraction * len(inside))
-    kept = set(sorted(inside, key=lambda p: (-inside[p], p))[:count])
+    kept = keep_highest(inside, fraction)
     masked = [p for p in inside if p not in kept]
     if not masked:
         return example, 0

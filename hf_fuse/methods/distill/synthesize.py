@@ -49,6 +49,7 @@ from hf_runtime.data import Conversation
 from hf_runtime.generation import left_padded, stop_token_ids
 
 from .answer_cache import AnswerCache, CachedAnswer
+from .excess import keep_highest
 
 MIN_SEEDS = 3  # fewer cannot separate the task's frame from the varying part, nor set a likelihood threshold
 SHOTS = 4  # seeds shown per candidate (a fresh sample of them each time)
@@ -132,12 +133,6 @@ def similarity_to_seeds(model, tokenizer, seeds: list[str], candidates: list[str
     return [float(x) for x in matrix[len(seeds):] @ centroid]
 
 
-def most_similar(scores: list[float], fraction: float) -> set[int]:
-    """The indices of the ``fraction`` highest scores (at least one where there are any; ties to the earlier)."""
-    count = max(1, math.ceil(fraction * len(scores))) if scores else 0
-    return set(sorted(range(len(scores)), key=lambda k: (-scores[k], k))[:count])
-
-
 def synthesize(model, tokenizer, seeds: list[Conversation], n: int, work: Path, *, seed: int, cutoff_len: int,
                temperature: float = 0.7, writer_id: str = "", keep_similar: float = 1.0,
                on_progress: Callable[[int, int], None] = lambda done, total: None) -> tuple[list[Conversation], dict]:
@@ -206,7 +201,7 @@ def synthesize(model, tokenizer, seeds: list[Conversation], n: int, work: Path, 
     counts.update(cached=n - len(todo), n_seed_prompts=len(seeds), temperature=temperature)
     if keep_similar < 1:
         scores = similarity_to_seeds(model, tokenizer, middles, kept)
-        chosen = most_similar(scores, keep_similar)
+        chosen = keep_highest(dict(enumerate(scores)), keep_similar)
         counts.update(dissimilar=len(kept) - len(chosen), keep_similar=keep_similar,
                       similarity={"kept_min": round(min((scores[k] for k in chosen), default=0.0), 4),
                                   "all_mean": round(sum(scores) / len(scores), 4) if scores else 0.0})

@@ -71,13 +71,18 @@ def _stats(out):
     return json.loads((out / "fusion_report.json").read_text())["distill"]["sources"]["0"]
 
 
-def test_the_filter_drops_the_answers_of_lowest_excess_counts_and_caches_them(setting, tmp_path):
-    assert CliRunner().invoke(main, _argv(setting, tmp_path / "out")).exit_code == 0
-    cache = Path(_stats(tmp_path / "out")["cache"])
+def _finished_answers(setting, out):
+    """A first run's answer cache, its answers made finished ones, each a different text (the random expert never
+    finishes)."""
+    assert CliRunner().invoke(main, _argv(setting, out)).exit_code == 0
+    cache = Path(_stats(out)["cache"])
     rows = [json.loads(line) for line in cache.read_text().splitlines()]
-    # the random expert never finishes: make its answers finished ones, each a different text
     cache.write_text("".join(json.dumps({**r, "answer": f"person: alpha {'beta ' * r['i']}", "finished": True,
                                          "logprob": -0.5}) + "\n" for r in rows))
+
+
+def test_the_filter_drops_the_answers_of_lowest_excess_counts_and_caches_them(setting, tmp_path):
+    _finished_answers(setting, tmp_path / "out")
     result = CliRunner().invoke(main, _argv(setting, tmp_path / "out", "--force", "--answer-excess-keep", "0.5"))
     assert result.exit_code == 0, result.output
     stats = _stats(tmp_path / "out")
@@ -122,11 +127,7 @@ def test_token_selection_keeps_the_loss_where_the_expert_shows_most_and_on_the_e
 
 
 def test_the_token_selection_counts_what_it_masks_and_caches_the_values(setting, tmp_path):
-    assert CliRunner().invoke(main, _argv(setting, tmp_path / "out")).exit_code == 0
-    cache = Path(_stats(tmp_path / "out")["cache"])
-    rows = [json.loads(line) for line in cache.read_text().splitlines()]
-    cache.write_text("".join(json.dumps({**r, "answer": f"person: alpha {'beta ' * r['i']}", "finished": True,
-                                         "logprob": -0.5}) + "\n" for r in rows))
+    _finished_answers(setting, tmp_path / "out")
     result = CliRunner().invoke(main, _argv(setting, tmp_path / "out", "--force", "--answer-excess-tokens", "0.5"))
     assert result.exit_code == 0, result.output
     stats = _stats(tmp_path / "out")

@@ -9,10 +9,10 @@ from click.testing import CliRunner
 from tiny_models import make_distill_setting
 
 from hf_fuse.cli import main
+from hf_fuse.methods.distill.excess import keep_highest
 from hf_fuse.methods.distill.synthesize import (
     frame_of,
     line_heads,
-    most_similar,
     near_copy,
     similarity_to_seeds,
     synthesize,
@@ -126,6 +126,7 @@ def test_the_content_measure_puts_an_on_topic_prompt_nearer_the_seeds_than_an_of
     model, tokenizer = _tiny(setting)
     scores = similarity_to_seeds(model, tokenizer, TEXTS, [OFF_TOPIC, ON_TOPIC])
     assert scores[1] > scores[0]
+    most_similar = lambda values, fraction: keep_highest(dict(enumerate(values)), fraction)  # noqa: E731 (the filter's rule)
     assert most_similar(scores, 0.5) == {1} and most_similar(scores, 1.0) == {0, 1} and most_similar([], 0.5) == set()
     assert most_similar([0.2, 0.2, 0.1], 0.3) == {0}  # at least one, ties to the earlier
 
