@@ -36,7 +36,7 @@ def answers(expert: Path, prompts_file: Path | list, cap: int | str, batch: int)
     import torch
     from peft import PeftModel
 
-    from hf_fuse.methods.distill.method import PILOT, PILOT_CAP, auto_cap
+    from hf_fuse.methods.distill.answer_cache import PILOT, PILOT_CAP, auto_cap
     from hf_runtime.data import load_records, prompt_ids
     from hf_runtime.generation import generate_batches
     from hf_runtime.model import load_model_and_tokenizer, resolve_base_model

@@ -11,6 +11,8 @@ and named in a warning with its line number, and its answer is generated again. 
 all is refused (exit 2).  Runs that share a cache hold an exclusive lock (``fcntl.flock`` on ``FILE.lock``) while
 they read it, generate what is missing and append, so two runs at once never corrupt it and never generate the
 same answer twice: the second waits, then reads the first's answers.
+
+``auto_cap`` is ``--gen-max-new-tokens auto``'s rule, read off the pilot answers in this cache.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from pathlib import Path
 from hf_common.errors import FileAccessError, one_line
 
 logger = logging.getLogger(__name__)
+PILOT, PILOT_CAP, AUTO_FALLBACK = 16, 512, 128  # --gen-max-new-tokens auto: pilot prompts, their cap, cap if none ends
 MAX_LINE = 1 << 20  # a line longer than this is not an answer of ours
 
 
@@ -152,3 +155,12 @@ def _last_byte(path: Path) -> bytes:
     with open(path, "rb") as handle:
         handle.seek(-1, os.SEEK_END)
         return handle.read(1)
+
+
+def auto_cap(pilot: list[CachedAnswer]) -> int:
+    """``--gen-max-new-tokens auto``: 1.5x the longest finished pilot answer (in tokens), at least 16, at most the pilot's
+    cap; the fallback when no pilot answer finished (an expert that never ends, as a null source)."""
+    lengths = [a.n_tokens for a in pilot if a.finished]
+    if not lengths:
+        return AUTO_FALLBACK
+    return min(PILOT_CAP, max(16, math.ceil(1.5 * max(lengths))))

@@ -39,7 +39,7 @@ from ..base import FuseContext, FusionMethod, MethodResult, lora_task, register
 from ..hypernet.method import HyperNetMethod, HyperNetSettings
 from ..hypernet.report import HyperNetReport
 from ..sources import SOURCE_MODEL_OPTION, SourceExpert, check_sources, parse_indexed
-from .answer_cache import AnswerCache, CachedAnswer
+from .answer_cache import AUTO_FALLBACK, PILOT, PILOT_CAP, AnswerCache, CachedAnswer, auto_cap
 from .excess import excess_filter
 from .excess_tokens import keep_tokens, token_excess_of
 from .synthesize import MIN_SEEDS, synthesize
@@ -48,7 +48,6 @@ from .token_loss import DistilledExample, TokenDistillObjective, teacher_signal
 logger = logging.getLogger(__name__)
 STUDENTS = ("lora", "hypernet")
 WRITERS = ("target", "source", "source-base")
-PILOT, PILOT_CAP, AUTO_FALLBACK = 16, 512, 128  # --gen-max-new-tokens auto: pilot prompts, their cap, cap if none ends
 REPLAY_PER_SOURCE = 2  # --replay-repeat auto: the replay's repeats per source adapter
 
 
@@ -399,11 +398,3 @@ class DistillMethod(HyperNetReport, FusionMethod):
         ctx.model = peft_model.unload()
         return MethodResult(tensors, plan.target_config, [lora_task(plan, history)])
 
-
-def auto_cap(pilot: list[CachedAnswer]) -> int:
-    """``--gen-max-new-tokens auto``: 1.5x the longest finished pilot answer (in tokens), at least 16, at most the pilot's
-    cap; the fallback when no pilot answer finished (an expert that never ends, as a null source)."""
-    lengths = [a.n_tokens for a in pilot if a.finished]
-    if not lengths:
-        return AUTO_FALLBACK
-    return min(PILOT_CAP, max(16, math.ceil(1.5 * max(lengths))))

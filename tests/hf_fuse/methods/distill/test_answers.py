@@ -13,8 +13,7 @@ from tiny_models import make_distill_setting
 
 from hf_common.cli_support import int_or_auto
 from hf_fuse.cli import main
-from hf_fuse.methods.distill.answer_cache import CachedAnswer
-from hf_fuse.methods.distill.method import AUTO_FALLBACK, PILOT_CAP, auto_cap
+from hf_fuse.methods.distill.answer_cache import AUTO_FALLBACK, PILOT_CAP, CachedAnswer, auto_cap
 
 FAST = ["--max-steps", "1", "--grad-accum", "1", "--batch-size", "2", "--gen-batch-size", "4", "--max-examples-per-file", "4"]
 
