@@ -11,7 +11,7 @@ sources times, each in a fresh process:
 and prints the median wall time, the ratios analyze/read and analyze/stand-in, the peak resident memory and the
 plan's size against the input's.
 
-Reference (issue 2): the authors' code needs ~2 s on 2 cores to load, group, block and take
+Reference: the authors' code needs ~2 s on 2 cores to load, group, block and take
 singular values for the target and 5 sources (writing nothing) and ~1 GB for that data.
 
     python -m benchmarks analyze [--work DIR] [--repeat 3] [--block-size 4096]

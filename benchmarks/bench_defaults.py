@@ -1,6 +1,6 @@
 """Which of hf-fuse's defaults, ours or the paper code's, does better on the benchmark's *validation* split?
 
-Where the paper is silent the authors' code decides five things differently from ours (issue 14):
+Where the paper is silent the authors' code decides five things differently from ours:
 HyperNet init, AdamW weight decay, gradient clipping, warm-up rounding and α reset between sequential
 tasks.  This script fuses with our defaults, with ``--preset paper`` (all five), and with each single
 paper choice, at the cross-family benchmark's cpu setting (16 source labels, its chosen learning rate,

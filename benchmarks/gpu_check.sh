@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check in one call (issue 22): pytest -m gpu, bench_fuse at paper sizes in bfloat16, bench_scale on one
+# The GPU check in one call: pytest -m gpu, bench_fuse at paper sizes in bfloat16, bench_scale on one
 # GPU and one distill run at the benchmark's budget; figures in OUT/gpu-<device>-<date>.json (default
 # benchmarks/results).  Exits 2 at once without CUDA; --smoke runs it on tiny models on the CPU.
 #   benchmarks/gpu_check.sh [--out DIR] [--smoke]

@@ -263,10 +263,10 @@ class Bar:
         return "; ".join(parts)
 
 
-BARS = [Bar("issue 11", 0.5, None, 0.2, 0.01, None),
-        Bar("issue 20, with the source task's unlabelled prompts", 0.8, 0.08, 0.2, 0.01, 0.02),
-        Bar("issue 20, data-free (5 seed prompts)", 0.5, None, 0.2, 0.01, 0.02, kind="data-free"),
-        Bar("issue 20, two experts in one plan", 0.6, None, 0.2, 0.01, 0.02, kind="two"),
+BARS = [Bar("the first transfer", 0.5, None, 0.2, 0.01, None),
+        Bar("the second transfer, with the source task's unlabelled prompts", 0.8, 0.08, 0.2, 0.01, 0.02),
+        Bar("the second transfer, data-free (5 seed prompts)", 0.5, None, 0.2, 0.01, 0.02, kind="data-free"),
+        Bar("the second transfer, two experts in one plan", 0.6, None, 0.2, 0.01, 0.02, kind="two"),
         Bar("transfer breadth, data-free (5 seed prompts)", 0.8, 0.06, 0.2, None, 0.02, kind="data-free"),
         Bar("transfer breadth, with the source task's unlabelled prompts", 0.9, None, 0.2, None, 0.02),
         Bar("transfer breadth, three experts in one plan", 0.8, None, 0.2, None, 0.02, kind="three")]

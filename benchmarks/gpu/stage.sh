@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Real models on a GPU machine that cannot reach the package registry and takes 64 MiB per call (this workplace's
 # device tool): cuts the two GGUF files of the installed model packages into parts that travel one call each, and
-# gathers what the device-side set-up (setup.sh) and the issue-20 runs (benchmarks/runs/gpu-distill-options.txt) need, under .gpu/ (which
+# gathers what the device-side set-up (setup.sh) and the distill-option runs (benchmarks/runs/gpu-distill-options.txt) need, under .gpu/ (which
 # git must ignore: echo /.gpu/ >> .git/info/exclude).  Then, one call each, while the machine stays warm:
 #   carry .gpu/g1 · .gpu/g2 · .gpu/g3 · .gpu/g4 · .gpu/p1 (any command, e.g. ls), and last
 #   carry .gpu/p2 .gpu/p3 with:

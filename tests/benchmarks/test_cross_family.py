@@ -100,18 +100,18 @@ def test_report_gives_means_shares_and_paired_intervals(tmp_path):
     assert "| 0 | hypernet (null sources) | 3 | 0.0001 | 50.0 ± 0.0 | 0.0 ± 0.0 |" in text
     assert "b 50 %" in text  # fusion recovers half of the expert's F1 on its task
     assert "+50.0 [+0.0, +100.0]" in text  # the two-example interval of task b
-    # issue 11's bar: 50 % of the expert, 50 above null; the target alone scores 0 on b, so half the gap is closed
-    issue11, issue20 = text.split("## The bar of issue 11")[1].split("## The bar of issue 20")
-    assert "| hypernet | 3 / 3 | b 50.0 ± 0.0 (50 %; gap closed 50 %) | 0.0 | +50.0 | +0.0 | +0.0 | yes |" in issue11
+    # the first transfer bar: 50 % of the expert, 50 above null; the target alone scores 0 on b, so half the gap is closed
+    first_bar, second_bar = text.split("## The bar of the first transfer")[1].split("## The bar of the second transfer")
+    assert "| hypernet | 3 / 3 | b 50.0 ± 0.0 (50 %; gap closed 50 %) | 0.0 | +50.0 | +0.0 | +0.0 | yes |" in first_bar
     # all conditions hold, but with 2 seeds the bar (3 seeds at least) is not met
     assert "| distill-lora [60 steps, 100 prompts] | 2 / 2 | b 100.0 ± 0.0 (100 %; gap closed 100 %; 100 % of labelled) | " \
-           "0.0 | +100.0 | +0.0 | +0.0 | no |" in issue11
-    assert "| hypernet | 3 / 3 | b 50.0 ± 0.0 (50 %; gap closed 50 %) | 0.0 | +50.0 | +0.0 | +0.0 | no |" in issue20  # < 80 %
+           "0.0 | +100.0 | +0.0 | +0.0 | no |" in first_bar
+    assert "| hypernet | 3 / 3 | b 50.0 ± 0.0 (50 %; gap closed 50 %) | 0.0 | +50.0 | +0.0 | +0.0 | no |" in second_bar  # < 80 %
     assert "b 50 % (gap closed 50 %)" in text
     variant = by["distill-lora [2 epochs, 100 prompts, auto] - null-source"]
     assert variant["seeds"] == [0, 1, 2] and variant["tasks"]["b"]["diff"] == pytest.approx(0.5)
     assert "| distill-lora [2 epochs, 100 prompts, auto] | 3 / 3 | b 50.0 ± 0.0 (50 %; gap closed 50 %) | 0.0 | +50.0 |" \
-           in issue11
+           in first_bar
 
 
 def test_results_accumulate_across_invocations_with_the_same_settings(tmp_path):
@@ -260,11 +260,11 @@ def test_a_two_source_plan_joins_a_one_source_table_and_each_set_is_compared_and
         (("b",), "distill-lora - null-source"), (("b", "c"), "distill-lora - null-source")]
     assert [c["tasks"] for c in merged["comparisons"] if c["sources"] == ["b", "c"]] == [computed[0]["tasks"]]
     text = tables["b"].with_suffix(".md").read_text()
-    one = text.split("## The bar of issue 20, with the source task's unlabelled prompts")[1].split("## ")[0]
-    two = text.split("## The bar of issue 20, two experts in one plan")[1].split("## ")[0]
+    one = text.split("## The bar of the second transfer, with the source task's unlabelled prompts")[1].split("## ")[0]
+    two = text.split("## The bar of the second transfer, two experts in one plan")[1].split("## ")[0]
     assert one.startswith(" (0 source labels, mean over seeds) (sources: b)") and "| yes |" in one
     assert two.startswith(" (0 source labels, mean over seeds) (sources: b, c)") and "| no |" in two  # c at 0 %
-    assert text.count("## The bar of issue 20, two experts") == 1  # a one-source plan is not judged as two
+    assert text.count("## The bar of the second transfer, two experts") == 1  # a one-source plan is not judged as two
     # fewer sources first although the two-source file was merged last: a merge does not move published sections
     assert text.index("(sources: b)") < text.index("(sources: b, c)")
 
@@ -284,12 +284,12 @@ def test_each_bar_judges_its_own_runs(tmp_path):
                "target_task": "a", "source_tasks": ["b", "c"], "experts": {"b": 1.0, "c": 1.0}, "expert_scores": {},
                "runs": runs, "chosen_lr": {}, "validation": {}}
     text = report.render(results)
-    two = text.split("## The bar of issue 20, two experts in one plan")[1].split("## ")[0]
-    free_bar = text.split("## The bar of issue 20, data-free (5 seed prompts)")[1].split("## ")[0]
+    two = text.split("## The bar of the second transfer, two experts in one plan")[1].split("## ")[0]
+    free_bar = text.split("## The bar of the second transfer, data-free (5 seed prompts)")[1].split("## ")[0]
     assert "| distill-lora | 3 / 3 |" in two and "data-free" not in two.split("|---|")[-1]
     assert "yes |" in two  # both sources at 100 %, each twin 100 points lower
     assert "| distill-lora [data-free: 5 seeds, 64 written] | 3 / 3 |" in free_bar and "no |" in free_bar  # c at 0 %
-    assert "## The bar of issue 11" not in text  # one-source bars do not judge a two-source plan
+    assert "## The bar of the first transfer" not in text  # one-source bars do not judge a two-source plan
 
 
 def test_each_set_of_source_tasks_keeps_its_own_results_file(tmp_path):
@@ -366,7 +366,7 @@ def test_a_label_task_reads_its_accuracy_and_a_three_source_plan_its_own_bar(tmp
     three = text.split("## The bar of transfer breadth, three experts in one plan")[1].split("## ")[0]
     assert "d 100.0 ± 0.0 (111 %; gap closed 114 %)" in three and "| 20.0 |" not in three  # the twin's accuracy: 20
     assert three.rstrip().endswith("| yes |")
-    assert "## The bar of issue 20, two experts" not in text  # three sources are not judged as two
+    assert "## The bar of the second transfer, two experts" not in text  # three sources are not judged as two
     assert report.scores_prf({"precision": 1, "recall": 1, "f1": 1, "score": 0.7, "score_name": "accuracy",
                               "metric": "exact"})["score"] == 0.7
     assert "score" not in report.scores_prf({"precision": 1, "recall": 1, "f1": 1, "score": 1, "score_name": "f1"})
